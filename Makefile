@@ -1,0 +1,37 @@
+# Two commands: `make demo` runs the embedded demo, `make test` runs every check.
+# Both create .venv when missing, install fluxd with its test extras, and install the
+# pinned helm and kubectl binaries into .venv/bin (deploy/install_tools.py).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint unit bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml deploy/install_tools.py
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python deploy/install_tools.py --bin-dir $(BIN)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m fluxd demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check fluxd tests benchmarks deploy
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# pytest's exit status 5 (no tests collected) fails the target like any other failure.
+test: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.devcluster
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

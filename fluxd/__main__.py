@@ -1,0 +1,5 @@
+import sys
+
+from fluxd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,166 @@
+"""Start and stop a development cluster: TLS listener, lifecycle task, kubeconfig.
+
+``DevCluster.run(...)`` is an async context manager used by ``fluxd dev-cluster``, by
+``fluxd dev`` and by the test fixture. On entry the server listens (port 0 picks a free
+one) and the kubeconfig — server URL, the throw-away CA, an admin bearer token — is
+ready; on exit watches are closed and the listener stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import copy
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from aiohttp import web
+
+from fluxd.clock import Clock, SystemClock
+from fluxd.devcluster import tls
+from fluxd.devcluster.cluster import Cluster, WriteOptions
+from fluxd.devcluster.lifecycle import Lifecycle
+from fluxd.devcluster.server import ADMIN_USER, DevServer, ServerOptions
+
+CONTEXT = "fluxd-dev"
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+_RBAC = "rbac.authorization.k8s.io/v1"
+_READ = ["get", "list", "watch"]
+_WRITE = ["create", "delete", "deletecollection", "patch", "update"]
+_AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
+_BOOTSTRAP: tuple[dict[str, Any], ...] = (
+    {"apiVersion": _RBAC, "kind": "ClusterRole", "metadata": {"name": "cluster-admin"},
+     "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+               {"nonResourceURLs": ["*"], "verbs": ["*"]}]},
+    {"apiVersion": _RBAC, "kind": "ClusterRoleBinding", "metadata": {"name": "cluster-admin"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "cluster-admin"},
+     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                   "name": "system:masters"}]},
+    # admin ⊃ edit ⊃ view, composed by aggregation as on a real cluster
+    {"apiVersion": _RBAC, "kind": "ClusterRole", "metadata": {"name": "admin"},
+     "aggregationRule": {"clusterRoleSelectors": [
+         {"matchLabels": {_AGGREGATE_TO + "admin": "true"}}]}, "rules": []},
+    {"apiVersion": _RBAC, "kind": "ClusterRole", "metadata": {"name": "edit", "labels": {
+        _AGGREGATE_TO + "admin": "true"}},
+     "aggregationRule": {"clusterRoleSelectors": [
+         {"matchLabels": {_AGGREGATE_TO + "edit": "true"}}]}, "rules": []},
+    {"apiVersion": _RBAC, "kind": "ClusterRole", "metadata": {"name": "view", "labels": {
+        _AGGREGATE_TO + "edit": "true"}},
+     "aggregationRule": {"clusterRoleSelectors": [
+         {"matchLabels": {_AGGREGATE_TO + "view": "true"}}]}, "rules": []},
+    {"apiVersion": _RBAC, "kind": "ClusterRole", "metadata": {
+        "name": "system:aggregate-to-view", "labels": {_AGGREGATE_TO + "view": "true"}},
+     "rules": [
+         {"apiGroups": [""], "resources": [
+             "configmaps", "endpoints", "persistentvolumeclaims", "pods", "services",
+             "serviceaccounts", "events", "namespaces"], "verbs": _READ},
+         {"apiGroups": ["apps", "batch", "networking.k8s.io", "policy", "autoscaling"],
+          "resources": ["*"], "verbs": _READ}]},
+    {"apiVersion": _RBAC, "kind": "ClusterRole", "metadata": {
+        "name": "system:aggregate-to-edit", "labels": {_AGGREGATE_TO + "edit": "true"}},
+     "rules": [
+         {"apiGroups": [""], "resources": [
+             "configmaps", "secrets", "persistentvolumeclaims", "pods", "services",
+             "serviceaccounts"], "verbs": _READ + _WRITE},
+         {"apiGroups": ["apps", "batch", "networking.k8s.io", "policy", "autoscaling"],
+          "resources": ["*"], "verbs": _READ + _WRITE}]},
+    {"apiVersion": _RBAC, "kind": "ClusterRole", "metadata": {
+        "name": "system:aggregate-to-admin", "labels": {_AGGREGATE_TO + "admin": "true"}},
+     "rules": [{"apiGroups": ["rbac.authorization.k8s.io"],
+                "resources": ["roles", "rolebindings"], "verbs": _READ + _WRITE}]},
+)
+
+
+@dataclass
+class DevCluster:
+    cluster: Cluster
+    lifecycle: Lifecycle
+    server: DevServer
+    url: str
+    ca_pem: bytes
+    token: str
+
+    def kubeconfig(self, *, namespace: str = "default") -> dict[str, Any]:
+        return {
+            "apiVersion": "v1", "kind": "Config", "preferences": {},
+            "clusters": [{"name": CONTEXT, "cluster": {
+                "server": self.url,
+                "certificate-authority-data": base64.b64encode(self.ca_pem).decode()}}],
+            "users": [{"name": ADMIN_USER, "user": {"token": self.token}}],
+            "contexts": [{"name": CONTEXT, "context": {
+                "cluster": CONTEXT, "user": ADMIN_USER, "namespace": namespace}}],
+            "current-context": CONTEXT,
+        }
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(yaml.safe_dump(self.kubeconfig(), sort_keys=False))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def run(cls, *, host: str = "127.0.0.1", port: int = 0,
+                  clock: Clock | None = None, history_size: int = 10_000,
+                  ready_delay: float = 1.0, bookmark_interval: float = 30.0,
+                  max_object_bytes: int = 1_572_864,
+                  token: str | None = None) -> AsyncIterator[DevCluster]:
+        cluster = Cluster(clock=clock or SystemClock(), history_size=history_size,
+                          max_object_bytes=max_object_bytes)
+        lifecycle = Lifecycle(cluster, ready_delay=ready_delay)
+        options = ServerOptions(bookmark_interval=bookmark_interval)
+        if token:
+            options.token = token
+        server = DevServer(cluster, options)
+        _bootstrap(cluster)
+        pki = await asyncio.to_thread(tls.generate)
+        runner = web.AppRunner(server.app(), access_log=None, handle_signals=False,
+                               shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, ssl_context=pki.server_context(),
+                           reuse_address=True)
+        await site.start()
+        bound = _bound_port(runner, port)
+        url_host = f"[{host}]" if ":" in host else host
+        server.address = f"{host}:{bound}"
+        task = asyncio.get_running_loop().create_task(lifecycle.run(), name="devcluster-lifecycle")
+        try:
+            yield cls(cluster, lifecycle, server, f"https://{url_host}:{bound}", pki.ca_pem,
+                      options.token)
+        finally:
+            server.close_watches()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await runner.cleanup()
+
+
+def _bootstrap(cluster: Cluster) -> None:
+    """The objects every cluster starts with: system namespaces and RBAC roles."""
+    opts = WriteOptions(field_manager="kube-apiserver")
+    ns_rt = cluster.registry.lookup("", "v1", "namespaces")
+    assert ns_rt is not None
+    for name in SYSTEM_NAMESPACES:
+        cluster.create(ns_rt, "", {"apiVersion": "v1", "kind": "Namespace",
+                                   "metadata": {"name": name}}, opts=opts)
+    for obj in _BOOTSTRAP:
+        plural = "clusterroles" if obj["kind"] == "ClusterRole" else "clusterrolebindings"
+        rt = cluster.registry.lookup("rbac.authorization.k8s.io", "v1", plural)
+        assert rt is not None
+        cluster.create(rt, "", copy.deepcopy(obj), opts=opts)
+
+
+def _bound_port(runner: web.AppRunner, requested: int) -> int:
+    """The port actually bound (the OS picks one when ``requested`` is 0)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return requested
