@@ -12,7 +12,6 @@ stores (finalizers, namespace and CRD teardown, garbage collection, workload sta
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import random
 import re
@@ -33,6 +32,7 @@ from fluxd.devcluster.errors import (
     invalid,
     not_found,
 )
+from fluxd.devcluster.jsonvalue import clone
 from fluxd.devcluster.registry import CRDError, Registry, ResourceType, StorageKey
 from fluxd.devcluster.selector import FieldMatcher, Requirement, labels_match
 from fluxd.devcluster.store import Obj, Store
@@ -317,7 +317,7 @@ class Cluster:
 
     def create(self, rt: ResourceType, namespace: str, body: Any, *, opts: WriteOptions,
                user_agent: str = "") -> Obj:
-        obj = copy.deepcopy(self._check_body(rt, body, namespace))
+        obj = clone(self._check_body(rt, body, namespace))
         meta = obj.setdefault("metadata", {})
         if rt.namespaced:
             meta["namespace"] = namespace or meta.get("namespace") or ""
@@ -387,7 +387,7 @@ class Cluster:
 
     def update(self, rt: ResourceType, namespace: str, name: str, body: Any, *,
                subresource: str, opts: WriteOptions, user_agent: str = "") -> Obj:
-        incoming = copy.deepcopy(self._check_body(rt, body, namespace))
+        incoming = clone(self._check_body(rt, body, namespace))
         meta = incoming.setdefault("metadata", {})
         if meta.get("name") and meta["name"] != name:
             raise bad_request(f"the name of the object ({meta['name']}) does not match the "
@@ -418,7 +418,7 @@ class Cluster:
         """The object a write to ``subresource`` produces: the status subresource only
         changes status; the main resource never does (for kinds with a status)."""
         if subresource == "status":
-            new = copy.deepcopy(old)
+            new = clone(old)
             if "status" in incoming:
                 new["status"] = incoming["status"]
             else:
@@ -427,7 +427,7 @@ class Cluster:
             return new
         if rt.has_status:
             if "status" in old:
-                incoming["status"] = copy.deepcopy(old["status"])
+                incoming["status"] = clone(old["status"])
             else:
                 incoming.pop("status", None)
         return incoming
@@ -588,7 +588,7 @@ class Cluster:
                 f"Invalid value: {json.dumps(replicas)}: must be greater than or equal to 0")])
         assert rt.scale is not None
         old = self._live(rt, namespace, name)
-        new = copy.deepcopy(old)
+        new = clone(old)
         _set_path(new, rt.scale.spec_replicas, replicas)
         manager = opts.field_manager or manager_from_user_agent(user_agent)
         result = self._write(rt, old, new, subresource="scale", opts=opts, manager=manager)
@@ -620,14 +620,14 @@ class Cluster:
             finalizers.append("orphan")
         if rt.storage == NAMESPACES and "kubernetes" in ((old.get("spec") or {}).get(
                 "finalizers") or []):
-            new = copy.deepcopy(old)
+            new = clone(old)
             new["status"] = {**(new.get("status") or {}), "phase": "Terminating"}
         elif rt.storage == CRDS:
-            new = copy.deepcopy(old)
+            new = clone(old)
             if "customresourcecleanup.apiextensions.k8s.io" not in finalizers:
                 finalizers.append("customresourcecleanup.apiextensions.k8s.io")
         elif finalizers:
-            new = copy.deepcopy(old)
+            new = clone(old)
         else:
             if dry_run:
                 return old
@@ -650,7 +650,7 @@ class Cluster:
     def remove(self, rt: ResourceType, obj: Obj) -> Obj:
         """Remove an object for good (no finalizers left)."""
         storage_rt = self.storage_type(rt)
-        final = conversion.to_storage(copy.deepcopy(obj), rt, storage_rt)
+        final = conversion.to_storage(clone(obj), rt, storage_rt)
         final["metadata"]["resourceVersion"] = str(self.store.next_rv())
         self.store.remove(storage_rt.storage, final)
         for hook in self.hooks.after_remove:
@@ -667,7 +667,7 @@ class Cluster:
         if old is None:
             return obj
         old = conversion.to_version(old, rt)
-        new = self._merge_subresource(rt, old, copy.deepcopy(obj), subresource)
+        new = self._merge_subresource(rt, old, clone(obj), subresource)
         return self._write(rt, old, new, subresource=subresource, opts=WriteOptions(),
                            manager=manager or _SYSTEM_MANAGERS.get(subresource,
                                                                    "kube-controller-manager"))

@@ -19,9 +19,10 @@ node ports, a Job's generated selector and labels, service-account admission).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
+
+from fluxd.devcluster.jsonvalue import clone
 
 __all__ = ["apply_defaults", "image_pull_policy", "qos_class"]
 
@@ -30,7 +31,7 @@ Obj = dict[str, Any]
 
 def apply_defaults(group: str, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of ``obj`` with the server-side defaults for ``group``/``kind`` added."""
-    result: Obj = copy.deepcopy(obj)
+    result: Obj = clone(obj)
     handler = _HANDLERS.get((group, kind))
     if handler is not None:
         handler(result)
@@ -49,7 +50,7 @@ def _is_unset(value: Any, default: Any) -> bool:
 def _default(target: Obj, key: str, value: Any) -> None:
     """Set ``target[key]`` to (a copy of) ``value`` unless it already has a value."""
     if _is_unset(target.get(key), value):
-        target[key] = copy.deepcopy(value)
+        target[key] = clone(value)
 
 
 def _child(target: Obj, key: str) -> Obj:

@@ -19,7 +19,6 @@ real cluster:
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import json
 import logging
@@ -29,6 +28,7 @@ from typing import Any
 from fluxd.devcluster import simulate
 from fluxd.devcluster.cluster import CRDS, NAMESPACES, Cluster
 from fluxd.devcluster.errors import ApiError
+from fluxd.devcluster.jsonvalue import clone
 from fluxd.devcluster.registry import ResourceType, StorageKey
 from fluxd.devcluster.store import Obj
 
@@ -164,7 +164,7 @@ class Lifecycle:
             remaining = [r for r in meta.get("ownerReferences") or []
                          if r.get("uid") != uid and self._owner_exists(r, ns)]
             if remaining:
-                new = copy.deepcopy(obj)
+                new = clone(obj)
                 new["metadata"]["ownerReferences"] = remaining
                 self.cluster.system_update(rt, new, manager="kube-controller-manager")
             elif not meta.get("deletionTimestamp"):
@@ -173,7 +173,7 @@ class Lifecycle:
     def _orphan(self, rt: ResourceType, owner: Obj) -> None:
         uid = owner["metadata"]["uid"]
         for dep_rt, obj in self._dependents_of(uid):
-            new = copy.deepcopy(obj)
+            new = clone(obj)
             refs = [r for r in new["metadata"].get("ownerReferences") or []
                     if r.get("uid") != uid]
             if refs:
@@ -211,7 +211,7 @@ class Lifecycle:
                                          obj["metadata"]["name"])
         if current is None:
             return
-        new = copy.deepcopy(current)
+        new = clone(current)
         new["metadata"]["finalizers"] = [
             f for f in new["metadata"].get("finalizers") or [] if f != finalizer]
         self.cluster.system_update(rt, new, manager="kube-controller-manager")
@@ -241,7 +241,7 @@ class Lifecycle:
             return
         rt = self.cluster.registry.lookup("", "v1", "namespaces")
         assert rt is not None
-        new = copy.deepcopy(ns)
+        new = clone(ns)
         new.setdefault("spec", {})["finalizers"] = [
             f for f in new["spec"].get("finalizers") or [] if f != "kubernetes"]
         stored = self.cluster.system_update(rt, new, manager="namespace-controller")
@@ -324,7 +324,7 @@ class Lifecycle:
                 del self._timers[key]
 
     def _write_status(self, rt: ResourceType, obj: Obj, status: dict[str, Any]) -> None:
-        new = copy.deepcopy(obj)
+        new = clone(obj)
         new["status"] = status
         sub = "status" if rt.has_status else ""
         self.cluster.system_update(rt, new, subresource=sub)

@@ -15,10 +15,10 @@ mutable part with the inputs. A patch that cannot be applied raises ``PatchError
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
+from fluxd.devcluster.jsonvalue import clone
 from fluxd.devcluster.schema import FieldSchema, ListType
 
 __all__ = ["PatchError", "json_merge_patch", "json_patch", "strategic_merge_patch"]
@@ -38,8 +38,8 @@ def json_merge_patch(target: Any, patch: Any) -> Any:
 
 def _merge_patch(target: Any, patch: Any) -> Any:
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return clone(patch)
+    result = clone(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
@@ -63,7 +63,7 @@ def json_patch(target: Any, operations: Any) -> Any:
     if not isinstance(operations, list):
         raise PatchError("json patch must be a list of operations")
     # Work on a private copy so a failure halfway leaves the caller's object untouched.
-    doc = copy.deepcopy(target)
+    doc = clone(target)
     for index, operation in enumerate(operations):
         if not isinstance(operation, dict):
             raise PatchError(f"json patch operation {index}: must be an object")
@@ -83,11 +83,11 @@ def json_patch(target: Any, operations: Any) -> Any:
 def _apply_operation(doc: Any, op: str, path: str, operation: dict[str, Any]) -> Any:
     tokens = _parse_pointer(path)
     if op == "add":
-        return _add(doc, tokens, copy.deepcopy(_required(operation, "value")))
+        return _add(doc, tokens, clone(_required(operation, "value")))
     if op == "remove":
         return _remove(doc, tokens)[0]
     if op == "replace":
-        value = copy.deepcopy(_required(operation, "value"))
+        value = clone(_required(operation, "value"))
         if not tokens:
             return value
         parent, token = _resolve_parent(doc, tokens)
@@ -103,7 +103,7 @@ def _apply_operation(doc: Any, op: str, path: str, operation: dict[str, Any]) ->
         doc, value = _remove(doc, source)
         return _add(doc, tokens, value)
     if op == "copy":
-        value = copy.deepcopy(_get(doc, _from(operation)))
+        value = clone(_get(doc, _from(operation)))
         return _add(doc, tokens, value)
     if op == "test":
         expected = _required(operation, "value")
@@ -258,7 +258,7 @@ def strategic_merge_patch(
         raise PatchError("strategic merge patch must be a JSON object")
     # Private copies let the helpers below share sub-objects freely without the result
     # aliasing anything the caller holds.
-    merged = _merge_map(copy.deepcopy(original), copy.deepcopy(patch), schema, "")
+    merged = _merge_map(clone(original), clone(patch), schema, "")
     return {} if merged is None else merged
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import copy
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from aiohttp import web
 from fluxd.clock import Clock, SystemClock
 from fluxd.devcluster import tls
 from fluxd.devcluster.cluster import Cluster, WriteOptions
+from fluxd.devcluster.jsonvalue import clone
 from fluxd.devcluster.lifecycle import Lifecycle
 from fluxd.devcluster.server import ADMIN_USER, DevServer, ServerOptions
 
@@ -155,7 +155,7 @@ def _bootstrap(cluster: Cluster) -> None:
         plural = "clusterroles" if obj["kind"] == "ClusterRole" else "clusterrolebindings"
         rt = cluster.registry.lookup("rbac.authorization.k8s.io", "v1", plural)
         assert rt is not None
-        cluster.create(rt, "", copy.deepcopy(obj), opts=opts)
+        cluster.create(rt, "", clone(obj), opts=opts)
 
 
 def _bound_port(runner: web.AppRunner, requested: int) -> int:

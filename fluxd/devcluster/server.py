@@ -13,7 +13,7 @@ an API server for production use.
 from __future__ import annotations
 
 import asyncio
-import copy
+import collections
 import json
 import logging
 import secrets
@@ -24,9 +24,10 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from fluxd.devcluster import discovery, rbac, table
+from fluxd.devcluster import conversion, discovery, rbac, table
 from fluxd.devcluster.cluster import Cluster, WriteOptions
 from fluxd.devcluster.errors import ApiError, bad_request, not_found
+from fluxd.devcluster.jsonvalue import clone
 from fluxd.devcluster.registry import ResourceType
 from fluxd.devcluster.selector import labels_match, parse_fields, parse_labels
 from fluxd.devcluster.store import Change, Gone, Obj
@@ -111,6 +112,10 @@ class DevServer:
         self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.address = "127.0.0.1:0"
         self._closing = asyncio.Event()
+        #: encoded watch events by (object identity, event type, version); holds the object
+        #: so its id cannot be reused while cached
+        self._encoded: collections.OrderedDict[tuple[int, str, str], tuple[Obj, bytes]] = (
+            collections.OrderedDict())
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.options.max_request_bytes + 1024)
@@ -300,7 +305,7 @@ class DevServer:
                                 f"application/yaml ({ctype})")
         try:
             if ctype in ("application/yaml", "application/apply-patch+yaml"):
-                data = yaml.safe_load(raw) if raw.strip() else None
+                data = yaml.load(raw, Loader=_JSONishLoader) if raw.strip() else None
             else:
                 data = json.loads(raw) if raw.strip() else None
         except (ValueError, yaml.YAMLError) as exc:
@@ -406,7 +411,7 @@ class DevServer:
         current = self.cluster.get(rt, "", name)
         if not isinstance(body, dict):
             raise bad_request("the body of the request was not an object")
-        new: Obj = copy.deepcopy(current)
+        new: Obj = clone(current)
         new.setdefault("spec", {})["finalizers"] = (body.get("spec") or {}).get("finalizers") or []
         if opts.dry_run:
             return new
@@ -512,8 +517,6 @@ class DevServer:
         await response.prepare(request)
 
         def render(obj: Obj) -> Obj:
-            from fluxd.devcluster import conversion
-
             obj = conversion.to_version(obj, rt)
             if table_accept is None:
                 return obj
@@ -522,7 +525,18 @@ class DevServer:
                                   include_object=include)
 
         async def send(kind: str, obj: Obj) -> None:
-            await response.write(_event_line(kind, render(obj)))
+            if table_accept is not None:
+                await response.write(_event_line(kind, render(obj)))
+                return
+            # Every watcher of a collection sends the same bytes for a change: encode once.
+            key = (id(obj), kind, rt.api_version)
+            cached = self._encoded.get(key)
+            if cached is None or cached[0] is not obj:
+                cached = (obj, _event_line(kind, render(obj)))
+                self._encoded[key] = cached
+                if len(self._encoded) > 4096:
+                    self._encoded.popitem(last=False)
+            await response.write(cached[1])
 
         async def bookmark(extra: dict[str, str] | None = None) -> None:
             meta: dict[str, Any] = {"resourceVersion": str(store.resource_version)}
@@ -633,6 +647,16 @@ class DevServer:
             status["reason"] = decision.reason
         out["status"] = status
         return out
+
+
+class _JSONishLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """YAML read as JSON is: timestamps stay strings, as with Kubernetes' own decoder."""
+
+
+_JSONishLoader.yaml_implicit_resolvers = {
+    key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 def _event_line(kind: str, obj: Obj) -> bytes:

@@ -33,7 +33,6 @@ the stored object, i.e. already through ``fluxd.devcluster.defaults``.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import re
@@ -41,6 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fluxd.devcluster.defaults import qos_class
+from fluxd.devcluster.jsonvalue import clone
 
 __all__ = [
     "DELAY_ANNOTATION",
@@ -254,7 +254,7 @@ def _condition(
     if old is None or old.get("status") != status:
         return condition
     if old.get("reason") == reason and old.get("message") == message:
-        kept = copy.deepcopy(old)
+        kept = clone(old)
         for key in times:
             kept.setdefault(key, now)
         return kept
@@ -571,7 +571,7 @@ def _job_trailer(status: Obj) -> Obj:
 
 def _job_suspended(obj: Mapping[str, Any], now: str) -> Obj:
     previous = _status(obj)
-    status = {k: copy.deepcopy(v) for k, v in previous.items() if k not in ("active", "ready")}
+    status = {k: clone(v) for k, v in previous.items() if k not in ("active", "ready")}
     status["conditions"] = [
         _condition(
             previous, now, "Suspended", "True", "JobSuspended", "Job suspended", times=_JOB_TIMES
@@ -593,7 +593,7 @@ def _job_pending(obj: Mapping[str, Any], now: str) -> Obj | None:
 
 def _job_final(obj: Mapping[str, Any], now: str, fail: bool) -> Obj:
     if _job_finished(_status(obj)):
-        return copy.deepcopy(_status(obj))  # finished is final: no second outcome
+        return clone(_status(obj))  # finished is final: no second outcome
     spec = _spec(obj)
     if spec.get("suspend") is True:
         return _job_suspended(obj, now)
@@ -761,13 +761,13 @@ def _pod_pending(obj: Mapping[str, Any], now: str) -> Obj | None:
     if inits:
         result["initContainerStatuses"] = [
             _container_status(
-                obj, c, copy.deepcopy(creating), ready=False, started=False, created=False
+                obj, c, clone(creating), ready=False, started=False, created=False
             )
             for c in inits
         ]
     result["containerStatuses"] = [
         _container_status(
-            obj, c, copy.deepcopy(main_state), ready=False, started=False, created=False
+            obj, c, clone(main_state), ready=False, started=False, created=False
         )
         for c in mains
     ]
@@ -787,7 +787,7 @@ def _terminated(now: str, start: str, code: int) -> Obj:
 
 def _pod_final(obj: Mapping[str, Any], now: str, fail: bool) -> Obj:
     if _status(obj).get("phase") in ("Succeeded", "Failed"):
-        return copy.deepcopy(_status(obj))  # terminal phases never change
+        return clone(_status(obj))  # terminal phases never change
     spec = _spec(obj)
     restarts = _pod_restarts(obj)
     result = _pod_base(obj, now, with_pod_ip=True)
@@ -886,7 +886,7 @@ def _pvc_pending(obj: Mapping[str, Any], now: str) -> Obj | None:
 
 def _pvc_final(obj: Mapping[str, Any], now: str, fail: bool) -> Obj:
     if _status(obj).get("phase") == "Bound":
-        return copy.deepcopy(_status(obj))  # a bound claim stays bound
+        return clone(_status(obj))  # a bound claim stays bound
     if fail:
         return {"phase": "Pending"}  # no volume ever binds
     spec = _spec(obj)
@@ -918,7 +918,7 @@ def _service_needs(obj: Mapping[str, Any]) -> bool:
 
 
 def _service_final(obj: Mapping[str, Any], now: str, fail: bool) -> Obj:
-    status = copy.deepcopy(_status(obj))
+    status = clone(_status(obj))
     balancer: Obj = {}
     if _spec(obj).get("type") == "LoadBalancer" and not fail:
         balancer["ingress"] = [{"ip": _NODE_IP, "ipMode": "VIP"}]

@@ -24,7 +24,6 @@ Call them in that order: prune, apply_defaults, validate.
 
 from __future__ import annotations
 
-import copy
 import datetime
 import json
 import re
@@ -32,6 +31,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
+
+from fluxd.devcluster.jsonvalue import clone
 
 Schema = dict[str, Any]
 
@@ -77,7 +78,7 @@ def _is_resource(schema: Schema, root: bool) -> bool:
 
 def prune(obj: dict[str, Any], schema: Schema) -> dict[str, Any]:
     """A copy of ``obj`` without the fields ``schema`` does not declare."""
-    out = copy.deepcopy(obj)
+    out = clone(obj)
     _prune(out, schema, root=True)
     return out
 
@@ -124,7 +125,7 @@ def _prune(value: Any, schema: Schema | None, *, root: bool = False) -> None:
 
 def apply_defaults(obj: dict[str, Any], schema: Schema) -> dict[str, Any]:
     """A copy of ``obj`` with the schema's ``default``s filled in where fields are absent."""
-    out = copy.deepcopy(obj)
+    out = clone(obj)
     _default(out, schema, root=True)
     return out
 
@@ -147,7 +148,7 @@ def _default(value: Any, schema: Schema, *, root: bool = False) -> None:
             if resource and key == "metadata":
                 continue
             if _has_default(prop) and (key not in value or _null_to_fill(value[key], prop)):
-                value[key] = copy.deepcopy(prop["default"])
+                value[key] = clone(prop["default"])
         for key in list(value):
             if resource and key == "metadata":
                 continue
@@ -163,13 +164,13 @@ def _default(value: Any, schema: Schema, *, root: bool = False) -> None:
                 if not _has_default(sub):
                     del value[key]
                     continue
-                value[key] = copy.deepcopy(sub["default"])
+                value[key] = clone(sub["default"])
             _default(value[key], sub)
     elif isinstance(value, list):
         items = _items(schema)
         for i, item in enumerate(value):
             if _null_to_fill(item, items) and _has_default(items):
-                value[i] = copy.deepcopy(items["default"])
+                value[i] = clone(items["default"])
             _default(value[i], items)
 
 
