@@ -42,6 +42,23 @@ _BOOTSTRAP: tuple[dict[str, Any], ...] = (
                  "name": "cluster-admin"},
      "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
                    "name": "system:masters"}]},
+    # every authenticated user may read discovery and review its own access
+    {"apiVersion": _RBAC, "kind": "ClusterRole", "metadata": {"name": "system:discovery"},
+     "rules": [{"nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/healthz",
+                                    "/livez", "/readyz", "/openapi", "/openapi/*", "/version",
+                                    "/version/"], "verbs": ["get"]}]},
+    {"apiVersion": _RBAC, "kind": "ClusterRole", "metadata": {"name": "system:basic-user"},
+     "rules": [{"apiGroups": ["authorization.k8s.io"],
+                "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                "verbs": ["create"]},
+               {"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"],
+                "verbs": ["create"]}]},
+    *({"apiVersion": _RBAC, "kind": "ClusterRoleBinding", "metadata": {"name": role},
+       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                   "name": role},
+       "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                     "name": "system:authenticated"}]}
+      for role in ("system:discovery", "system:basic-user")),
     # admin ⊃ edit ⊃ view, composed by aggregation as on a real cluster
     {"apiVersion": _RBAC, "kind": "ClusterRole", "metadata": {"name": "admin"},
      "aggregationRule": {"clusterRoleSelectors": [

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from fluxd.devcluster import conversion, discovery, rbac, table
+from fluxd.devcluster import conversion, discovery, protobuf, rbac, table
 from fluxd.devcluster.cluster import Cluster, WriteOptions
 from fluxd.devcluster.errors import ApiError, bad_request, not_found
 from fluxd.devcluster.jsonvalue import clone
@@ -37,8 +37,7 @@ log = logging.getLogger("fluxd.devcluster.server")
 ADMIN_USER = "fluxd-dev-admin"
 ADMIN_GROUPS = ("system:masters", "system:authenticated")
 _AGGREGATED = "apidiscovery.k8s.io"
-_NON_RESOURCE_PREFIXES = ("/version", "/healthz", "/livez", "/readyz", "/openapi", "/api",
-                          "/apis")
+PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 
 @dataclass
@@ -158,8 +157,6 @@ class DevServer:
     def _authorize(self, user: rbac.UserInfo, attrs: rbac.Attributes) -> None:
         if user.name == ADMIN_USER:
             return
-        if not attrs.resource_request and attrs.path.startswith(_NON_RESOURCE_PREFIXES):
-            return  # discovery is open to every authenticated user (system:discovery)
         decision = rbac.authorize(user, attrs, self.rbac_source)
         if not decision.allowed:
             message = rbac.forbidden_message(user, attrs)
@@ -299,10 +296,17 @@ class DevServer:
             raise ApiError(413, "Request entity too large: limit is "
                                 f"{self.options.max_request_bytes}")
         ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
-        if "protobuf" in ctype or "cbor" in ctype:
+        if ctype == PROTOBUF:
+            try:
+                return ctype, protobuf.decode(raw) if raw else None
+            except protobuf.ProtobufError as exc:
+                raise ApiError(415, f"the body of the request was in an unknown format - "
+                                    f"accepted media types include: application/json, "
+                                    f"application/yaml, {PROTOBUF} ({exc})") from exc
+        if "cbor" in ctype:
             raise ApiError(415, f"the body of the request was in an unknown format - "
                                 f"accepted media types include: application/json, "
-                                f"application/yaml ({ctype})")
+                                f"application/yaml, {PROTOBUF} ({ctype})")
         try:
             if ctype in ("application/yaml", "application/apply-patch+yaml"):
                 data = yaml.load(raw, Loader=_JSONishLoader) if raw.strip() else None

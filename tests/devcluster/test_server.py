@@ -50,8 +50,8 @@ class Http:
         assert status in (200, 201), (status, parsed)
         return parsed
 
-    async def wait_for(self, path: str, check: Any, timeout: float = 15) -> Any:
-        async with asyncio.timeout(timeout):
+    async def wait_for(self, path: str, check: Any, within: float = 15) -> Any:
+        async with asyncio.timeout(within):
             while True:
                 status, parsed, _ = await self.call("GET", path)
                 if check(status, parsed):

@@ -1,0 +1,66 @@
+"""The fluxd command: the demo, the dev-cluster command and configuration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fluxd import config
+
+
+def fluxd(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fluxd", *args], capture_output=True,
+                          text=True, timeout=timeout, check=False)
+
+
+def test_demo_applies_the_example_and_explains_kubeconfig(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    done = fluxd("demo", "--once", "--port", "0", "--kubeconfig", str(kubeconfig))
+    assert done.returncode == 0, done.stderr
+    assert "deployment.apps/podinfo created" in done.stdout
+    assert 'deployment "podinfo" successfully rolled out' in done.stdout
+    assert "fluxd-demo" in done.stdout and "podinfo" in done.stdout
+    assert f"export KUBECONFIG={kubeconfig.resolve()}" in done.stdout
+    assert "not for production" in done.stdout
+
+
+def test_dev_cluster_help_says_it_is_for_development_only() -> None:
+    done = fluxd("dev-cluster", "--help")
+    assert done.returncode == 0
+    assert "DEVELOPMENT server" in done.stdout and "not meant for production" in done.stdout
+    assert "devcluster.fluxd.io/simulate=fail" in done.stdout
+
+
+def test_example_config_is_valid_and_complete() -> None:
+    example = Path(__file__).parent.parent / "config.example.toml"
+    settings = config.load(example)
+    assert settings == config.Settings()  # the example states the defaults
+
+
+def test_flags_win_over_environment_over_file(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "fluxd.toml"
+    path.write_text("[devcluster]\nport = 7000\nready_delay = 2.0\n")
+    assert config.load(path).devcluster.port == 7000
+    monkeypatch.setenv("FLUXD_DEVCLUSTER__PORT", "7100")
+    assert config.load(path).devcluster.port == 7100
+    assert config.load(path).devcluster.ready_delay == 2.0
+    assert config.load(path, devcluster={"port": 7200}).devcluster.port == 7200
+
+
+def test_unknown_and_invalid_settings_are_errors(tmp_path: Path) -> None:
+    path = tmp_path / "fluxd.toml"
+    path.write_text("[devcluster]\nprot = 7000\n")
+    with pytest.raises(ValueError, match="prot"):
+        config.load(path)
+    path.write_text("[devcluster]\nport = -1\n")
+    with pytest.raises(ValueError, match="port"):
+        config.load(path)
+    done = fluxd("--config", str(path), "dev-cluster")
+    assert done.returncode != 0 and "invalid configuration" in done.stderr
+    with pytest.raises(FileNotFoundError):
+        config.load(tmp_path / "missing.toml")
+
