@@ -225,7 +225,7 @@ def applied_fields(config: Any, schema: FieldSchema, prefix: Path = ()) -> Field
                 continue
             out |= applied_fields(value, schema.child(key), prefix + ("f:" + key,))
         return out
-    if isinstance(config, list):
+    if isinstance(config, list) and schema.list_spec().type is not ListType.ATOMIC:
         for element, item in _items(config, schema):
             path = prefix + (element,)
             out.add(path)
@@ -433,8 +433,12 @@ def apply(live: dict[str, Any] | None, config: dict[str, Any], *, manager: str, 
         else:
             m.fields -= changed
     others: FieldSet = set().union(*(m.fields for m in managers if m.identity != identity))
-    for path in sorted(previous - new_set - others, key=len, reverse=True):
-        merged = remove_path(merged, path, schema)
+    # Parents go before children (a removed list item takes its fields along); a field
+    # that still has an owned field below it stays.
+    kept = {path[:i] for path in others | new_set for i in range(1, len(path) + 1)}
+    for path in sorted(previous - new_set - others, key=len):
+        if path not in kept:
+            merged = remove_path(merged, path, schema)
 
     mine = Manager(manager, "Apply", subresource, api_version, now, new_set)
     rest = [m for m in managers if m.identity != identity]

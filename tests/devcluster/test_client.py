@@ -228,3 +228,32 @@ async def test_dry_run_returns_the_object_and_stores_nothing(api: client.ApiClie
     with pytest.raises(ApiException) as err:
         await core.read_namespaced_config_map("dry", namespace)
     assert err.value.status == 404
+
+
+async def test_watch_ends_at_its_timeout(api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    rv = (await core.list_namespaced_config_map(namespace)).metadata.resource_version
+    started = asyncio.get_running_loop().time()
+    async with asyncio.timeout(10), watch.Watch() as w:
+        events = [e async for e in w.stream(core.list_namespaced_config_map, namespace,
+                                            resource_version=rv, timeout_seconds=1)]
+    assert events == []
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_watch_with_initial_events_ends_them_with_a_bookmark(
+        api: client.ApiClient, namespace: str) -> None:
+    core = client.CoreV1Api(api)
+    await core.create_namespaced_config_map(namespace, cm("first"))
+    seen: list[tuple[str, Any]] = []
+    async with asyncio.timeout(10), watch.Watch() as w:
+        async for event in w.stream(core.list_namespaced_config_map, namespace,
+                                    send_initial_events=True, allow_watch_bookmarks=True,
+                                    resource_version_match="NotOlderThan",
+                                    timeout_seconds=5):
+            seen.append((event["type"], event["raw_object"]["metadata"]))
+            if event["type"] == "BOOKMARK":
+                break
+    assert [t for t, _ in seen] == ["ADDED", "BOOKMARK"]
+    assert seen[0][1]["name"] == "first"
+    assert seen[1][1]["annotations"] == {"k8s.io/initial-events-end": "true"}

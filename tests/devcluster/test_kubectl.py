@@ -157,6 +157,22 @@ def test_server_side_apply_conflict_and_force(cluster: Cluster, namespace: str) 
     assert {"kubectl", "rival"} <= managers
 
 
+def test_server_side_apply_removes_fields_the_manager_stops_applying(
+        cluster: Cluster, namespace: str) -> None:
+    cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=DEPLOYMENT)
+    without_b = DEPLOYMENT.replace('        - {name: B, value: "2"}\n', "")
+    cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=without_b)
+    dep = cluster.kubectl_json("get", "deploy", "web", "-n", namespace)
+    assert dep["spec"]["template"]["spec"]["containers"][0]["env"] == [
+        {"name": "A", "value": "1"}]
+    # a label another manager added stays when kubectl stops applying its own labels
+    cluster.kubectl("label", "deploy", "web", "-n", namespace, "team=blue")
+    no_labels = without_b.replace("  labels: {app: web}\nspec:", "spec:", 1)
+    cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-", input=no_labels)
+    labels = cluster.kubectl_json("get", "deploy", "web", "-n", namespace)["metadata"]["labels"]
+    assert labels == {"team": "blue"}
+
+
 def test_get_outputs_json_yaml_and_tables(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=DEPLOYMENT)
     as_json = cluster.kubectl_json("get", "cm", "settings", "-n", namespace)

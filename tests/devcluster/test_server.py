@@ -368,6 +368,30 @@ async def test_deleting_a_crd_deletes_its_objects(http: Http, namespace: str,
     assert status == 404
 
 
+async def test_cluster_scoped_crd_serves_objects_without_namespace(http: Http) -> None:
+    group = f"c{uuid.uuid4().hex[:8]}.example.com"
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": f"realms.{group}"},
+           "spec": {"group": group, "scope": "Cluster",
+                    "names": {"kind": "Realm", "plural": "realms"},
+                    "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                        "openAPIV3Schema": {"type": "object",
+                                            "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    await http.ok("POST", crds, crd)
+    try:
+        realm = {"apiVersion": f"{group}/v1", "kind": "Realm", "metadata": {"name": "r1"},
+                 "spec": {"x": 1}}
+        created = await http.ok("POST", f"/apis/{group}/v1/realms", realm)
+        assert "namespace" not in created["metadata"]
+        listed = await http.ok("GET", f"/apis/{group}/v1/realms")
+        assert [i["metadata"]["name"] for i in listed["items"]] == ["r1"]
+        status, _, _ = await http.call("GET", f"/apis/{group}/v1/namespaces/default/realms")
+        assert status == 404
+    finally:
+        await http.call("DELETE", f"{crds}/realms.{group}")
+
+
 async def test_core_events_are_also_served_by_events_api(http: Http, namespace: str) -> None:
     event = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e1"},
              "involvedObject": {"kind": "ConfigMap", "name": "x", "namespace": namespace},
