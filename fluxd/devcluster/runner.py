@@ -161,7 +161,8 @@ class DevCluster:
 
 
 def _bootstrap(cluster: Cluster) -> None:
-    """The objects every cluster starts with: system namespaces and RBAC roles."""
+    """The objects every cluster starts with: system namespaces, RBAC roles and the
+    ``kubernetes`` Service."""
     opts = WriteOptions(field_manager="kube-apiserver")
     ns_rt = cluster.registry.lookup("", "v1", "namespaces")
     assert ns_rt is not None
@@ -173,6 +174,15 @@ def _bootstrap(cluster: Cluster) -> None:
         rt = cluster.registry.lookup("rbac.authorization.k8s.io", "v1", plural)
         assert rt is not None
         cluster.create(rt, "", clone(obj), opts=opts)
+    svc_rt = cluster.registry.lookup("", "v1", "services")
+    assert svc_rt is not None
+    cluster.create(svc_rt, "default", {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "labels": {
+            "component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": "10.96.0.1", "ports": [
+            {"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]},
+    }, opts=opts)
 
 
 def _bound_port(runner: web.AppRunner, requested: int) -> int:
