@@ -1,0 +1,338 @@
+"""A typed facade over kubernetes_asyncio: plain dicts in, plain dicts out.
+
+``KubeClient`` speaks to the API with raw paths found through the ``RESTMapper`` (so any
+kind, including CRDs added later, works without generated models), and returns the JSON
+the server sent — the informer cache holds these dicts, never kubernetes_asyncio model
+objects. It offers get, paginated list, watch, create, server-side apply (dry-run,
+force), JSON merge patch, status patch and delete, maps failures to the typed exceptions
+of ``fluxd.kube.errors``, throttles itself (client-side QPS/burst, Flux's 50/300), and
+hands out impersonating clients — one per ServiceAccount, reused — that share the
+connection pool, mapper and throttle.
+
+This package is the only one that imports kubernetes_asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as k8s_client
+from kubernetes_asyncio import config as k8s_config
+
+from fluxd.clock import Clock
+from fluxd.kube.errors import Gone, KubeError, TransportError, from_status
+from fluxd.kube.mapping import Mapping, RESTMapper
+
+Obj = dict[str, Any]
+
+APPLY_PATCH = "application/apply-patch+yaml"
+MERGE_PATCH = "application/merge-patch+json"
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # ADDED | MODIFIED | DELETED | BOOKMARK
+    object: Obj
+
+
+@dataclass(frozen=True)
+class ListResult:
+    items: list[Obj]
+    resource_version: str
+
+
+class Throttle:
+    """Client-side rate limit: ``qps`` requests per second with bursts of ``burst``."""
+
+    def __init__(self, qps: float, burst: int, clock: Clock) -> None:
+        self.set_rate(qps, burst)
+        self._clock = clock
+        self._tokens = float(burst)
+        self._last = clock.monotonic()
+        self._lock = asyncio.Lock()
+
+    def set_rate(self, qps: float, burst: int) -> None:
+        """Change the limits in place (hot configuration reload)."""
+        self.qps = max(qps, 0.001)
+        self.burst = max(burst, 1)
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = self._clock.monotonic()
+            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
+            self._last = now
+            if self._tokens >= 1:
+                self._tokens -= 1
+                return
+            delay = (1 - self._tokens) / self.qps
+            self._tokens = 0.0
+            self._last = now + delay
+        await self._clock.sleep(delay)
+
+
+@dataclass
+class _Shared:
+    """What the root client and its impersonating clients have in common."""
+
+    api: k8s_client.ApiClient
+    throttle: Throttle
+    request_timeout: float
+    impersonated: dict[str, KubeClient] = field(default_factory=dict)
+    mapper: RESTMapper = field(init=False)
+
+
+class KubeClient:
+    def __init__(self, shared: _Shared, *, field_manager: str,
+                 impersonate: str | None = None) -> None:
+        self._shared = shared
+        self.field_manager = field_manager
+        self.identity = impersonate
+        self._headers = {"Impersonate-User": impersonate} if impersonate else {}
+
+    # --- construction -----------------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, *, clock: Clock, kubeconfig: str | None = None,
+                      context: str | None = None, qps: float = 50, burst: int = 300,
+                      field_manager: str = "fluxd", request_timeout: float = 30.0
+                      ) -> KubeClient:
+        """Connect with a kubeconfig (explicit path, else $KUBECONFIG/~/.kube/config) or,
+        inside a Pod without one, the in-cluster service account."""
+        cfg = k8s_client.Configuration()
+        in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ \
+            and "KUBECONFIG" not in os.environ
+        if in_cluster:
+            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=cfg)
+        else:
+            await k8s_config.load_kube_config(config_file=kubeconfig, context=context,
+                                              client_configuration=cfg)
+        api = k8s_client.ApiClient(cfg)
+        api.user_agent = "fluxd"
+        shared = _Shared(api=api, throttle=Throttle(qps, burst, clock),
+                         request_timeout=request_timeout)
+        root = cls(shared, field_manager=field_manager)
+        shared.mapper = RESTMapper(root, clock)
+        return root
+
+    async def close(self) -> None:
+        if self.identity is None:
+            await self._shared.api.close()
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def throttle(self) -> Throttle:
+        return self._shared.throttle
+
+    def impersonate(self, namespace: str, service_account: str) -> KubeClient:
+        """A client acting as ``system:serviceaccount:<namespace>:<service_account>``."""
+        user = f"system:serviceaccount:{namespace}:{service_account}"
+        found = self._shared.impersonated.get(user)
+        if found is None:
+            found = KubeClient(self._shared, field_manager=self.field_manager,
+                               impersonate=user)
+            self._shared.impersonated[user] = found
+        return found
+
+    # --- the wire ---------------------------------------------------------------------
+
+    async def _send(self, method: str, path: str, *, query: list[tuple[str, str]] | None,
+                    body: Any, content_type: str, accept: str,
+                    limit: float | aiohttp.ClientTimeout | None) -> aiohttp.ClientResponse:
+        await self._shared.throttle.wait()
+        headers = {"Content-Type": content_type, "Accept": accept, **self._headers}
+        try:
+            resp: aiohttp.ClientResponse = await self._shared.api.call_api(
+                path, method, query_params=query or [], header_params=headers, body=body,
+                auth_settings=["BearerToken"], _preload_content=False,
+                _request_timeout=limit or self._shared.request_timeout)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise TransportError(f"{method} {path}: {exc or type(exc).__name__}") from exc
+        if resp.status >= 400:
+            try:
+                data = await resp.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise TransportError(f"{method} {path}: {exc}") from exc
+            finally:
+                resp.release()
+            raise from_status(resp.status, data)
+        return resp
+
+    async def request(self, method: str, path: str, *,
+                      query: list[tuple[str, str]] | None = None, body: Any = None,
+                      content_type: str = JSON, accept: str = JSON) -> Any:
+        resp = await self._send(method, path, query=query, body=body,
+                                content_type=content_type, accept=accept, limit=None)
+        try:
+            data = await resp.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TransportError(f"{method} {path}: {exc}") from exc
+        finally:
+            resp.release()
+        return json.loads(data) if data else None
+
+    async def get_json(self, path: str, *, accept: str) -> tuple[Any, str]:
+        """For the REST mapper: JSON and the content type it came in."""
+        resp = await self._send("GET", path, query=None, body=None, content_type=JSON,
+                                accept=accept, limit=None)
+        try:
+            data = await resp.read()
+        finally:
+            resp.release()
+        return json.loads(data), resp.headers.get("Content-Type", "")
+
+    async def mapping(self, api_version: str, kind: str) -> Mapping:
+        return await self._shared.mapper.mapping(api_version, kind)
+
+    async def _path(self, api_version: str, kind: str, namespace: str | None,
+                    name: str | None = None, subresource: str | None = None) -> str:
+        m = await self.mapping(api_version, kind)
+        return m.path(namespace if m.namespaced else None, name, subresource)
+
+    # --- verbs ------------------------------------------------------------------------
+
+    async def get(self, api_version: str, kind: str, name: str,
+                  namespace: str | None = None) -> Obj:
+        obj: Obj = await self.request("GET", await self._path(api_version, kind, namespace, name))
+        return obj
+
+    async def list_all(self, api_version: str, kind: str, namespace: str | None = None, *,
+                   label_selector: str | None = None, field_selector: str | None = None,
+                   page_size: int = 500, max_pages: int = 10_000) -> ListResult:
+        """All objects, fetched in pages; items carry apiVersion and kind."""
+        path = await self._path(api_version, kind, namespace)
+        items: list[Obj] = []
+        token = ""
+        resource_version = ""
+        for _ in range(max_pages):
+            query = [("limit", str(page_size))]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if field_selector:
+                query.append(("fieldSelector", field_selector))
+            if token:
+                query.append(("continue", token))
+            try:
+                page = await self.request("GET", path, query=query)
+            except Gone:
+                if not token:
+                    raise
+                # the continue token expired: start over, as client-go's pager does
+                items, token = [], ""
+                continue
+            meta = page.get("metadata") or {}
+            if not token:
+                resource_version = meta.get("resourceVersion", "")
+            for item in page.get("items") or []:
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                items.append(item)
+            token = meta.get("continue") or ""
+            if not token:
+                return ListResult(items, resource_version)
+        raise KubeError(0, f"listing {kind} did not finish within {max_pages} pages")
+
+    async def watch(self, api_version: str, kind: str, namespace: str | None = None, *,
+                    resource_version: str = "", label_selector: str | None = None,
+                    field_selector: str | None = None, timeout_seconds: int = 300,
+                    bookmarks: bool = True) -> AsyncIterator[WatchEvent]:
+        """Events after ``resource_version`` until the server ends the watch; an ERROR
+        event is raised as its KubeError (``Gone`` for a compacted version)."""
+        path = await self._path(api_version, kind, namespace)
+        query = [("watch", "1"), ("timeoutSeconds", str(timeout_seconds))]
+        if resource_version:
+            query.append(("resourceVersion", resource_version))
+        if bookmarks:
+            query.append(("allowWatchBookmarks", "true"))
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        timeout = aiohttp.ClientTimeout(total=None, connect=self._shared.request_timeout,
+                                        sock_read=timeout_seconds + 30)
+        resp = await self._send("GET", path, query=query, body=None, content_type=JSON,
+                                accept=JSON, limit=timeout)
+        try:
+            while True:
+                try:
+                    line = await resp.content.readline()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    raise TransportError(f"watch {kind}: {exc or type(exc).__name__}") from exc
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                obj = event.get("object") or {}
+                if event.get("type") == "ERROR":
+                    raise from_status(int(obj.get("code") or 500), json.dumps(obj))
+                yield WatchEvent(event.get("type", ""), obj)
+        finally:
+            resp.release()
+
+    def _write_query(self, *, dry_run: bool, field_manager: str | None = None,
+                     force: bool = False) -> list[tuple[str, str]]:
+        query = [("fieldManager", field_manager or self.field_manager)]
+        if dry_run:
+            query.append(("dryRun", "All"))
+        if force:
+            query.append(("force", "true"))
+        return query
+
+    async def create(self, obj: Obj, *, dry_run: bool = False) -> Obj:
+        meta = obj.get("metadata") or {}
+        path = await self._path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
+        created: Obj = await self.request("POST", path, body=obj,
+                                          query=self._write_query(dry_run=dry_run))
+        return created
+
+    async def apply(self, obj: Obj, *, force: bool = False, dry_run: bool = False,
+                    field_manager: str | None = None, subresource: str | None = None) -> Obj:
+        """Server-side apply ``obj`` (its apiVersion, kind, name and namespace locate it)."""
+        meta = obj.get("metadata") or {}
+        path = await self._path(obj["apiVersion"], obj["kind"], meta.get("namespace"),
+                                meta["name"], subresource)
+        applied: Obj = await self.request(
+            "PATCH", path, body=obj, content_type=APPLY_PATCH,
+            query=self._write_query(dry_run=dry_run, field_manager=field_manager,
+                                    force=force))
+        return applied
+
+    async def merge_patch(self, api_version: str, kind: str, name: str, patch: Obj,
+                          namespace: str | None = None, *, subresource: str | None = None,
+                          dry_run: bool = False) -> Obj:
+        path = await self._path(api_version, kind, namespace, name, subresource)
+        patched: Obj = await self.request("PATCH", path, body=patch, content_type=MERGE_PATCH,
+                                          query=self._write_query(dry_run=dry_run))
+        return patched
+
+    async def patch_status(self, api_version: str, kind: str, name: str, patch: Obj,
+                           namespace: str | None = None) -> Obj:
+        return await self.merge_patch(api_version, kind, name, patch, namespace,
+                                      subresource="status")
+
+    async def delete(self, api_version: str, kind: str, name: str,
+                     namespace: str | None = None, *, propagation: str = "Background",
+                     dry_run: bool = False, preconditions: dict[str, str] | None = None
+                     ) -> Obj:
+        path = await self._path(api_version, kind, namespace, name)
+        options: Obj = {"apiVersion": "v1", "kind": "DeleteOptions",
+                        "propagationPolicy": propagation}
+        if dry_run:
+            options["dryRun"] = ["All"]
+        if preconditions:
+            options["preconditions"] = preconditions
+        result: Obj = await self.request("DELETE", path, body=options)
+        return result

@@ -1,0 +1,199 @@
+"""fluxd.kube.KubeClient against the cluster fixture."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from fluxd.clock import FakeClock, SystemClock
+from fluxd.kube import (
+    AlreadyExists,
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    KubeClient,
+    NotFound,
+    Throttle,
+)
+from tests.conftest import Cluster, start_dev_cluster
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def kube(cluster: Cluster) -> AsyncIterator[KubeClient]:
+    async with await KubeClient.connect(clock=SystemClock(), kubeconfig=str(cluster.kubeconfig),
+                                        field_manager="fluxd-test") as client:
+        yield client
+
+
+def cm(name: str, namespace: str, **data: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace}, "data": data}
+
+
+async def test_create_get_patch_delete_round_trip(kube: KubeClient, namespace: str) -> None:
+    created = await kube.create(cm("a", namespace, k="1"))
+    assert created["metadata"]["uid"]
+    got = await kube.get("v1", "ConfigMap", "a", namespace)
+    assert got["data"] == {"k": "1"}
+    patched = await kube.merge_patch("v1", "ConfigMap", "a", {"data": {"k": "2"}}, namespace)
+    assert patched["data"] == {"k": "2"}
+    await kube.delete("v1", "ConfigMap", "a", namespace)
+    with pytest.raises(NotFound, match='configmaps "a" not found'):
+        await kube.get("v1", "ConfigMap", "a", namespace)
+
+
+async def test_errors_are_typed_and_carry_the_server_message(kube: KubeClient,
+                                                             namespace: str) -> None:
+    await kube.create(cm("dup", namespace))
+    with pytest.raises(AlreadyExists):
+        await kube.create(cm("dup", namespace))
+    bad = cm("Bad_Name", namespace)
+    with pytest.raises(Invalid) as err:
+        await kube.create(bad)
+    assert err.value.causes[0]["field"] == "metadata.name"
+    assert 'ConfigMap "Bad_Name" is invalid' in str(err.value)
+    with pytest.raises(NotFound, match="no matches for kind"):
+        await kube.get("example.com/v1", "Nothing", "x", namespace)
+
+
+async def test_list_pages_through_everything(kube: KubeClient, namespace: str) -> None:
+    for i in range(12):
+        await kube.create(cm(f"p{i:02d}", namespace))
+    result = await kube.list_all("v1", "ConfigMap", namespace, page_size=5)
+    assert [o["metadata"]["name"] for o in result.items] == [f"p{i:02d}" for i in range(12)]
+    assert all(o["kind"] == "ConfigMap" and o["apiVersion"] == "v1" for o in result.items)
+    assert int(result.resource_version) > 0
+    labelled = await kube.list_all("v1", "ConfigMap", namespace, field_selector="metadata.name=p03")
+    assert [o["metadata"]["name"] for o in labelled.items] == ["p03"]
+
+
+async def test_watch_streams_changes_after_a_version(kube: KubeClient, namespace: str) -> None:
+    rv = (await kube.list_all("v1", "ConfigMap", namespace)).resource_version
+    seen: list[tuple[str, str]] = []
+
+    async def watch() -> None:
+        async for event in kube.watch("v1", "ConfigMap", namespace, resource_version=rv,
+                                      timeout_seconds=10, bookmarks=False):
+            seen.append((event.type, event.object["metadata"]["name"]))
+            if len(seen) == 2:
+                return
+
+    task = asyncio.create_task(watch())
+    await asyncio.sleep(0.1)
+    await kube.create(cm("w", namespace))
+    await kube.delete("v1", "ConfigMap", "w", namespace)
+    await asyncio.wait_for(task, 10)
+    assert seen == [("ADDED", "w"), ("DELETED", "w")]
+
+
+async def test_watch_from_a_compacted_version_raises_gone(tmp_path: Any) -> None:
+    thread, kubeconfig = start_dev_cluster(tmp_path, history_size=3)
+    try:
+        async with await KubeClient.connect(clock=SystemClock(),
+                                            kubeconfig=str(kubeconfig)) as kube:
+            rv = (await kube.list_all("v1", "ConfigMap", "default")).resource_version
+            for i in range(6):
+                await kube.create(cm(f"c{i}", "default"))
+            with pytest.raises(Gone):
+                async for _ in kube.watch("v1", "ConfigMap", "default", resource_version=rv,
+                                          timeout_seconds=5):
+                    pass
+    finally:
+        thread.stop()
+
+
+async def test_server_side_apply_dry_run_conflict_and_force(kube: KubeClient,
+                                                            namespace: str) -> None:
+    obj = cm("ssa", namespace, k="1")
+    dry = await kube.apply(obj, dry_run=True)
+    assert dry["data"] == {"k": "1"}
+    with pytest.raises(NotFound):
+        await kube.get("v1", "ConfigMap", "ssa", namespace)
+    await kube.apply(obj)
+    with pytest.raises(Conflict, match='conflict with "fluxd-test"'):
+        await kube.apply(cm("ssa", namespace, k="2"), field_manager="other")
+    forced = await kube.apply(cm("ssa", namespace, k="2"), field_manager="other", force=True)
+    assert forced["data"] == {"k": "2"}
+
+
+async def test_status_patch_touches_only_status(kube: KubeClient, namespace: str) -> None:
+    dep = {"apiVersion": "apps/v1", "kind": "Deployment",
+           "metadata": {"name": "d", "namespace": namespace,
+                        "annotations": {"devcluster.fluxd.io/ready-after": "1h"}},
+           "spec": {"selector": {"matchLabels": {"a": "b"}},
+                    "template": {"metadata": {"labels": {"a": "b"}},
+                                 "spec": {"containers": [{"name": "c", "image": "i"}]}}}}
+    await kube.create(dep)
+    patched = await kube.patch_status("apps/v1", "Deployment", "d",
+                                      {"status": {"replicas": 9}, "spec": {"replicas": 5}},
+                                      namespace)
+    assert patched["status"]["replicas"] == 9
+    assert patched["spec"]["replicas"] == 1
+
+
+async def test_new_crd_is_found_after_a_mapping_refresh(kube: KubeClient, namespace: str) -> None:
+    group = f"k{uuid.uuid4().hex[:8]}.example.com"
+    crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+           "metadata": {"name": f"things.{group}"},
+           "spec": {"group": group, "scope": "Namespaced",
+                    "names": {"kind": "Thing", "plural": "things"},
+                    "versions": [{"name": "v1", "served": True, "storage": True,
+                                  "schema": {"openAPIV3Schema": {
+                                      "type": "object",
+                                      "x-kubernetes-preserve-unknown-fields": True}}}]}}
+    await kube.get("v1", "Namespace", namespace)  # discovery is cached from here on
+    await kube.create(crd)
+    try:
+        await kube._shared.mapper.refresh()  # noqa: SLF001 - the rate-limited refresh
+        thing = {"apiVersion": f"{group}/v1", "kind": "Thing",
+                 "metadata": {"name": "t", "namespace": namespace}, "spec": {"a": 1}}
+        created = await kube.create(thing)
+        assert created["spec"] == {"a": 1}
+    finally:
+        await kube.delete("apiextensions.k8s.io/v1", "CustomResourceDefinition",
+                          f"things.{group}")
+
+
+async def test_impersonated_client_is_reused_and_bound_by_rbac(kube: KubeClient,
+                                                                namespace: str) -> None:
+    robot = kube.impersonate(namespace, "robot")
+    assert kube.impersonate(namespace, "robot") is robot
+    with pytest.raises(Forbidden, match=f'User "system:serviceaccount:{namespace}:robot" '
+                                        'cannot list resource "configmaps"'):
+        await robot.list_all("v1", "ConfigMap", namespace)
+    await kube.create({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                       "metadata": {"name": "robot-view", "namespace": namespace},
+                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                   "kind": "ClusterRole", "name": "view"},
+                       "subjects": [{"kind": "ServiceAccount", "name": "robot",
+                                     "namespace": namespace}]})
+    assert (await robot.list_all("v1", "ConfigMap", namespace)).items == []
+
+
+async def test_throttle_spaces_requests_beyond_the_burst() -> None:
+    clock = FakeClock()
+    throttle = Throttle(qps=10, burst=2, clock=clock)
+    done: list[float] = []
+
+    async def take() -> None:
+        await throttle.wait()
+        done.append(clock.monotonic())
+
+    tasks = [asyncio.create_task(take()) for _ in range(4)]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert done == [0.0, 0.0]
+    for _ in range(30):
+        clock.advance(0.01)
+        for _ in range(5):
+            await asyncio.sleep(0)
+    await asyncio.gather(*tasks)
+    assert len(done) == 4 and done[2] == pytest.approx(0.1, abs=0.011)
+    assert done[3] == pytest.approx(0.2, abs=0.011)
