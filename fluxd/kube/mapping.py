@@ -2,8 +2,9 @@
 
 Built from aggregated discovery (two requests: ``/api`` and ``/apis``), with a fallback
 to the per-group-version documents for servers without it. Cached; a kind that is not
-known triggers one refresh (a CRD may have been added since), rate-limited so that a
-typo in a manifest cannot turn into a discovery storm.
+known triggers a refresh (a CRD may have been added since); a kind that a refresh did not
+find fails at once for ``min_refresh_interval`` seconds, so a typo in a manifest cannot
+turn into a discovery storm.
 """
 
 from __future__ import annotations
@@ -57,18 +58,22 @@ class RESTMapper:
         self._clock = clock
         self._min_refresh = min_refresh_interval
         self._by_kind: dict[tuple[str, str], Mapping] = {}
-        self._loaded_at: float | None = None
+        #: kinds a refresh did not find, and when: asked again sooner, they fail at once
+        self._missing: dict[tuple[str, str], float] = {}
 
     async def mapping(self, api_version: str, kind: str) -> Mapping:
-        found = self._by_kind.get((api_version, kind))
+        key = (api_version, kind)
+        found = self._by_kind.get(key)
         if found is not None:
             return found
+        missed = self._missing.get(key)
         now = self._clock.monotonic()
-        if self._loaded_at is None or now - self._loaded_at >= self._min_refresh:
+        if missed is None or now - missed >= self._min_refresh:
             await self.refresh()
-            found = self._by_kind.get((api_version, kind))
+            found = self._by_kind.get(key)
             if found is not None:
                 return found
+            self._missing[key] = self._clock.monotonic()
         raise NotFound(404, f'no matches for kind "{kind}" in version "{api_version}"',
                        reason="NoKindMatch")
 
@@ -85,7 +90,6 @@ class RESTMapper:
             else:
                 await self._legacy(root, doc, mappings)
         self._by_kind = mappings
-        self._loaded_at = self._clock.monotonic()
 
     async def _legacy(self, root: str, doc: Any, out: dict[tuple[str, str], Mapping]) -> None:
         if root == "/api":

@@ -151,7 +151,6 @@ async def test_new_crd_is_found_after_a_mapping_refresh(kube: KubeClient, namesp
     await kube.get("v1", "Namespace", namespace)  # discovery is cached from here on
     await kube.create(crd)
     try:
-        await kube._shared.mapper.refresh()  # noqa: SLF001 - the rate-limited refresh
         thing = {"apiVersion": f"{group}/v1", "kind": "Thing",
                  "metadata": {"name": "t", "namespace": namespace}, "spec": {"a": 1}}
         created = await kube.create(thing)
