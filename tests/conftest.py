@@ -86,6 +86,11 @@ class ServerThread:
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
+    def call_async(self, fn: Any, *args: Any, timeout: float = 30) -> Any:
+        """Await ``fn(*args)`` on the server's loop and return its result."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(fn(*args), self.loop).result(timeout)
+
     def stop(self) -> None:
         if self.loop is not None and self._stop is not None:
             self.loop.call_soon_threadsafe(self._stop.set)

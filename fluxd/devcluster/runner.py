@@ -102,6 +102,10 @@ class DevCluster:
     url: str
     ca_pem: bytes
     token: str
+    _pki: tls.ServingPKI
+    _host: str
+    _port: int
+    _runner: web.AppRunner | None = None
 
     def kubeconfig(self, *, namespace: str = "default") -> dict[str, Any]:
         return {
@@ -123,6 +127,28 @@ class DevCluster:
         tmp.replace(path)
         return path
 
+    async def start_serving(self) -> None:
+        """Listen (again) on the same address, with the same CA and token."""
+        if self._runner is not None:
+            return
+        runner = web.AppRunner(self.server.app(), access_log=None, handle_signals=False,
+                               shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port,
+                           ssl_context=self._pki.server_context(), reuse_address=True)
+        await site.start()
+        self._port = _bound_port(runner, self._port)
+        self._runner = runner
+
+    async def stop_serving(self) -> None:
+        """Drop every connection and stop listening; the objects stay. With
+        ``start_serving`` this is an API server restart as clients see one."""
+        if self._runner is None:
+            return
+        self.cluster.store.stop_all_watches()
+        runner, self._runner = self._runner, None
+        await runner.cleanup()
+
     @classmethod
     @contextlib.asynccontextmanager
     async def run(cls, *, host: str = "127.0.0.1", port: int = 0,
@@ -139,25 +165,20 @@ class DevCluster:
         server = DevServer(cluster, options)
         _bootstrap(cluster)
         pki = await asyncio.to_thread(tls.generate)
-        runner = web.AppRunner(server.app(), access_log=None, handle_signals=False,
-                               shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, ssl_context=pki.server_context(),
-                           reuse_address=True)
-        await site.start()
-        bound = _bound_port(runner, port)
         url_host = f"[{host}]" if ":" in host else host
-        server.address = f"{host}:{bound}"
+        dev = cls(cluster, lifecycle, server, "", pki.ca_pem, options.token, pki, host, port)
+        await dev.start_serving()
+        dev.url = f"https://{url_host}:{dev._port}"
+        server.address = f"{host}:{dev._port}"
         task = asyncio.get_running_loop().create_task(lifecycle.run(), name="devcluster-lifecycle")
         try:
-            yield cls(cluster, lifecycle, server, f"https://{url_host}:{bound}", pki.ca_pem,
-                      options.token)
+            yield dev
         finally:
             server.close_watches()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-            await runner.cleanup()
+            await dev.stop_serving()
 
 
 def _bootstrap(cluster: Cluster) -> None:
