@@ -60,7 +60,7 @@ async def dev(tmp_path: Path) -> AsyncIterator[tuple[ServerThread, KubeClient]]:
 
 async def until(check: Callable[[], bool], within: float = 10) -> None:
     async with asyncio.timeout(within):
-        while not check():
+        while not check():  # noqa: ASYNC110 - the state changes in handler callbacks
             await asyncio.sleep(0.02)
 
 
