@@ -298,6 +298,15 @@ class KubeClient:
                                           query=self._write_query(dry_run=dry_run))
         return created
 
+    async def update(self, obj: Obj, *, dry_run: bool = False) -> Obj:
+        """PUT ``obj``; its metadata.resourceVersion makes the write conditional."""
+        meta = obj.get("metadata") or {}
+        path = await self._path(obj["apiVersion"], obj["kind"], meta.get("namespace"),
+                                meta["name"])
+        updated: Obj = await self.request("PUT", path, body=obj,
+                                          query=self._write_query(dry_run=dry_run))
+        return updated
+
     async def apply(self, obj: Obj, *, force: bool = False, dry_run: bool = False,
                     field_manager: str | None = None, subresource: str | None = None) -> Obj:
         """Server-side apply ``obj`` (its apiVersion, kind, name and namespace locate it)."""
