@@ -107,7 +107,7 @@ class LeaderElector:
             log.warning("reading lease %s/%s failed: %s", cfg.namespace, cfg.name, exc)
             return False
         if lease is None:
-            body = {"apiVersion": LEASE_API, "kind": "Lease",
+            body: dict[str, Any] = {"apiVersion": LEASE_API, "kind": "Lease",
                     "metadata": {"name": cfg.name, "namespace": cfg.namespace},
                     "spec": {"holderIdentity": cfg.identity,
                              "leaseDurationSeconds": int(cfg.lease_duration),

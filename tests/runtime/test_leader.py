@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from fluxd.clock import SystemClock
-from fluxd.kube import KubeClient
+from fluxd.kube import Conflict, KubeClient
 from fluxd.runtime.leader import ElectionConfig, LeaderElector, LeadershipLost, lease_name
 from tests.conftest import Cluster
 
@@ -98,10 +99,8 @@ async def test_a_leader_that_cannot_renew_loses_leadership(kube: KubeClient,
             lease = await kube.get("coordination.k8s.io/v1", "Lease", name, namespace)
             lease["spec"]["holderIdentity"] = "usurper"
             lease["spec"]["renewTime"] = "2030-01-01T00:00:00.000000Z"
-            try:
+            with contextlib.suppress(Conflict):  # a conflict just means try again
                 await kube.update(lease)
-            except Exception:  # noqa: BLE001 - a conflict just means try again
-                pass
             await asyncio.sleep(0.05)
 
     thief = asyncio.create_task(usurp())
