@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint unit bench clean
+.PHONY: demo test lint bench crds clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,23 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# A real Prometheus and promtool for tests/test_prometheus.py, from Debian's packages.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+/usr/bin/prometheus /usr/bin/promtool &:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
+
 # pytest's exit status 5 (no tests collected) fails the target like any other failure.
-test: lint
+test: lint /usr/bin/prometheus /usr/bin/promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+crds: $(STAMP)
+	$(BIN)/python -m fluxd.api.crd --out deploy/crds
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.devcluster
+	$(BIN)/python -m benchmarks.workqueue
+	$(BIN)/python -m benchmarks.runtime
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
+import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fluxd import config
+from fluxd import logging as fluxlog
 from fluxd.config import Settings
+
+if TYPE_CHECKING:
+    from fluxd.app import ControllersFactory
 
 DEV_CLUSTER_HELP = """\
 Run fluxd's development Kubernetes API server.
@@ -34,10 +39,25 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fluxd",
                                      description="Flux v2 GitOps toolkit in one process.")
     parser.add_argument("--config", type=Path, default=None,
-                        help="TOML config file (see config.example.toml)")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"])
+                        help="TOML config file (see config.example.toml); default "
+                             f"$FLUXD_CONFIG, else {config.DEFAULT_CONFIG_PATH} if it exists")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the controllers against a cluster")
+    run.add_argument("--kubeconfig", help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, "
+                                          "else in-cluster)")
+    run.add_argument("--kube-context", help="kubeconfig context")
+    run.add_argument("--kube-api-qps", type=float, help="client-side QPS (default 50)")
+    run.add_argument("--kube-api-burst", type=int, help="client-side burst (default 300)")
+    run.add_argument("--metrics-addr",
+                     help="address of /metrics, /healthz, /readyz (default 0.0.0.0:8080)")
+    run.add_argument("--log-encoding", choices=["json", "console"])
+    run.add_argument("--enable-leader-election", action=argparse.BooleanOptionalAction,
+                     default=None, help="elect a leader on a Lease (default on)")
+    run.add_argument("--watch-label-selector",
+                     help="only reconcile objects matching this selector (sharding)")
+
     dev = sub.add_parser("dev-cluster", help="run the development Kubernetes API server",
                          description=DEV_CLUSTER_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,17 +79,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Settings:
-    flags = {
-        "host": getattr(args, "host", None), "port": args.port, "kubeconfig": args.kubeconfig,
-        "ready_delay": getattr(args, "ready_delay", None),
-        "watch_history": getattr(args, "watch_history", None),
-    }
-    given = {k: v for k, v in flags.items() if v is not None}
-    try:
-        return config.load(args.config, devcluster=given) if given else config.load(args.config)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"fluxd: invalid configuration: {exc}") from exc
+def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
+    """Flags given on the command line, as settings (they win over file and env)."""
+    if args.command == "run":
+        wanted = {
+            "kube": {"kubeconfig": args.kubeconfig, "context": args.kube_context,
+                     "qps": args.kube_api_qps, "burst": args.kube_api_burst},
+            "server": {"metrics_address": args.metrics_addr},
+            "log": {"encoding": args.log_encoding},
+            "leader_election": {"enabled": args.enable_leader_election},
+            "watch": {"label_selector": args.watch_label_selector},
+        }
+    else:
+        wanted = {"devcluster": {
+            "host": getattr(args, "host", None), "port": args.port,
+            "kubeconfig": args.kubeconfig, "ready_delay": getattr(args, "ready_delay", None),
+            "watch_history": getattr(args, "watch_history", None)}}
+    wanted.setdefault("log", {})["level"] = args.log_level
+    return {group: given for group, values in wanted.items()
+            if (given := {k: v for k, v in values.items() if v is not None})}
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    if args.config is not None:
+        path: Path = args.config
+        return path
+    if os.environ.get("FLUXD_CONFIG"):
+        return Path(os.environ["FLUXD_CONFIG"])
+    return config.DEFAULT_CONFIG_PATH if config.DEFAULT_CONFIG_PATH.is_file() else None
 
 
 async def _dev_cluster(settings: Settings) -> int:
@@ -90,11 +127,23 @@ async def _dev_cluster(settings: Settings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *,
+         controllers: ControllersFactory | None = None) -> int:
+    """The command line; ``controllers`` replaces the controllers ``run`` builds."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = _settings(args)
+    path = _config_path(args)
+    overrides = _overrides(args)
+    try:
+        settings = config.load(path, **overrides)
+    except (OSError, ValueError) as exc:
+        print(f"fluxd: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "run":
+        from fluxd import app
+
+        return asyncio.run(app.run(settings, config_path=path, overrides=overrides,
+                                   controllers=controllers or app.no_controllers))
+    fluxlog.setup(settings.log.level, "console")
     if args.command == "demo":
         from fluxd.demo import run_demo
 

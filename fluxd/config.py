@@ -1,22 +1,130 @@
 """fluxd settings: defaults < config file (TOML) < ``FLUXD_*`` environment < flags.
 
-Only what exists so far is here; each later area adds its own section. The file is
-``config.example.toml``'s format; ``FLUXD_DEVCLUSTER__PORT=7443`` style variables
-override single values.
+Groups mirror Flux's controller flags, with Flux's defaults (``--concurrent``,
+``--kube-api-qps``, ``--min-retry-delay``, ``--leader-election-lease-duration``, …). The
+file is ``config.example.toml``'s format (every key documented there); durations are
+Go-style strings (``"750ms"``, ``"15m"``, ``"1h30m"``) or seconds. ``FLUXD_KUBE__QPS=20``
+style variables override single values.
+
+``HOT_RELOADABLE`` lists the settings a running ``fluxd run`` applies on SIGHUP; a change
+to anything else is logged as needing a restart.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                 "h": 3600.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a Go duration string (``"1m30s"``) or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a string like '30s' or a number of seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("a duration is a string like '30s' or a number of seconds")
+    text = value.strip()
+    if text in ("0", ""):
+        return 0.0
+    pos, total = 0, 0.0
+    for match in _DURATION_PART.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or pos == 0:
+        raise ValueError(f"invalid duration {value!r}: use e.g. '750ms', '30s', '15m', '1h'")
+    return total
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KubeSettings(_Group):
+    #: kubeconfig path; unset: $KUBECONFIG, ~/.kube/config, else in-cluster
+    kubeconfig: str | None = None
+    context: str | None = None
+    #: client-side rate limit (Flux --kube-api-qps / --kube-api-burst)
+    qps: float = Field(default=50.0, gt=0)
+    burst: int = Field(default=300, ge=1)
+
+
+class ConcurrencySettings(_Group):
+    """Reconciles running at once per controller (Flux --concurrent)."""
+
+    source: int = Field(default=2, ge=1)
+    kustomize: int = Field(default=4, ge=1)
+    helm: int = Field(default=4, ge=1)
+    notification: int = Field(default=4, ge=1)
+
+
+class ReconcileSettings(_Group):
+    #: per-item exponential backoff for failed reconciles (Flux --min/--max-retry-delay)
+    min_retry_delay: Duration = 0.75
+    max_retry_delay: Duration = 900.0
+    #: how soon a Kustomization/HelmRelease waiting on a dependency is retried
+    requeue_dependency: Duration = 30.0
+    #: ± percentage jitter on success intervals (Flux --interval-jitter-percentage)
+    interval_jitter_percentage: float = Field(default=5.0, ge=0, lt=100)
+    #: deadline of one reconcile
+    timeout: Duration = 600.0
+
+
+class WatchSettings(_Group):
+    #: false: only the runtime namespace (Flux --watch-all-namespaces)
+    all_namespaces: bool = True
+    #: the namespace fluxd runs in ($RUNTIME_NAMESPACE in Flux)
+    runtime_namespace: str = "flux-system"
+    #: shard selector on Flux objects (Flux --watch-label-selector)
+    label_selector: str = ""
+    #: ConfigMaps/Secrets whose changes trigger reconciles
+    configs_label_selector: str = "reconcile.fluxcd.io/watch=Enabled"
+
+
+class LeaderElectionSettings(_Group):
+    enabled: bool = True
+    #: Lease name; the shard selector is added to it
+    name: str = "fluxd-leader-election"
+    #: unset: the runtime namespace
+    namespace: str | None = None
+    lease_duration: Duration = 35.0
+    renew_deadline: Duration = 30.0
+    retry_period: Duration = 5.0
+    release_on_cancel: bool = True
+
+
+class ServerSettings(_Group):
+    #: /metrics, /healthz and /readyz (Flux: --metrics-addr :8080, --health-addr :9440)
+    metrics_address: str = "0.0.0.0:8080"
+
+
+class LogSettings(_Group):
+    level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    #: json, or console (human-readable; the default for `fluxd dev`)
+    encoding: str = Field(default="json", pattern="^(json|console)$")
+
+
+class ShutdownSettings(_Group):
+    #: how long in-flight reconciles may run on after SIGTERM
+    grace_period: Duration = 30.0
 
 
 class ToolSettings(BaseModel):
@@ -44,6 +152,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FLUXD_", env_nested_delimiter="__",
                                       extra="forbid")
 
+    kube: KubeSettings = KubeSettings()
+    concurrency: ConcurrencySettings = ConcurrencySettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
+    watch: WatchSettings = WatchSettings()
+    leader_election: LeaderElectionSettings = LeaderElectionSettings()
+    server: ServerSettings = ServerSettings()
+    log: LogSettings = LogSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
     tools: ToolSettings = ToolSettings()
     devcluster: DevClusterSettings = DevClusterSettings()
 
@@ -66,3 +182,28 @@ def load(path: Path | None, **overrides: Any) -> Settings:
         model_config = SettingsConfigDict(toml_file=path)
 
     return Settings.model_validate(FromFile(**overrides).model_dump())
+
+
+#: settings a running process applies on SIGHUP ("group.key"; "group" = the whole group)
+HOT_RELOADABLE = frozenset({
+    "log.level", "log.encoding", "concurrency", "reconcile", "kube.qps", "kube.burst",
+    "shutdown.grace_period",
+})
+
+
+def changed_settings(old: Settings, new: Settings) -> list[str]:
+    """Dotted names of the settings that differ between two configurations."""
+    out = []
+    before, after = old.model_dump(), new.model_dump()
+    for group in after:
+        for key in after[group]:
+            if before.get(group, {}).get(key) != after[group][key]:
+                out.append(f"{group}.{key}")
+    return out
+
+
+def hot_reloadable(name: str) -> bool:
+    return name in HOT_RELOADABLE or name.split(".")[0] in HOT_RELOADABLE
+
+
+DEFAULT_CONFIG_PATH = Path("/etc/fluxd/config.toml")

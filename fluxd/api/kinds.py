@@ -1,0 +1,21 @@
+"""The kinds fluxd serves: the one list the CRD generator and the app read.
+
+Each controller's API module declares its ``Kind``s as a module-level tuple; this function
+gathers them. It is a function over constants, not a registry that modules add to at
+import time, so what is served never depends on what happened to be imported.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fluxd.api.crd import Kind
+
+
+def all_kinds() -> tuple[Kind, ...]:
+    """Every declared kind, one entry per served version.
+
+    Flux's kinds arrive with the controllers (e.g. ``*source.KINDS``); there are none yet.
+    """
+    return ()

@@ -1,0 +1,55 @@
+"""From informer notifications to queue keys, with Flux's predicates.
+
+An object is enqueued when it is first seen (at low priority while the initial list
+loads, so a fresh change is not stuck behind start-up), when its ``generation`` changes
+(spec edits; status and metadata writes don't), when ``reconcile.fluxcd.io/requestedAt``
+changes (``flux reconcile``, webhook receivers), when deletion starts, on periodic
+resync, and when it is deleted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from fluxd.runtime.reconcile import ObjectKey
+
+REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
+
+Obj = dict[str, Any]
+
+
+class Adder(Protocol):
+    def add(self, key: ObjectKey, *, low_priority: bool = False) -> None: ...
+
+
+def key_for(kind: str, obj: Obj) -> ObjectKey:
+    meta = obj.get("metadata") or {}
+    return ObjectKey(kind, meta.get("namespace") or "", meta.get("name") or "")
+
+
+def needs_reconcile(old: Obj, new: Obj) -> bool:
+    if old is new:
+        return True  # resync
+    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
+    if old_meta.get("generation") != new_meta.get("generation"):
+        return True
+    if (old_meta.get("annotations") or {}).get(REQUESTED_AT) != (
+            new_meta.get("annotations") or {}).get(REQUESTED_AT):
+        return True
+    return bool(new_meta.get("deletionTimestamp")) and not old_meta.get("deletionTimestamp")
+
+
+class EnqueueHandler:
+    def __init__(self, queue: Adder, kind: str) -> None:
+        self._queue = queue
+        self._kind = kind
+
+    def on_add(self, obj: Obj, *, initial: bool) -> None:
+        self._queue.add(key_for(self._kind, obj), low_priority=initial)
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        if needs_reconcile(old, new):
+            self._queue.add(key_for(self._kind, new), low_priority=old is new)
+
+    def on_delete(self, obj: Obj) -> None:
+        self._queue.add(key_for(self._kind, obj))
