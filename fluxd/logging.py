@@ -69,10 +69,11 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _context: ContextVar[Mapping[str, Any]] = ContextVar("fluxd_log_context", default=_EMPTY)
 
 _FIELDS_ATTR = "fluxd_fields"
+_STACK_ATTR = "fluxd_stacktrace"
 # A field may not replace these; it is written as "<key>_" instead.
 _CORE_KEYS = frozenset({"level", "ts", "logger", "msg", "error", "stacktrace"})
 _RESERVED = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName", _FIELDS_ATTR,
+    "message", "asctime", "taskName", _FIELDS_ATTR, _STACK_ATTR,
 }
 
 
@@ -94,9 +95,16 @@ def bound() -> Mapping[str, Any]:
     return MappingProxyType(dict(_context.get()))
 
 
-def fields(**values: Any) -> dict[str, Any]:
-    """``extra=`` for per-call fields, including names ``LogRecord`` reserves (``name``)."""
-    return {_FIELDS_ATTR: values}
+def fields(*, with_stacktrace: bool = False, **values: Any) -> dict[str, Any]:
+    """``extra=`` for per-call fields, including names ``LogRecord`` reserves (``name``).
+
+    ``with_stacktrace`` writes the exception's stack trace at any level (for unexpected
+    errors: bugs); otherwise stack traces appear only at debug level and below.
+    """
+    extra: dict[str, Any] = {_FIELDS_ATTR: values}
+    if with_stacktrace:
+        extra[_STACK_ATTR] = True
+    return extra
 
 
 # -- redaction -------------------------------------------------------------------------
@@ -212,7 +220,7 @@ class JSONFormatter(logging.Formatter):
             out[f"{key}_" if key in _CORE_KEYS else key] = value
         if error is not None:
             out["error"] = redact(error)
-        if self.stacktraces and record.exc_info:
+        if record.exc_info and (self.stacktraces or getattr(record, _STACK_ATTR, False)):
             out["stacktrace"] = strip_url_credentials(
                 "".join(traceback.format_exception(*record.exc_info)).rstrip())
         elif record.stack_info:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import traceback
 import uuid
 from dataclasses import dataclass
 from typing import Protocol
@@ -173,9 +172,8 @@ class Controller:
             elapsed = self._clock.monotonic() - started
             if outcome is Outcome.PANIC:
                 assert error is not None
-                log.error("Reconciler error", extra=fluxlog.fields(
-                    error=f"{type(error).__name__}: {error}",
-                    stacktrace="".join(traceback.format_exception(error)).rstrip()))
+                log.error("Reconciler error", exc_info=error, extra=fluxlog.fields(
+                    with_stacktrace=True, error=f"{type(error).__name__}: {error}"))
             elif error is not None and not isinstance(error, WaitingError):
                 log.error("Reconciler error", extra=fluxlog.fields(error=str(error)))
             self._metrics.reconcile_finished(self.name, outcome, elapsed, kind=self.kind,
