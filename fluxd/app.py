@@ -91,3 +91,24 @@ async def run(settings: Settings, *, config_path: Path | None,
                 loop.remove_signal_handler(sig)
         log.info("fluxd stopped", extra=fluxlog.fields(exitCode=code))
         return code
+
+
+async def run_dev(settings: Settings, *, config_path: Path | None,
+                  controllers: ControllersFactory = no_controllers,
+                  overrides: Mapping[str, Mapping[str, object]] | None = None) -> int:
+    """``fluxd dev``: the controllers against an embedded development cluster."""
+    from fluxd.devcluster.runner import DevCluster
+
+    fluxlog.setup(settings.log.level, settings.log.encoding)
+    dev = settings.devcluster
+    async with DevCluster.run(host=dev.host, port=dev.port, ready_delay=dev.ready_delay,
+                              history_size=dev.watch_history) as cluster:
+        path = cluster.write_kubeconfig(dev.kubeconfig).resolve()
+        log.info("development cluster (in memory, not for production) at %s; "
+                 "export KUBECONFIG=%s", cluster.url, path)
+        kube = {**dict((overrides or {}).get("kube", {})), "kubeconfig": str(path)}
+        merged = {**dict(overrides or {}), "kube": kube}
+        settings = settings.model_copy(update={"kube": settings.kube.model_copy(
+            update={"kubeconfig": str(path)})})
+        return await run(settings, config_path=config_path, controllers=controllers,
+                         overrides=merged)

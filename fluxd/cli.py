@@ -58,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--watch-label-selector",
                      help="only reconcile objects matching this selector (sharding)")
 
+    devrun = sub.add_parser(
+        "dev", help="run fluxd against an embedded development cluster (no leader election, "
+                    "console logs)")
+    devrun.add_argument("--port", type=int, help="port of the dev cluster (default 6443)")
+    devrun.add_argument("--kubeconfig", type=Path,
+                        help="where to write the kubeconfig (default .fluxd/kubeconfig)")
+    devrun.add_argument("--metrics-addr",
+                        help="address of /metrics, /healthz, /readyz (default 127.0.0.1:8080)")
+
     dev = sub.add_parser("dev-cluster", help="run the development Kubernetes API server",
                          description=DEV_CLUSTER_HELP,
                          formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,6 +98,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
             "log": {"encoding": args.log_encoding},
             "leader_election": {"enabled": args.enable_leader_election},
             "watch": {"label_selector": args.watch_label_selector},
+        }
+    elif args.command == "dev":
+        wanted = {
+            "devcluster": {"port": args.port, "kubeconfig": args.kubeconfig},
+            "server": {"metrics_address": args.metrics_addr or "127.0.0.1:8080"},
+            "log": {"encoding": "console"},
+            "leader_election": {"enabled": False},
         }
     else:
         wanted = {"devcluster": {
@@ -138,11 +154,12 @@ def main(argv: list[str] | None = None, *,
     except (OSError, ValueError) as exc:
         print(f"fluxd: invalid configuration: {exc}", file=sys.stderr)
         return 2
-    if args.command == "run":
+    if args.command in ("run", "dev"):
         from fluxd import app
 
-        return asyncio.run(app.run(settings, config_path=path, overrides=overrides,
-                                   controllers=controllers or app.no_controllers))
+        run = app.run_dev if args.command == "dev" else app.run
+        return asyncio.run(run(settings, config_path=path, overrides=overrides,
+                               controllers=controllers or app.no_controllers))
     fluxlog.setup(settings.log.level, "console")
     if args.command == "demo":
         from fluxd.demo import run_demo

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -64,3 +68,34 @@ def test_unknown_and_invalid_settings_are_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         config.load(tmp_path / "missing.toml")
 
+
+
+def test_dev_runs_the_manager_on_an_embedded_cluster_and_stops_on_sigterm(
+        tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "fluxd", "dev", "--port", "0",
+                             "--kubeconfig", str(tmp_path / "kubeconfig"),
+                             "--metrics-addr", f"127.0.0.1:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        ready = False
+        while time.monotonic() < deadline and not ready:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    ready = r.status == 200
+            except OSError:
+                time.sleep(0.1)
+        assert ready
+        assert (tmp_path / "kubeconfig").exists()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0
+        assert "development cluster (in memory, not for production)" in out
+        assert "\tinfo\t" in out  # console log format for fluxd dev
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
