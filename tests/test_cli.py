@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -99,3 +100,21 @@ def test_dev_runs_the_manager_on_an_embedded_cluster_and_stops_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=10)
+
+
+def test_example_config_documents_every_setting() -> None:
+    text = (Path(__file__).parent.parent / "config.example.toml").read_text()
+    for group, model in config.Settings.model_fields.items():
+        assert f"[{group}]" in text, group
+        annotation = model.annotation
+        assert annotation is not None
+        for key in annotation.model_fields:  # type: ignore[union-attr]
+            assert re.search(rf"^#? ?{key} = ", text, re.M), f"{group}.{key}"
+
+
+def test_hot_reloadable_settings_are_marked_hot_in_the_example() -> None:
+    text = (Path(__file__).parent.parent / "config.example.toml").read_text()
+    for name in config.HOT_RELOADABLE:
+        group, _, key = name.partition(".")
+        section = text.split(f"[{group}]", 1)[1].split("\n[", 1)[0]
+        assert "[hot]" in section, name
