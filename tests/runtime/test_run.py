@@ -157,3 +157,65 @@ def test_run_reloads_on_sighup_and_finishes_in_flight_work_on_sigterm(
                lease_list["items"]}
     assert any(name.startswith("fluxd-leader-election") and not holder
                for name, holder in holders.items())
+
+
+def spawn(path: Path, log_path: Path) -> subprocess.Popen[str]:
+    log = log_path.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.runtime.lease_app", "--config",
+                             str(path), "run"], stdout=log, stderr=subprocess.STDOUT, text=True,
+                            cwd=ROOT)
+    log.close()
+    return proc
+
+
+def test_two_processes_one_leader_and_a_killed_leader_is_replaced(
+        cluster: Cluster, namespace: str, tmp_path: Path) -> None:
+    selector = f"fluxd-test={uuid.uuid4().hex[:8]}"
+    procs: list[subprocess.Popen[str]] = []
+    ports = [free_port(), free_port()]
+    try:
+        for n, port in enumerate(ports):
+            path = tmp_path / f"fluxd-{n}.toml"
+            path.write_text(config_text(cluster, namespace, port, selector, kustomize=2))
+            procs.append(spawn(path, tmp_path / f"fluxd-{n}.log"))
+
+        def leading(port: int) -> float | None:
+            return sample(fetch(f"http://127.0.0.1:{port}/metrics")[1],
+                          "leader_election_master_status")
+
+        wait_until(lambda: sorted(leading(p) or 0 for p in ports) == [0, 1], "one leader")
+        for port in ports:  # the standby is ready too: it stands by
+            assert fetch(f"http://127.0.0.1:{port}/readyz")[0] == 200
+        time.sleep(1)
+        assert sorted(leading(p) or 0 for p in ports) == [0, 1]
+        leader = 0 if leading(ports[0]) == 1 else 1
+        procs[leader].kill()  # no release: the standby must wait for expiry
+        killed = time.monotonic()
+        wait_until(lambda: leading(ports[1 - leader]) == 1, "the standby to lead", within=15)
+        assert time.monotonic() - killed <= 3 + 1.5  # lease 3 s, retry 0.2 s, slack
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(10)
+
+
+def test_a_process_that_loses_its_lease_exits_non_zero(
+        cluster: Cluster, namespace: str,
+        process: tuple[subprocess.Popen[str], Path, int, str]) -> None:
+    proc, _, port, _ = process
+    base = f"http://127.0.0.1:{port}"
+    wait_until(lambda: sample(fetch(base + "/metrics")[1],
+                              "leader_election_master_status") == 1, "leadership")
+    leases = cluster.kubectl_json("get", "leases", "-n", namespace)["items"]
+    name = next(i["metadata"]["name"] for i in leases
+                if i["metadata"]["name"].startswith("fluxd-leader-election"))
+    deadline = time.monotonic() + 20
+    while proc.poll() is None and time.monotonic() < deadline:
+        # another writer takes the lease, again and again
+        cluster.kubectl("patch", "lease", name, "-n", namespace, "--type", "merge", "-p",
+                        json.dumps({"spec": {"holderIdentity": "usurper",
+                                             "renewTime": "2030-01-01T00:00:00.000000Z"}}),
+                        check=False)
+        time.sleep(0.1)
+    assert proc.wait(10) == 1
