@@ -10,10 +10,9 @@ from __future__ import annotations
 import sys
 
 from fluxd import cli
-from fluxd.config import Settings, parse_duration
-from fluxd.kube import KubeClient
-from fluxd.runtime.informer import Informer, InformerCache
-from fluxd.runtime.manager import ControllerSpec
+from fluxd.config import parse_duration
+from fluxd.runtime.informer import Informer
+from fluxd.runtime.manager import ControllerContext, ControllerSpec
 from fluxd.runtime.reconcile import ObjectKey, Result
 
 GROUP = "bench.fluxd.io"
@@ -32,9 +31,8 @@ class CachedReader:
         return Result(requeue_after=parse_duration(obj["spec"].get("interval", "10m")))
 
 
-def controllers(client: KubeClient, cache: InformerCache,
-                settings: Settings) -> list[ControllerSpec]:
-    reader = CachedReader(cache.informer(API_VERSION, KIND))
+def controllers(context: ControllerContext) -> list[ControllerSpec]:
+    reader = CachedReader(context.cache.informer(API_VERSION, KIND))
     return [ControllerSpec(API_VERSION, KIND, "kustomize", reader)]
 
 

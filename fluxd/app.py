@@ -27,17 +27,16 @@ from fluxd.clock import Clock, SystemClock
 from fluxd.config import Settings
 from fluxd.kube import KubeClient
 from fluxd.metrics import Metrics
-from fluxd.runtime.informer import InformerCache
-from fluxd.runtime.manager import ControllerSpec, Manager
+from fluxd.runtime.events import EventBus
+from fluxd.runtime.manager import ControllerContext, ControllerSpec, Manager
 
 log = logging.getLogger("fluxd")
 
 #: builds the controllers of a process from its shared parts
-ControllersFactory = Callable[[KubeClient, InformerCache, Settings], list[ControllerSpec]]
+ControllersFactory = Callable[[ControllerContext], list[ControllerSpec]]
 
 
-def no_controllers(client: KubeClient, cache: InformerCache,
-                   settings: Settings) -> list[ControllerSpec]:
+def no_controllers(context: ControllerContext) -> list[ControllerSpec]:
     """The Flux controllers are added by the issues that build them."""
     return []
 
@@ -60,7 +59,10 @@ async def run(settings: Settings, *, config_path: Path | None,
             qps=settings.kube.qps, burst=settings.kube.burst) as client:
         manager = Manager(settings=settings, clock=clock, client=client, registry=registry,
                           metrics=metrics, identity=identity())
-        for spec in controllers(client, manager.cache, settings):
+        bus = EventBus()
+        context = ControllerContext(client=client, cache=manager.cache, settings=settings,
+                                    clock=clock, events=bus, instance=socket.gethostname())
+        for spec in controllers(context):
             manager.add_controller(spec)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -89,6 +91,7 @@ async def run(settings: Settings, *, config_path: Path | None,
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
+            bus.close()
         log.info("fluxd stopped", extra=fluxlog.fields(exitCode=code))
         return code
 

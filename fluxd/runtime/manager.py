@@ -29,6 +29,7 @@ from fluxd.config import Settings
 from fluxd.kube import KubeClient
 from fluxd.metrics import Metrics
 from fluxd.runtime.controller import Controller, Reconciler, Tuning
+from fluxd.runtime.events import EventBus, EventRecorder
 from fluxd.runtime.handler import EnqueueHandler
 from fluxd.runtime.informer import IndexFunc, InformerCache
 from fluxd.runtime.leader import ElectionConfig, LeaderElector, LeadershipLost, lease_name
@@ -48,6 +49,24 @@ class ControllerSpec:
     group: str
     reconciler: Reconciler
     indexes: Mapping[str, IndexFunc] = field(default_factory=dict)
+
+
+@dataclass
+class ControllerContext:
+    """What a controller is built from: the process's shared parts."""
+
+    client: KubeClient
+    cache: InformerCache
+    settings: Settings
+    clock: Clock
+    events: EventBus
+    instance: str
+
+    def recorder(self, controller: str) -> EventRecorder:
+        """Kubernetes Events and bus events on behalf of ``controller``
+        (e.g. "kustomize-controller")."""
+        return EventRecorder(self.client, self.events, controller=controller,
+                             instance=self.instance, clock=self.clock)
 
 
 def _limits(settings: Settings, specs: list[ControllerSpec]) -> dict[str, int]:

@@ -11,10 +11,8 @@ import asyncio
 import sys
 
 from fluxd import cli
-from fluxd.config import Settings
 from fluxd.kube import KubeClient, NotFound
-from fluxd.runtime.informer import InformerCache
-from fluxd.runtime.manager import ControllerSpec
+from fluxd.runtime.manager import ControllerContext, ControllerSpec
 from fluxd.runtime.reconcile import ObjectKey, Result
 
 
@@ -38,10 +36,9 @@ class SlowLeaseReconciler:
         return Result()
 
 
-def controllers(client: KubeClient, cache: InformerCache,
-                settings: Settings) -> list[ControllerSpec]:
+def controllers(context: ControllerContext) -> list[ControllerSpec]:
     return [ControllerSpec("coordination.k8s.io/v1", "Lease", "kustomize",
-                           SlowLeaseReconciler(client))]
+                           SlowLeaseReconciler(context.client))]
 
 
 if __name__ == "__main__":

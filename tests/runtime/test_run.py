@@ -185,7 +185,8 @@ def test_two_processes_one_leader_and_a_killed_leader_is_replaced(
 
         wait_until(lambda: sorted(leading(p) or 0 for p in ports) == [0, 1], "one leader")
         for port in ports:  # the standby is ready too: it stands by
-            assert fetch(f"http://127.0.0.1:{port}/readyz")[0] == 200
+            wait_until(lambda p=port: fetch(f"http://127.0.0.1:{p}/readyz")[0] == 200,
+                       "readiness")
         time.sleep(1)
         assert sorted(leading(p) or 0 for p in ports) == [0, 1]
         leader = 0 if leading(ports[0]) == 1 else 1
