@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 
 from fluxd.clock import Clock
 from fluxd.kube.errors import Gone, KubeError, TransportError, from_status
@@ -31,6 +32,7 @@ from fluxd.kube.mapping import Mapping, RESTMapper
 
 Obj = dict[str, Any]
 
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 JSON = "application/json"
@@ -101,16 +103,19 @@ class KubeClient:
     @classmethod
     async def connect(cls, *, clock: Clock, kubeconfig: str | None = None,
                       context: str | None = None, qps: float = 50, burst: int = 300,
-                      field_manager: str = "fluxd", request_timeout: float = 30.0
-                      ) -> KubeClient:
+                      field_manager: str = "fluxd", request_timeout: float = 30.0,
+                      service_account_dir: str = SERVICE_ACCOUNT_DIR) -> KubeClient:
         """Connect with a kubeconfig (explicit path, else $KUBECONFIG/~/.kube/config) or,
-        inside a Pod without one, the in-cluster service account."""
+        inside a Pod without one, the in-cluster service account (its token is re-read
+        as the kubelet rotates it)."""
         cfg = k8s_client.Configuration()
         in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ \
             and "KUBECONFIG" not in os.environ
         if in_cluster:
-            k8s_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=cfg)
+            InClusterConfigLoader(
+                token_filename=os.path.join(service_account_dir, "token"),
+                cert_filename=os.path.join(service_account_dir, "ca.crt"),
+            ).load_and_set(cfg)
         else:
             await k8s_config.load_kube_config(config_file=kubeconfig, context=context,
                                               client_configuration=cfg)

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from fluxd.clock import FakeClock, SystemClock
 from fluxd.kube import (
@@ -196,3 +199,24 @@ async def test_throttle_spaces_requests_beyond_the_burst() -> None:
     await asyncio.gather(*tasks)
     assert len(done) == 4 and done[2] == pytest.approx(0.1, abs=0.011)
     assert done[3] == pytest.approx(0.2, abs=0.011)
+
+
+async def test_in_cluster_config_uses_the_service_account_files(
+        cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not cluster.is_dev:
+        pytest.skip("needs the dev cluster's token and CA")
+    config = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = config["clusters"][0]["cluster"]["server"]
+    host, port = server.removeprefix("https://").rsplit(":", 1)
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    (account / "token").write_text(config["users"][0]["user"]["token"])
+    (account / "ca.crt").write_bytes(
+        base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"]))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    async with await KubeClient.connect(clock=SystemClock(),
+                                        service_account_dir=str(account)) as kube:
+        ns = await kube.get("v1", "Namespace", "default")
+    assert ns["metadata"]["name"] == "default"
