@@ -10,6 +10,7 @@ a namespace of its own (``namespace``) and removes it afterwards.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
 import shutil
@@ -17,7 +18,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,3 +169,26 @@ def namespace(cluster: Cluster) -> Iterator[str]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+def _ours(task: asyncio.Task[Any]) -> bool:
+    # anyio's pytest runner drives each fixture step and test from a task of its own
+    return not getattr(task.get_coro(), "__qualname__", "").startswith("TestRunner.")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every async test runs under ``no_leaked_tasks``."""
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.fixturenames.insert(0, "no_leaked_tasks")
+
+
+@pytest.fixture
+async def no_leaked_tasks() -> AsyncIterator[None]:
+    """Fail an async test that leaves a task of its own running."""
+    before = asyncio.all_tasks()
+    yield
+    await asyncio.sleep(0)
+    leaked = [t for t in asyncio.all_tasks() - before
+              if not t.done() and t is not asyncio.current_task() and _ours(t)]
+    assert leaked == [], f"tasks left running: {leaked}"

@@ -23,6 +23,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fluxd.devcluster.gotext import quote
+
 __all__ = [
     "Attributes",
     "Decision",
@@ -155,18 +157,18 @@ def rules_for(user: UserInfo, namespace: str, source: RBACSource) -> list[dict[s
 def forbidden_message(user: UserInfo, attrs: Attributes, reason: str = "") -> str:
     """The API server's 403 message; pass a deny ``Decision.reason`` to append it."""
     if not attrs.resource_request:
-        detail = f"User {_q(user.name)} cannot {attrs.verb} path {_q(attrs.path)}"
+        detail = f"User {quote(user.name)} cannot {attrs.verb} path {quote(attrs.path)}"
         prefix = "forbidden"
     else:
         resource = attrs.resource
         if attrs.subresource:
             resource = f"{resource}/{attrs.subresource}"
         detail = (
-            f"User {_q(user.name)} cannot {attrs.verb} resource {_q(resource)}"
-            f" in API group {_q(attrs.api_group)}"
+            f"User {quote(user.name)} cannot {attrs.verb} resource {quote(resource)}"
+            f" in API group {quote(attrs.api_group)}"
         )
         if attrs.namespace:
-            detail += f" in the namespace {_q(attrs.namespace)}"
+            detail += f" in the namespace {quote(attrs.namespace)}"
         else:
             detail += " at the cluster scope"
         # The qualified resource leaves out the subresource.
@@ -174,7 +176,7 @@ def forbidden_message(user: UserInfo, attrs: Attributes, reason: str = "") -> st
         if attrs.api_group:
             qualified = f"{qualified}.{attrs.api_group}"
         if attrs.name:
-            qualified = f"{qualified} {_q(attrs.name)}"
+            qualified = f"{qualified} {quote(attrs.name)}"
         prefix = f"{qualified} is forbidden"
     if reason:
         detail = f"{detail}: {reason}"
@@ -200,7 +202,7 @@ def _grants(user: UserInfo, namespace: str, resolver: _Resolver) -> Iterator[_Gr
         ref = _mapping(binding.get("roleRef"))
         kind, role_name = str(ref.get("kind", "")), str(ref.get("name", ""))
         description = (
-            f"ClusterRoleBinding {_q(_name(binding))} of {kind} {_q(role_name)}"
+            f"ClusterRoleBinding {quote(_name(binding))} of {kind} {quote(role_name)}"
             f" to {_describe_subject(subject, '')}"
         )
         yield resolver.resolve(kind, role_name, "", description)
@@ -213,7 +215,7 @@ def _grants(user: UserInfo, namespace: str, resolver: _Resolver) -> Iterator[_Gr
         ref = _mapping(binding.get("roleRef"))
         kind, role_name = str(ref.get("kind", "")), str(ref.get("name", ""))
         description = (
-            f"RoleBinding {_q(_name(binding) + '/' + namespace)} of {kind} {_q(role_name)}"
+            f"RoleBinding {quote(_name(binding) + '/' + namespace)} of {kind} {quote(role_name)}"
             f" to {_describe_subject(subject, namespace)}"
         )
         yield resolver.resolve(kind, role_name, namespace, description)
@@ -248,8 +250,8 @@ def _describe_subject(subject: Rule, binding_namespace: str) -> str:
     kind, name = str(subject.get("kind", "")), str(subject.get("name", ""))
     if kind == "ServiceAccount":
         sa_namespace = subject.get("namespace") or binding_namespace
-        return f"{kind} {_q(f'{name}/{sa_namespace}')}"
-    return f"{kind} {_q(name)}"
+        return f"{kind} {quote(f'{name}/{sa_namespace}')}"
+    return f"{kind} {quote(name)}"
 
 
 # --- roles -----------------------------------------------------------------------------
@@ -276,7 +278,7 @@ class _Resolver:
             if role is None:
                 return _Grant(description, error=_not_found("role", name))
             return _Grant(description, _own_rules(role))
-        return _Grant(description, error=f"unsupported role reference kind: {_q(kind)}")
+        return _Grant(description, error=f"unsupported role reference kind: {quote(kind)}")
 
     def cluster_role_rules(self, name: str) -> list[Rule] | None:
         if name not in self._all_cluster_roles():
@@ -435,7 +437,7 @@ def _name(obj: Rule) -> str:
 
 
 def _not_found(kind: str, name: str) -> str:
-    return f"{kind}.rbac.authorization.k8s.io {_q(name)} not found"
+    return f"{kind}.rbac.authorization.k8s.io {quote(name)} not found"
 
 
 def _aggregate_errors(errors: list[str]) -> str:
@@ -446,31 +448,3 @@ def _aggregate_errors(errors: list[str]) -> str:
     return "[" + ", ".join(unique) + "]"
 
 
-_ESCAPES = {
-    "\a": "\\a",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\v": "\\v",
-    "\\": "\\\\",
-    '"': '\\"',
-}
-
-
-def _q(text: str) -> str:
-    """Go's ``%q``: double-quoted, escaping quotes, backslashes and unprintables."""
-    out = []
-    for char in text:
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif char.isprintable():
-            out.append(char)
-        elif ord(char) < 0x80:
-            out.append(f"\\x{ord(char):02x}")
-        elif ord(char) <= 0xFFFF:
-            out.append(f"\\u{ord(char):04x}")
-        else:
-            out.append(f"\\U{ord(char):08x}")
-    return '"' + "".join(out) + '"'

@@ -32,6 +32,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+from fluxd.devcluster.gotext import quote
 from fluxd.devcluster.jsonvalue import clone
 
 Schema = dict[str, Any]
@@ -178,26 +179,6 @@ def _default(value: Any, schema: Schema, *, root: bool = False) -> None:
 # The real server prints values with Go's fmt rules; these helpers reproduce the ones that
 # show up in messages so the text matches byte for byte in the common cases.
 
-_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
-               "\v": "\\v", '"': '\\"', "\\": "\\\\"}
-
-
-def _go_quote(text: str) -> str:
-    """Go's ``%q`` of a string."""
-    out = ['"']
-    for ch in text:
-        if ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) < 0x10000:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    out.append('"')
-    return "".join(out)
 
 
 def _digits(number: float) -> tuple[str, int]:
@@ -258,7 +239,7 @@ def _go_json(value: Any) -> str:
     if isinstance(value, dict):
         return "{" + ",".join(f"{_go_json(str(k))}:{_go_json(value[k])}"
                               for k in sorted(value)) + "}"
-    return _go_quote(str(value))
+    return quote(str(value))
 
 
 def _render(value: Any) -> str:
@@ -272,7 +253,7 @@ def _render(value: Any) -> str:
     if isinstance(value, float):
         return _go_float(value)
     if isinstance(value, str):
-        return _go_quote(value)
+        return quote(value)
     # Go prints composite values as Go syntax; JSON is what a reader of a JSON API expects.
     return _go_json(value)
 
@@ -403,7 +384,7 @@ class _Validator:
     def type_invalid(self, path: str, shown: str, expected: str) -> None:
         # The server shows the *type name* of the bad value (or the bad string, for a
         # format), both as the value and at the end of the detail.
-        quoted = _go_quote(shown)
+        quoted = quote(shown)
         self.errors.append(FieldError(
             "FieldValueTypeInvalid", path,
             f"Invalid value: {quoted}: {path} in body must be of type {expected}: {quoted}"))
@@ -453,7 +434,7 @@ class _Validator:
     def combinators(self, value: Any, schema: Schema, path: str) -> None:
         # Branches only restrict values (structural schemas forbid types, defaults and
         # list types in them), so a branch is "valid" when it yields no errors.
-        quoted = _go_quote(path)
+        quoted = quote(path)
         all_of = schema.get("allOf")
         if isinstance(all_of, list) and all_of:
             failed = 0
@@ -528,7 +509,7 @@ class _Validator:
         if any(_canonical(option) == key for option in allowed):
             return
         # Non-string options are listed as their JSON text, every option quoted.
-        names = ", ".join(_go_quote(o if isinstance(o, str) else _go_json(o)) for o in allowed)
+        names = ", ".join(quote(o if isinstance(o, str) else _go_json(o)) for o in allowed)
         self.errors.append(FieldError(
             "FieldValueNotSupported", path,
             f"Unsupported value: {_render(value)}: supported values: {names}"))
@@ -653,4 +634,4 @@ def invalid_message(kind: str, name: str, errors: list[FieldError]) -> str:
         body = texts[0]
     else:
         body = "[" + ", ".join(texts) + "]"
-    return f"{kind} {_go_quote(name)} is invalid: {body}"
+    return f"{kind} {quote(name)} is invalid: {body}"

@@ -166,37 +166,28 @@ class KubeClient:
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransportError(f"{method} {path}: {exc or type(exc).__name__}") from exc
         if resp.status >= 400:
-            try:
-                data = await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                raise TransportError(f"{method} {path}: {exc}") from exc
-            finally:
-                resp.release()
-            raise from_status(resp.status, data)
+            raise from_status(resp.status, await _body(resp, method, path))
         return resp
+
+    async def _exchange(self, method: str, path: str, *, query: list[tuple[str, str]] | None,
+                        body: Any, content_type: str, accept: str) -> tuple[Any, str]:
+        """One request with a JSON answer: (decoded body or None, content type)."""
+        resp = await self._send(method, path, query=query, body=body,
+                                content_type=content_type, accept=accept, limit=None)
+        data = await _body(resp, method, path)
+        return (json.loads(data) if data else None), resp.headers.get("Content-Type", "")
 
     async def request(self, method: str, path: str, *,
                       query: list[tuple[str, str]] | None = None, body: Any = None,
                       content_type: str = JSON, accept: str = JSON) -> Any:
-        resp = await self._send(method, path, query=query, body=body,
-                                content_type=content_type, accept=accept, limit=None)
-        try:
-            data = await resp.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise TransportError(f"{method} {path}: {exc}") from exc
-        finally:
-            resp.release()
-        return json.loads(data) if data else None
+        decoded, _ = await self._exchange(method, path, query=query, body=body,
+                                          content_type=content_type, accept=accept)
+        return decoded
 
     async def get_json(self, path: str, *, accept: str) -> tuple[Any, str]:
         """For the REST mapper: JSON and the content type it came in."""
-        resp = await self._send("GET", path, query=None, body=None, content_type=JSON,
-                                accept=accept, limit=None)
-        try:
-            data = await resp.read()
-        finally:
-            resp.release()
-        return json.loads(data), resp.headers.get("Content-Type", "")
+        return await self._exchange("GET", path, query=None, body=None, content_type=JSON,
+                                    accept=accept)
 
     async def mapping(self, api_version: str, kind: str) -> Mapping:
         return await self._shared.mapper.mapping(api_version, kind)
@@ -350,3 +341,13 @@ class KubeClient:
             options["preconditions"] = preconditions
         result: Obj = await self.request("DELETE", path, body=options)
         return result
+
+
+async def _body(resp: aiohttp.ClientResponse, method: str, path: str) -> bytes:
+    """The whole response body; the connection goes back to the pool either way."""
+    try:
+        return await resp.read()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise TransportError(f"{method} {path}: {exc or type(exc).__name__}") from exc
+    finally:
+        resp.release()

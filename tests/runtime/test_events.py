@@ -30,19 +30,6 @@ Obj = dict[str, Any]
 START = datetime.datetime(2026, 3, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
 
-def _ours(task: asyncio.Task[Any]) -> bool:
-    # anyio's pytest runner drives each fixture step and test from a task of its own
-    return not getattr(task.get_coro(), "__qualname__", "").startswith("TestRunner.")
-
-
-@pytest.fixture(autouse=True)
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    before = asyncio.all_tasks()
-    yield
-    await asyncio.sleep(0)
-    leaked = [t for t in asyncio.all_tasks() - before
-              if not t.done() and t is not asyncio.current_task() and _ours(t)]
-    assert leaked == []
 
 
 @pytest.fixture

@@ -26,19 +26,6 @@ OWNED = ["Ready", "Reconciling", "Stalled", "ArtifactInStorage"]
 REQUESTED_AT = "reconcile.fluxcd.io/requestedAt"
 
 
-def _ours(task: asyncio.Task[Any]) -> bool:
-    # anyio's pytest runner drives each fixture step and test from a task of its own
-    return not getattr(task.get_coro(), "__qualname__", "").startswith("TestRunner.")
-
-
-@pytest.fixture(autouse=True)
-async def no_leaked_tasks() -> AsyncIterator[None]:
-    before = asyncio.all_tasks()
-    yield
-    await asyncio.sleep(0)
-    leaked = [t for t in asyncio.all_tasks() - before
-              if not t.done() and t is not asyncio.current_task() and _ours(t)]
-    assert leaked == []
 
 
 @pytest.fixture
