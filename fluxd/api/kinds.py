@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 def all_kinds() -> tuple[Kind, ...]:
     """Every declared kind, one entry per served version.
 
-    Flux's kinds arrive with the controllers (e.g. ``*source.KINDS``); there are none yet.
+    Flux's kinds arrive with their controllers.
     """
-    return ()
+    from fluxd.api import source
+
+    return (*source.KINDS,)

@@ -1,0 +1,163 @@
+"""``source.toolkit.fluxcd.io/v1``: the source kinds, field for field as Flux serves them.
+
+GitRepository is here now; HelmRepository, HelmChart and OCIRepository join it as their
+controllers are built. Defaults, patterns and enums are Flux's, so a user's existing
+manifests validate the same way. Flux's one CEL rule on GitRepository (serviceAccountName
+only with the azure/aws providers) is enforced by the reconciler, since structural schemas
+from pydantic carry no CEL.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from fluxd.api.crd import AGE_COLUMN, READY_COLUMN, STATUS_COLUMN, Kind, PrinterColumn
+from fluxd.api.meta import (
+    DURATION_PATTERN,
+    TIMEOUT_PATTERN,
+    Artifact,
+    ConditionList,
+    FluxModel,
+    Int64,
+    LocalObjectReference,
+)
+
+GROUP = "source.toolkit.fluxcd.io"
+VERSION = "v1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class GitRepositoryRef(FluxModel):
+    """GitRepositoryRef specifies the Git reference to resolve and checkout."""
+
+    branch: str | None = None
+    """Branch to check out, defaults to 'master' if no other field is defined."""
+    tag: str | None = None
+    """Tag to check out, takes precedence over Branch."""
+    semver: str | None = None
+    """SemVer tag expression to check out, takes precedence over Tag."""
+    name: str | None = None
+    """Name of the reference to check out; takes precedence over Branch, Tag and SemVer.
+    It must be a valid Git reference, e.g. "refs/heads/main", "refs/tags/v0.1.0",
+    "refs/pull/420/head"."""
+    commit: str | None = None
+    """Commit SHA to check out, takes precedence over all reference fields. It can be
+    combined with Branch to shallow clone the branch, in which the commit is expected to
+    exist."""
+
+
+class GitRepositoryVerification(FluxModel):
+    """GitRepositoryVerification specifies the Git commit signature verification
+    strategy."""
+
+    mode: Literal["head", "HEAD", "Tag", "TagAndHEAD"] = "HEAD"
+    """Mode specifies which Git object(s) should be verified. "head" and "HEAD" both mean
+    the commit HEAD points to; "head" exists for backwards compatibility."""
+    secret_ref: LocalObjectReference
+    """SecretRef specifies the Secret containing the public keys of trusted Git authors
+    (PGP keys under keys ending in .asc, SSH keys under keys ending in .sshpub)."""
+
+
+class GitRepositoryInclude(FluxModel):
+    """GitRepositoryInclude specifies a local reference to a GitRepository which Artifact
+    (sub-)contents must be included, and where they should be placed."""
+
+    repository: LocalObjectReference
+    """GitRepositoryRef specifies the GitRepository which Artifact contents must be
+    included."""
+    from_path: str | None = None
+    """FromPath specifies the path to copy contents from, defaults to the root of the
+    Artifact."""
+    to_path: str | None = None
+    """ToPath specifies the path to copy contents to, defaults to the name of the
+    GitRepositoryRef."""
+
+
+class GitRepositorySpec(FluxModel):
+    """GitRepositorySpec specifies the required configuration to produce an Artifact for
+    a Git repository."""
+
+    url: Annotated[str, Field(pattern=r"^(http|https|ssh)://.*$")]
+    """URL specifies the Git repository URL, it can be an HTTP/S or SSH address."""
+    secret_ref: LocalObjectReference | None = None
+    """SecretRef specifies the Secret containing authentication credentials: 'username'
+    and 'password' (or 'bearerToken') for HTTPS, 'identity' and 'known_hosts' for SSH."""
+    provider: Literal["generic", "aws", "azure", "github"] | None = None
+    """Provider used for authentication, can be 'aws', 'azure', 'github', 'generic'. When
+    not specified, defaults to 'generic'."""
+    service_account_name: str | None = None
+    """ServiceAccountName is the Kubernetes ServiceAccount used to authenticate; only for
+    the 'azure' and 'aws' providers."""
+    interval: Annotated[str, Field(pattern=DURATION_PATTERN)]
+    """Interval at which the GitRepository URL is checked for updates. This interval is
+    approximate and may be subject to jitter to ensure efficient use of resources."""
+    timeout: Annotated[str, Field(pattern=TIMEOUT_PATTERN)] = "60s"
+    """Timeout for Git operations like cloning, defaults to 60s."""
+    ref: GitRepositoryRef | None = None
+    """Reference specifies the Git reference to resolve and monitor for changes, defaults
+    to the 'master' branch."""
+    verify: GitRepositoryVerification | None = None
+    """Verification specifies the configuration to verify the Git commit signature(s)."""
+    proxy_secret_ref: LocalObjectReference | None = None
+    """ProxySecretRef specifies the Secret containing the proxy configuration to use while
+    communicating with the Git server."""
+    ignore: str | None = None
+    """Ignore overrides the set of excluded patterns in the .sourceignore format (which is
+    the same as .gitignore). If not provided, a default will be used."""
+    suspend: bool | None = None
+    """Suspend tells the controller to suspend the reconciliation of this GitRepository."""
+    recurse_submodules: bool | None = None
+    """RecurseSubmodules enables the initialization of all submodules within the
+    GitRepository as cloned from the URL, using their default settings."""
+    include: list[GitRepositoryInclude] | None = None
+    """Include specifies a list of GitRepository resources which Artifacts should be
+    included in the Artifact produced for this GitRepository."""
+    sparse_checkout: list[str] | None = None
+    """SparseCheckout specifies a list of directories to checkout when cloning the
+    repository. If specified, only these directories are included in the Artifact."""
+
+
+class GitRepositoryStatus(FluxModel):
+    """GitRepositoryStatus records the observed state of a Git repository."""
+
+    observed_generation: Int64 | None = None
+    """ObservedGeneration is the last observed generation of the GitRepository object."""
+    conditions: ConditionList | None = None
+    """Conditions holds the conditions for the GitRepository."""
+    artifact: Artifact | None = None
+    """Artifact represents the last successful GitRepository reconciliation."""
+    included_artifacts: list[Artifact] | None = None
+    """IncludedArtifacts contains a list of the last successfully included Artifacts as
+    instructed by GitRepositorySpec.Include."""
+    observed_ignore: str | None = None
+    """ObservedIgnore is the observed exclusion patterns used for constructing the source
+    artifact."""
+    observed_recurse_submodules: bool | None = None
+    """ObservedRecurseSubmodules is the observed resource submodules configuration used to
+    produce the current Artifact."""
+    observed_include: list[GitRepositoryInclude] | None = None
+    """ObservedInclude is the observed list of GitRepository resources used to produce the
+    current Artifact."""
+    observed_sparse_checkout: list[str] | None = None
+    """ObservedSparseCheckout is the observed list of directories used to produce the
+    current Artifact."""
+    source_verification_mode: str | None = None
+    """SourceVerificationMode is the last used verification mode indicating which Git
+    object(s) have been verified."""
+    last_handled_reconcile_at: str | None = None
+    """LastHandledReconcileAt holds the value of the most recent reconcile request value,
+    so a change of the annotation value can be detected."""
+
+
+GIT_REPOSITORY = Kind(
+    group=GROUP, version=VERSION, kind="GitRepository", plural="gitrepositories",
+    singular="gitrepository", spec=GitRepositorySpec, status=GitRepositoryStatus,
+    short_names=("gitrepo",), categories=("all", "fluxcd", "fluxcd-sources"),
+    printer_columns=(PrinterColumn("URL", ".spec.url"), AGE_COLUMN, READY_COLUMN,
+                     STATUS_COLUMN),
+    description="GitRepository is the Schema for the gitrepositories API.",
+)
+
+KINDS: tuple[Kind, ...] = (GIT_REPOSITORY,)
