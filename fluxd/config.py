@@ -111,6 +111,23 @@ class LeaderElectionSettings(_Group):
     release_on_cancel: bool = True
 
 
+class StorageSettings(_Group):
+    """The artifact store (Flux --storage-* and --artifact-* flags)."""
+
+    #: where artifacts are written
+    path: Path = Path("/data")
+    #: the artifact HTTP server (Flux --storage-addr)
+    address: str = "0.0.0.0:9090"
+    #: host[:port] or URL put in status.artifact.url (Flux --storage-adv-addr); empty:
+    #: localhost with the server's port
+    advertised_address: str = ""
+    #: artifacts kept per object, and for how long (Flux --artifact-retention-*)
+    retention_records: int = Field(default=2, ge=1)
+    retention_ttl: Duration = 60.0
+    #: sha256, sha384 or sha512 (Flux --artifact-digest-algo)
+    digest_algorithm: str = Field(default="sha256", pattern="^(sha256|sha384|sha512)$")
+
+
 class ServerSettings(_Group):
     #: /metrics, /healthz and /readyz (Flux: --metrics-addr :8080, --health-addr :9440)
     metrics_address: str = "0.0.0.0:8080"
@@ -157,6 +174,7 @@ class Settings(BaseSettings):
     reconcile: ReconcileSettings = ReconcileSettings()
     watch: WatchSettings = WatchSettings()
     leader_election: LeaderElectionSettings = LeaderElectionSettings()
+    storage: StorageSettings = StorageSettings()
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
