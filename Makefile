@@ -32,8 +32,14 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus
 
+# sshd and ssh for the Git-over-SSH tests, from Debian's packages.
+/usr/sbin/sshd /usr/bin/ssh /usr/bin/ssh-keygen &:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		openssh-server openssh-client
+
 # pytest's exit status 5 (no tests collected) fails the target like any other failure.
-test: lint /usr/bin/prometheus /usr/bin/promtool
+test: lint /usr/bin/prometheus /usr/bin/promtool /usr/sbin/sshd /usr/bin/ssh /usr/bin/ssh-keygen
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 crds: $(STAMP)
@@ -43,6 +49,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.devcluster
 	$(BIN)/python -m benchmarks.workqueue
 	$(BIN)/python -m benchmarks.runtime
+	$(BIN)/python -m benchmarks.artifacts
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

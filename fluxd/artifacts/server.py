@@ -1,0 +1,141 @@
+"""The artifact HTTP server: the store's root, read-only, at Flux's URL layout.
+
+Contract (after ``fluxcd/pkg`` ``artifact/server``, a Go ``http.FileServer`` on the
+storage path):
+
+* ``GET``/``HEAD /<kind>/<namespace>/<name>/<file>`` sends the file with its exact bytes,
+  ``Content-Length``, ``Last-Modified``/``ETag`` and range support, zero-copy
+  (``sendfile``) through :class:`aiohttp.web.FileResponse`. Never a ``Content-Encoding``:
+  a ``.tar.gz`` goes out as ``application/x-gzip`` bytes (what Go sniffs), and a ``.gz``
+  sibling is never substituted, so the received bytes always match the digest.
+* ``GET /`` answers 200: it is the readiness probe, as in Flux.
+* No directory listings (Go's FileServer has them): they would hand every
+  namespace/name of every source to anyone who can reach the port, and no consumer reads
+  them. Any other directory, missing file or special file is a 404.
+* Paths are decoded, then any ``..`` segment is a 404; symlinks are followed only while
+  the resolved file stays under the root (``index.yaml``, ``latest.tar.gz``), else 404.
+* :func:`serve` owns the listener like :func:`fluxd.health.serve`: entering binds
+  (port 0 picks a free port, reported), leaving closes it. No auth, no TLS (as Flux).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio.to_thread
+from aiohttp import web
+
+from fluxd.artifacts.storage import ArtifactStore
+
+__all__ = ["ArtifactServer", "create_app", "serve"]
+
+log = logging.getLogger("fluxd.artifacts.server")
+
+_CONTENT_TYPES = {
+    ".gz": "application/x-gzip",
+    ".tgz": "application/x-gzip",
+    ".yaml": "text/plain; charset=utf-8",
+    ".yml": "text/plain; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".json": "application/json",
+}
+_FALLBACK_TYPE = "application/octet-stream"
+
+
+class _PlainFileResponse(web.FileResponse):
+    """A FileResponse that never swaps in a pre-compressed ``<file>.gz``/``.br`` sibling."""
+
+    def _get_file_path_stat_encoding(
+        self, accept_encoding: str
+    ) -> tuple[Path | None, os.stat_result, str | None]:
+        return super()._get_file_path_stat_encoding("")
+
+
+def _content_type(path: Path) -> str:
+    return _CONTENT_TYPES.get(path.suffix.lower(), _FALLBACK_TYPE)
+
+
+def _resolve(root: str, parts: list[str]) -> Path | None:
+    """The real path of a regular file under ``root`` (itself a real path), or None."""
+    try:
+        real = os.path.realpath(os.path.join(root, *parts), strict=True)
+        if os.path.commonpath([root, real]) != root:
+            return None
+        if not stat.S_ISREG(os.stat(real).st_mode):
+            return None
+    except (OSError, ValueError):
+        return None
+    return Path(real)
+
+
+def create_app(root: Path) -> web.Application:
+    """The aiohttp application serving ``root`` read-only."""
+    real_root = os.path.realpath(root)
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def artifact(request: web.Request) -> web.StreamResponse:
+        segments = request.match_info["path"].split("/")
+        if any(s == ".." or "\x00" in s for s in segments):
+            raise web.HTTPNotFound()
+        parts = [s for s in segments if s not in ("", ".")]
+        if not parts:
+            return await index(request)
+        real = await anyio.to_thread.run_sync(_resolve, real_root, parts)
+        if real is None:
+            raise web.HTTPNotFound()
+        return _PlainFileResponse(real, headers={"Content-Type": _content_type(real)})
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_get("/{path:.+}", artifact)
+    return app
+
+
+def _parse_address(address: str) -> tuple[str | None, int]:
+    """``host:port`` as Go's listeners take it: ``:9090`` (all interfaces), ``[::1]:0``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"address {address!r} is not host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return (host or None), int(port)
+
+
+@dataclass(frozen=True)
+class ArtifactServer:
+    """A running artifact listener: where it is bound."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+@asynccontextmanager
+async def serve(address: str, store: ArtifactStore) -> AsyncIterator[ArtifactServer]:
+    """Serve ``store.root`` on ``address`` (Flux's ``--storage-addr``, e.g. ``:9090``) for the
+    duration of the ``async with`` block."""
+    host, port = _parse_address(address)
+    runner = web.AppRunner(create_app(store.root), handle_signals=False, access_log=None,
+                           shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        server = ArtifactServer(host=str(bound_host), port=int(bound_port))
+        log.info("artifact server listening", extra={"address": server.url})
+        yield server
+    finally:
+        await runner.cleanup()
