@@ -409,7 +409,8 @@ def _commit_of(repo: Repo, head: Head) -> Commit:
 
 
 def _subject(commit: Commit) -> str:
-    return commit.message.decode(errors="replace").strip().split("\n", 1)[0]
+    message: bytes = commit.message
+    return message.decode(errors="replace").strip().split("\n", 1)[0]
 
 
 def sparse_filter(dirs: list[str] | None) -> Callable[[str], bool]:
