@@ -18,13 +18,17 @@ import signal
 import socket
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
 from fluxd import config
 from fluxd import logging as fluxlog
+from fluxd.artifacts.bus import ArtifactBus
+from fluxd.artifacts.storage import ArtifactStore
 from fluxd.clock import Clock, SystemClock
 from fluxd.config import Settings
+from fluxd.controllers import source
 from fluxd.kube import KubeClient
 from fluxd.metrics import Metrics
 from fluxd.runtime.events import EventBus
@@ -32,13 +36,34 @@ from fluxd.runtime.manager import ControllerContext, ControllerSpec, Manager
 
 log = logging.getLogger("fluxd")
 
+if TYPE_CHECKING:
+    from fluxd.devcluster.runner import DevCluster
+
 #: builds the controllers of a process from its shared parts
 ControllersFactory = Callable[[ControllerContext], list[ControllerSpec]]
 
 
 def no_controllers(context: ControllerContext) -> list[ControllerSpec]:
-    """The Flux controllers are added by the issues that build them."""
+    """No controllers: the runtime alone (tests, benchmarks)."""
     return []
+
+
+def flux_controllers(context: ControllerContext) -> list[ControllerSpec]:
+    """Every Flux controller fluxd has so far."""
+    return source.controllers(context)
+
+
+def artifact_store(settings: Settings, clock: Clock) -> ArtifactStore:
+    """The artifact store of ``[storage]``; leftovers of an interrupted write are removed."""
+    s = settings.storage
+    port = s.address.rpartition(":")[2]
+    advertised = s.advertised_address or f"localhost:{port}"
+    store = ArtifactStore(s.path, clock=clock, advertised=advertised,
+                          digest_algo=s.digest_algorithm, retention_records=s.retention_records,
+                          retention_ttl=s.retention_ttl)
+    s.path.mkdir(parents=True, exist_ok=True)
+    store.sweep_temporary_files()
+    return store
 
 
 def identity() -> str:
@@ -46,8 +71,26 @@ def identity() -> str:
     return f"{socket.gethostname()}_{os.getpid()}"
 
 
+def assemble(settings: Settings, *, client: KubeClient, clock: Clock,
+             registry: CollectorRegistry, metrics: Metrics,
+             controllers: ControllersFactory) -> tuple[Manager, ControllerContext]:
+    """The manager of one process with its controllers and services registered."""
+    manager = Manager(settings=settings, clock=clock, client=client, registry=registry,
+                      metrics=metrics, identity=identity())
+    context = ControllerContext(client=client, cache=manager.cache, queue=manager.queue,
+                                settings=settings, clock=clock, events=EventBus(),
+                                instance=socket.gethostname(),
+                                artifacts=artifact_store(settings, clock),
+                                artifact_bus=ArtifactBus())
+    for spec in controllers(context):
+        manager.add_controller(spec)
+    for name, factory in context.services:
+        manager.add_service(name, factory)
+    return manager, context
+
+
 async def run(settings: Settings, *, config_path: Path | None,
-              controllers: ControllersFactory = no_controllers,
+              controllers: ControllersFactory = flux_controllers,
               clock: Clock | None = None,
               overrides: Mapping[str, Mapping[str, object]] | None = None) -> int:
     clock = clock or SystemClock()
@@ -57,13 +100,8 @@ async def run(settings: Settings, *, config_path: Path | None,
     async with await KubeClient.connect(
             clock=clock, kubeconfig=settings.kube.kubeconfig, context=settings.kube.context,
             qps=settings.kube.qps, burst=settings.kube.burst) as client:
-        manager = Manager(settings=settings, clock=clock, client=client, registry=registry,
-                          metrics=metrics, identity=identity())
-        bus = EventBus()
-        context = ControllerContext(client=client, cache=manager.cache, settings=settings,
-                                    clock=clock, events=bus, instance=socket.gethostname())
-        for spec in controllers(context):
-            manager.add_controller(spec)
+        manager, context = assemble(settings, client=client, clock=clock, registry=registry,
+                                    metrics=metrics, controllers=controllers)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
@@ -91,15 +129,29 @@ async def run(settings: Settings, *, config_path: Path | None,
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
-            bus.close()
+            context.events.close()
         log.info("fluxd stopped", extra=fluxlog.fields(exitCode=code))
         return code
 
 
+def install_crds(cluster: DevCluster) -> None:
+    """Serve fluxd's CRDs (generated from the API models) in a development cluster."""
+    from fluxd.api.crd import crd, group_kinds
+    from fluxd.api.kinds import all_kinds
+    from fluxd.devcluster.cluster import WriteOptions
+
+    rt = cluster.cluster.registry.lookup("apiextensions.k8s.io", "v1",
+                                         "customresourcedefinitions")
+    assert rt is not None
+    for kinds in group_kinds(all_kinds()):
+        cluster.cluster.create(rt, "", crd(kinds), opts=WriteOptions(field_manager="fluxd"))
+
+
 async def run_dev(settings: Settings, *, config_path: Path | None,
-                  controllers: ControllersFactory = no_controllers,
+                  controllers: ControllersFactory = flux_controllers,
                   overrides: Mapping[str, Mapping[str, object]] | None = None) -> int:
     """``fluxd dev``: the controllers against an embedded development cluster."""
+
     from fluxd.devcluster.runner import DevCluster
 
     fluxlog.setup(settings.log.level, settings.log.encoding)
@@ -107,6 +159,7 @@ async def run_dev(settings: Settings, *, config_path: Path | None,
     async with DevCluster.run(host=dev.host, port=dev.port, ready_delay=dev.ready_delay,
                               history_size=dev.watch_history) as cluster:
         path = cluster.write_kubeconfig(dev.kubeconfig).resolve()
+        install_crds(cluster)
         log.info("development cluster (in memory, not for production) at %s; "
                  "export KUBECONFIG=%s", cluster.url, path)
         kube = {**dict((overrides or {}).get("kube", {})), "kubeconfig": str(path)}

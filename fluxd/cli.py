@@ -105,6 +105,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
             "server": {"metrics_address": args.metrics_addr or "127.0.0.1:8080"},
             "log": {"encoding": "console"},
             "leader_election": {"enabled": False},
+            "storage": {"path": ".fluxd/storage", "address": "127.0.0.1:9090"},
         }
     else:
         wanted = {"devcluster": {
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None, *,
 
         run = app.run_dev if args.command == "dev" else app.run
         return asyncio.run(run(settings, config_path=path, overrides=overrides,
-                               controllers=controllers or app.no_controllers))
+                               controllers=controllers or app.flux_controllers))
     fluxlog.setup(settings.log.level, "console")
     if args.command == "demo":
         from fluxd.demo import run_demo

@@ -130,6 +130,9 @@ class KubeClient:
     async def close(self) -> None:
         if self.identity is None:
             await self._shared.api.close()
+            # let the TLS transports finish closing before the caller's loop may end
+            # (aiohttp's documented graceful shutdown)
+            await asyncio.sleep(0.1)
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -188,6 +191,10 @@ class KubeClient:
         """For the REST mapper: JSON and the content type it came in."""
         return await self._exchange("GET", path, query=None, body=None, content_type=JSON,
                                     accept=accept)
+
+    async def refresh_mapping(self) -> None:
+        """Re-read discovery now (e.g. after installing CRDs)."""
+        await self._shared.mapper.refresh()
 
     async def mapping(self, api_version: str, kind: str) -> Mapping:
         return await self._shared.mapper.mapping(api_version, kind)

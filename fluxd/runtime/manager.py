@@ -15,8 +15,10 @@ dropping queued or in-flight work; the others are reported as needing a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,8 @@ from prometheus_client import CollectorRegistry
 
 from fluxd import config, health
 from fluxd import logging as fluxlog
+from fluxd.artifacts.bus import ArtifactBus
+from fluxd.artifacts.storage import ArtifactStore
 from fluxd.clock import Clock
 from fluxd.config import Settings
 from fluxd.kube import KubeClient
@@ -51,16 +55,26 @@ class ControllerSpec:
     indexes: Mapping[str, IndexFunc] = field(default_factory=dict)
 
 
+ServiceFactory = Callable[[], AbstractAsyncContextManager[object]]
+
+
 @dataclass
 class ControllerContext:
     """What a controller is built from: the process's shared parts."""
 
     client: KubeClient
     cache: InformerCache
+    queue: WorkQueue
     settings: Settings
     clock: Clock
     events: EventBus
     instance: str
+    #: the artifact store and bus the source controllers produce into and the
+    #: kustomize/helm controllers consume from
+    artifacts: ArtifactStore
+    artifact_bus: ArtifactBus
+    #: services to run while leading (name, factory), e.g. the artifact HTTP server
+    services: list[tuple[str, ServiceFactory]] = field(default_factory=list)
 
     def recorder(self, controller: str) -> EventRecorder:
         """Kubernetes Events and bus events on behalf of ``controller``
@@ -93,6 +107,7 @@ class Manager:
             namespace=None if watch.all_namespaces else watch.runtime_namespace)
         self.tuning = Tuning(timeout=r.timeout, jitter_percent=r.interval_jitter_percentage)
         self.controllers: list[Controller] = []
+        self._services: list[tuple[str, ServiceFactory]] = []
         le = settings.leader_election
         self.elector: LeaderElector | None = None
         if le.enabled:
@@ -107,6 +122,11 @@ class Manager:
                 on_change=lambda leading: metrics.leader_changed(lease, leading=leading))
         self.server: health.HealthServer | None = None
         self.phase = "starting"
+
+    def add_service(self, name: str, factory: ServiceFactory) -> None:
+        """Something that runs while leading, before the controllers start (e.g. the
+        artifact server): entered after leader election, left after the controllers."""
+        self._services.append((name, factory))
 
     def add_controller(self, spec: ControllerSpec) -> Controller:
         """Register a controller (before ``run``): its informer, indexes, queue lane."""
@@ -171,6 +191,17 @@ class Manager:
         self.phase = "leading" if self.elector is not None else "running"
         lost = asyncio.Event()
         code = 0
+        async with contextlib.AsyncExitStack() as services:
+            for name, factory in self._services:
+                log.info("starting %s", name)
+                await services.enter_async_context(factory())
+            code = await self._work(stop, lost)
+        if self.elector is not None and code == 0 and self.elector.config.release_on_cancel:
+            await self.elector.release()
+        return code
+
+    async def _work(self, stop: asyncio.Event, lost: asyncio.Event) -> int:
+        code = 0
         async with asyncio.TaskGroup() as work:
             workers = [work.create_task(c.run(), name=f"controller {c.name}")
                        for c in self.controllers]
@@ -191,8 +222,6 @@ class Manager:
                     for task in workers:
                         task.cancel()
             keeper.cancel()
-        if self.elector is not None and code == 0 and self.elector.config.release_on_cancel:
-            await self.elector.release()
         return code
 
     async def _keep_lease(self, lost: asyncio.Event) -> None:

@@ -1,0 +1,390 @@
+"""The GitRepository reconciler: a Git ref in, a reproducible tarball artifact out.
+
+The driver has Flux's shape: fetch from the cache → finalize if deleting → ensure the
+finalizer → stop if suspended → steps (storage, source, include, artifact) → always, in a
+shielded final step, summarise the conditions and patch the status.
+
+- **storage**: a recorded artifact whose file is missing (a restart on an empty volume)
+  is not data loss: the source is fetched again.
+- **source**: one ls-remote resolves the ref; if the revision and the inputs that shape
+  the artifact (ignore rules, includes, sparse dirs, submodules) are what the stored
+  artifact was built from, nothing is fetched. Otherwise a shallow fetch and checkout in a
+  worker thread, bounded by ``spec.timeout``.
+- **include**: other GitRepositories' artifacts are extracted (safely) into ``toPath``;
+  a missing one sets ``IncludeUnavailable``.
+- **artifact**: the tree is archived (``.sourceignore`` + ``spec.ignore`` rules), stored
+  atomically, recorded in ``status.artifact`` and published on the artifact bus, so
+  consumers reconcile at once; old artifacts are garbage-collected.
+
+Failures set Flux's conditions and reasons (``FetchFailed``/``AuthenticationFailed``,
+``GitOperationFailed``; ``URLInvalid`` stalls) and Warning events; a new artifact emits
+``NewArtifact`` with the commit subject. No credential ever reaches a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fluxd import logging as fluxlog
+from fluxd.api.source import API_VERSION
+from fluxd.artifacts.bus import ArtifactBus, ArtifactEvent, SourceKey
+from fluxd.artifacts.extract import ExtractError, extract_tarball
+from fluxd.artifacts.ignore import source_matcher
+from fluxd.artifacts.storage import ArchiveError, ArtifactStore
+from fluxd.clock import Clock, rfc3339
+from fluxd.config import Settings, parse_duration
+from fluxd.controllers.source import git
+from fluxd.kube import KubeClient, KubeError, NotFound
+from fluxd.runtime import conditions as cond
+from fluxd.runtime.events import EventRecorder
+from fluxd.runtime.informer import Informer
+from fluxd.runtime.reconcile import ObjectKey, ReconcileError, Result, StallingError
+from fluxd.runtime.status import StatusPatcher
+
+log = logging.getLogger("fluxd.source.gitrepository")
+
+KIND = "GitRepository"
+STORAGE_KIND = "gitrepository"
+FINALIZER = "finalizers.fluxcd.io"
+CONTROLLER = "source-controller"
+
+ARTIFACT_IN_STORAGE = "ArtifactInStorage"
+ARTIFACT_OUTDATED = "ArtifactOutdated"
+FETCH_FAILED = "FetchFailed"
+STORAGE_FAILED = "StorageOperationFailed"
+INCLUDE_UNAVAILABLE = "IncludeUnavailable"
+SOURCE_VERIFIED = "SourceVerified"
+#: Flux's summarize order for GitRepository
+OWNED = (cond.READY, cond.RECONCILING, cond.STALLED, FETCH_FAILED, INCLUDE_UNAVAILABLE,
+         STORAGE_FAILED, ARTIFACT_OUTDATED, ARTIFACT_IN_STORAGE, SOURCE_VERIFIED)
+NEGATIVE = (FETCH_FAILED, INCLUDE_UNAVAILABLE, STORAGE_FAILED, ARTIFACT_OUTDATED)
+
+Obj = dict[str, Any]
+
+
+class StepError(ReconcileError):
+    """A failed step with the condition it sets (besides Ready)."""
+
+    def __init__(self, message: str, *, reason: str, condition: str) -> None:
+        super().__init__(message, reason=reason)
+        self.condition = condition
+
+
+@dataclass
+class Inputs:
+    """What the artifact is built from, besides the revision (the ``observed*`` fields)."""
+
+    ignore: str | None
+    include: list[Obj]
+    sparse: list[str]
+    submodules: bool
+
+    @classmethod
+    def of(cls, spec: Obj) -> Inputs:
+        return cls(ignore=spec.get("ignore"), include=list(spec.get("include") or []),
+                   sparse=list(spec.get("sparseCheckout") or []),
+                   submodules=bool(spec.get("recurseSubmodules")))
+
+    def observed_in(self, status: Obj) -> bool:
+        return (status.get("observedIgnore") == self.ignore
+                and list(status.get("observedInclude") or []) == self.include
+                and list(status.get("observedSparseCheckout") or []) == self.sparse
+                and bool(status.get("observedRecurseSubmodules")) == self.submodules)
+
+
+class GitRepositoryReconciler:
+    def __init__(self, *, client: KubeClient, informer: Informer, store: ArtifactStore,
+                 bus: ArtifactBus, recorder: EventRecorder, clock: Clock,
+                 settings: Settings) -> None:
+        self.client = client
+        self.informer = informer
+        self.store = store
+        self.bus = bus
+        self.recorder = recorder
+        self.clock = clock
+        self.settings = settings
+
+    # --- driver -----------------------------------------------------------------------
+
+    async def reconcile(self, key: ObjectKey) -> Result:
+        obj = self.informer.get(key.namespace, key.name)
+        if obj is None:
+            await self._forget(key)
+            return Result()
+        if obj["metadata"].get("deletionTimestamp"):
+            await self._finalize(obj)
+            return Result()
+        obj = await self._ensure_finalizer(obj)
+        spec = obj.get("spec") or {}
+        if spec.get("suspend"):
+            log.info("reconciliation is suspended for this object")
+            return Result()
+        interval = parse_duration(spec.get("interval", "1m"))
+        patcher = StatusPatcher(self.client, obj, owned_conditions=OWNED, clock=self.clock)
+        patcher.handle_request()
+        previous_ready = cond.is_true(patcher.conditions, cond.READY)
+        outcome, reason, message = cond.Outcome.SUCCEEDED, "", ""
+        error: ReconcileError | None = None
+        new_artifact: tuple[str, str, str] | None = None
+        try:
+            new_artifact = await self._steps(obj, patcher)
+        except StallingError as exc:
+            outcome, reason, message, error = cond.Outcome.STALLED, exc.reason, str(exc), exc
+        except ReconcileError as exc:
+            outcome, reason, message, error = cond.Outcome.FAILED, exc.reason, str(exc), exc
+            if isinstance(exc, StepError):
+                # the step that failed marks its own condition; Ready follows in summarize
+                patcher.mark_true(exc.condition, exc.reason, str(exc))
+        finally:
+            artifact = patcher.get_field("artifact") or {}
+            ready_message = f"stored artifact for revision '{artifact.get('revision', '')}'"
+            patcher.summarize(owned=OWNED, negative_polarity=NEGATIVE, outcome=outcome,
+                              reason=reason, message=message, ready_message=ready_message)
+            patcher.observe_generation()
+            await patcher.patch_shielded()
+        if error is not None:
+            await self.recorder.event(obj, type="Warning", reason=error.reason,
+                                      message=str(error))
+            raise error
+        stored_now = patcher.get_field("artifact")
+        if stored_now and stored_now != (obj.get("status") or {}).get("artifact"):
+            self._publish(obj, stored_now)
+        if new_artifact is not None:
+            revision, digest, subject = new_artifact
+            await self.recorder.event(
+                obj, reason="NewArtifact", message=f"stored artifact for commit '{subject}'",
+                metadata={"revision": revision, "digest": digest})
+        elif not previous_ready:
+            current = (patcher.get_field("artifact") or {}).get("revision")
+            await self.recorder.event(obj, reason="Succeeded",
+                                      message=f"stored artifact for revision '{current}'")
+        return Result(requeue_after=interval)
+
+    async def _steps(self, obj: Obj, patcher: StatusPatcher) -> tuple[str, str, str] | None:
+        meta, spec = obj["metadata"], obj.get("spec") or {}
+        ns, name = meta.get("namespace", ""), meta["name"]
+        if spec.get("serviceAccountName") and spec.get("provider") not in ("azure", "aws"):
+            raise StallingError("serviceAccountName can only be set when provider is 'azure' "
+                                "or 'aws'", reason="InvalidProviderConfiguration")
+        if spec.get("provider") not in (None, "generic"):
+            raise StallingError(f"provider '{spec.get('provider')}' is not supported by fluxd",
+                                reason="InvalidProviderConfiguration")
+        if spec.get("verify"):
+            raise StallingError("commit signature verification (spec.verify) is not "
+                                "supported by fluxd yet", reason="VerificationError")
+        stored = patcher.get_field("artifact")
+        have_file = bool(stored) and await self.store.exists_async(stored["path"])
+        if stored and not have_file:
+            patcher.mark_false(ARTIFACT_IN_STORAGE, "NoArtifact",
+                               "artifact file is missing from storage: fetching it again")
+        timeout = parse_duration(spec.get("timeout", "60s"))
+        auth = await self._auth(ns, spec)
+        ref = git.Ref.from_spec(spec.get("ref"))
+        inputs = Inputs.of(spec)
+        includes = self._includes(obj, inputs, patcher)
+
+        def resolve() -> git.Head:
+            with git.Remote(spec.get("url", ""), auth, timeout) as remote:
+                return remote.resolve(ref)
+
+        head = await self._git(resolve, timeout)
+        included = [artifact for _, artifact in includes]
+        unchanged = (have_file and stored.get("revision") == head.revision
+                     and inputs.observed_in(patcher.status)
+                     and _same_includes(patcher.get_field("includedArtifacts"), included))
+        patcher.delete_condition(FETCH_FAILED)
+        if unchanged:
+            patcher.mark_true(ARTIFACT_IN_STORAGE, "Succeeded",
+                              f"stored artifact for revision '{head.revision}'")
+            patcher.delete_condition(ARTIFACT_OUTDATED)
+            await self.recorder.event(obj, reason="ArtifactUpToDate",
+                                      message=f"artifact up-to-date with remote revision: "
+                                              f"'{head.revision}'", trace=True)
+            return None
+        if stored:
+            patcher.mark_true(ARTIFACT_OUTDATED, "NewRevision",
+                              f"new upstream revision '{head.revision}'")
+        patcher.mark_reconciling("Progressing",
+                                 f"building artifact: new upstream revision '{head.revision}'")
+        with tempfile.TemporaryDirectory(prefix="fluxd-gitrepo-") as tmp:
+            tree = Path(tmp) / "tree"
+
+            def fetch() -> git.Checkout:
+                with git.Remote(spec.get("url", ""), auth, timeout) as remote:
+                    return remote.checkout(head, tree, sparse=inputs.sparse or None,
+                                           submodules=inputs.submodules)
+
+            done = await self._git(fetch, timeout)
+            await self._copy_includes(includes, tree)
+            try:
+                matcher = source_matcher(tree, inputs.ignore)
+                record = await self.store.archive_async(
+                    STORAGE_KIND, ns, name, tree, f"{done.commit}.tar.gz", ignore=matcher,
+                    revision=done.revision)
+            except (ArchiveError, OSError) as exc:
+                raise StepError(f"failed to archive artifact: {exc}",
+                                reason="ArchiveOperationFailed",
+                                condition=STORAGE_FAILED) from exc
+        artifact = {"path": record.path, "url": record.url, "revision": done.revision,
+                    "digest": record.digest, "lastUpdateTime": rfc3339(record.last_update_time),
+                    "size": record.size}
+        changed = not stored or stored.get("digest") != record.digest
+        patcher.set_field("artifact", artifact)
+        patcher.set_field("includedArtifacts", included or None)
+        patcher.set_field("observedIgnore", inputs.ignore)
+        patcher.set_field("observedInclude", inputs.include or None)
+        patcher.set_field("observedSparseCheckout", inputs.sparse or None)
+        patcher.set_field("observedRecurseSubmodules", inputs.submodules or None)
+        message = f"stored artifact for revision '{done.revision}'"
+        patcher.mark_true(ARTIFACT_IN_STORAGE, "Succeeded", message)
+        for stale in (ARTIFACT_OUTDATED, STORAGE_FAILED, cond.RECONCILING):
+            patcher.delete_condition(stale)
+        try:
+            removed = await self.store.garbage_collect_async(STORAGE_KIND, ns, name,
+                                                             record.path)
+            if removed:
+                await self.recorder.event(obj, reason="GarbageCollectionSucceeded",
+                                          message=f"garbage collected {len(removed)} "
+                                                  "artifacts", trace=True)
+        except OSError as exc:
+            log.warning("garbage collection failed", extra=fluxlog.fields(error=str(exc)))
+        return (done.revision, record.digest, done.subject) if changed else None
+
+    def _publish(self, obj: Obj, artifact: Obj) -> None:
+        """Tell consumers (after the status write, so their reads agree with it)."""
+        meta = obj["metadata"]
+        self.bus.publish(ArtifactEvent(
+            SourceKey(KIND, meta.get("namespace", ""), meta["name"]), artifact["revision"],
+            artifact["digest"], self.store.local_path(artifact["path"]), artifact["url"]))
+
+    # --- helpers ----------------------------------------------------------------------
+
+    async def _git(self, work: Any, limit: float) -> Any:
+        """Run blocking Git work in a thread; ``limit`` (spec.timeout) bounds it."""
+        try:
+            async with asyncio.timeout(limit + 5):
+                return await asyncio.to_thread(work)
+        except git.URLInvalid as exc:
+            raise StallingError(str(exc), reason=exc.reason) from exc
+        except git.GitError as exc:
+            raise StepError(str(exc), reason=exc.reason, condition=FETCH_FAILED) from exc
+        except TimeoutError as exc:
+            raise StepError(f"git operation timed out after {limit:g}s",
+                            reason="GitOperationFailed", condition=FETCH_FAILED) from exc
+
+    async def _auth(self, namespace: str, spec: Obj) -> git.Auth:
+        ref = (spec.get("secretRef") or {}).get("name")
+        if not ref:
+            return git.Auth()
+        try:
+            secret = await self.client.get("v1", "Secret", ref, namespace)
+        except NotFound as exc:
+            raise StepError(f"failed to get secret '{namespace}/{ref}': secrets \"{ref}\" not "
+                            "found", reason="AuthenticationFailed",
+                            condition=FETCH_FAILED) from exc
+        except KubeError as exc:
+            raise StepError(f"failed to get secret '{namespace}/{ref}': {exc}",
+                            reason="AuthenticationFailed", condition=FETCH_FAILED) from exc
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        try:
+            return git.Auth.from_secret(data)
+        except git.GitError as exc:
+            raise StepError(str(exc), reason=exc.reason, condition=FETCH_FAILED) from exc
+
+    def _includes(self, obj: Obj, inputs: Inputs,
+                  patcher: StatusPatcher) -> list[tuple[Obj, Obj]]:
+        """(include spec, its artifact now) pairs; IncludeUnavailable if one is missing."""
+        ns = obj["metadata"].get("namespace", "")
+        found: list[tuple[Obj, Obj]] = []
+        for include in inputs.include:
+            name = (include.get("repository") or {}).get("name", "")
+            other = self.informer.get(ns, name)
+            artifact = ((other or {}).get("status") or {}).get("artifact")
+            latest = self.bus.last(SourceKey(KIND, ns, name))
+            if other is not None and latest is not None and (
+                    not artifact or artifact.get("digest") != latest.digest):
+                # the bus is ahead of the cache right after the included repo's update
+                artifact = {"path": str(latest.path.relative_to(self.store.root)),
+                            "url": latest.url, "revision": latest.revision,
+                            "digest": latest.digest,
+                            "lastUpdateTime": rfc3339(self.clock.now())}
+            if other is None or not artifact:
+                message = (f"could not get resource for include '{name}': not found"
+                           if other is None else f"no artifact available for include '{name}'")
+                patcher.mark_true(INCLUDE_UNAVAILABLE, "NotFound" if other is None
+                                  else "NoArtifact", message)
+                raise StepError(message, reason="IncludeUnavailable",
+                                condition=INCLUDE_UNAVAILABLE)
+            found.append((include, artifact))
+        patcher.delete_condition(INCLUDE_UNAVAILABLE)
+        return found
+
+    async def _copy_includes(self, includes: list[tuple[Obj, Obj]], tree: Path) -> None:
+        """Copy each included artifact's ``fromPath`` to ``toPath`` (default: its name)."""
+        for spec, artifact in includes:
+            await asyncio.to_thread(self._copy_include, spec, artifact, tree)
+
+    def _copy_include(self, spec: Obj, artifact: Obj, tree: Path) -> None:
+        root = tree.resolve()
+        to_path = spec.get("toPath") or (spec.get("repository") or {}).get("name", "")
+        from_path = (spec.get("fromPath") or "").strip("/")
+        target = (tree / to_path).resolve()
+        if target == root or not target.is_relative_to(root):
+            raise StallingError(f"include toPath '{to_path}' must be a directory inside "
+                                "the artifact", reason="InvalidPath")
+        with tempfile.TemporaryDirectory(prefix="fluxd-include-") as tmp:
+            out = Path(tmp) / "x"
+            try:
+                extract_tarball(self.store.local_path(artifact["path"]), out)
+            except (ExtractError, OSError) as exc:
+                raise StepError(f"failed to extract include '{to_path}': {exc}",
+                                reason="IncludeUnavailable",
+                                condition=INCLUDE_UNAVAILABLE) from exc
+            source = (out / from_path).resolve() if from_path else out
+            if not source.is_relative_to(out.resolve()) or not source.is_dir():
+                raise StepError(f"include fromPath '{from_path}' is not a directory of "
+                                "the included artifact", reason="IncludeUnavailable",
+                                condition=INCLUDE_UNAVAILABLE)
+            if target.exists():
+                shutil.rmtree(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(source, target)
+
+    async def _ensure_finalizer(self, obj: Obj) -> Obj:
+        finalizers = list(obj["metadata"].get("finalizers") or [])
+        if FINALIZER in finalizers:
+            return obj
+        meta = obj["metadata"]
+        patched: Obj = await self.client.merge_patch(
+            API_VERSION, KIND, meta["name"],
+            {"metadata": {"finalizers": [*finalizers, FINALIZER],
+                          "resourceVersion": meta.get("resourceVersion")}},
+            meta.get("namespace"))
+        return patched
+
+    async def _finalize(self, obj: Obj) -> None:
+        meta = obj["metadata"]
+        ns, name = meta.get("namespace", ""), meta["name"]
+        await self._forget(ObjectKey(KIND, ns, name))
+        finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        if len(finalizers) != len(meta.get("finalizers") or []):
+            with contextlib.suppress(NotFound):
+                await self.client.merge_patch(API_VERSION, KIND, name,
+                                              {"metadata": {"finalizers": finalizers or None}},
+                                              ns)
+
+    async def _forget(self, key: ObjectKey) -> None:
+        await self.store.remove_all_async(STORAGE_KIND, key.namespace, key.name)
+        self.bus.forget(SourceKey(KIND, key.namespace, key.name))
+
+
+def _same_includes(old: list[Obj] | None, new: list[Obj]) -> bool:
+    return [a.get("digest") for a in old or []] == [a.get("digest") for a in new]

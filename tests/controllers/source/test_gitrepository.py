@@ -1,0 +1,213 @@
+"""GitRepository end to end: the real manager, the cluster fixture, a real git server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from fluxd.artifacts.bus import ArtifactEvent
+from fluxd.kube import NotFound
+from tests.controllers.conftest import Flux, condition
+from tests.support.gitserver import BasicAuth, GitServer, commit, head
+
+pytestmark = pytest.mark.anyio
+
+API = "source.toolkit.fluxcd.io/v1"
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[GitServer]:
+    with GitServer(tmp_path / "repos") as srv:
+        yield srv
+
+
+def gitrepo(name: str, namespace: str, url: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": API, "kind": "GitRepository",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"interval": "10m", "url": url, "ref": {"branch": "main"}, **spec}}
+
+
+def repo_subject(repo: Any) -> str:
+    from tests.support.gitserver import git
+    return git("log", "-1", "--format=%s", "main", cwd=repo.path).stdout.strip()
+
+
+def ready(obj: dict[str, Any]) -> bool:
+    return condition(obj, "Ready").get("status") == "True"
+
+
+def files_in(flux: Flux, obj: dict[str, Any]) -> dict[str, bytes]:
+    path = flux.storage / obj["status"]["artifact"]["path"]
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+                for m in tar.getmembers() if m.isfile()}
+
+
+async def request(flux: Flux, name: str, namespace: str, value: str) -> None:
+    await flux.client.merge_patch(API, "GitRepository", name, {"metadata": {"annotations": {
+        "reconcile.fluxcd.io/requestedAt": value}}}, namespace)
+
+
+async def test_branch_becomes_an_artifact_in_storage_and_on_the_bus(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    repo = server.make_repo("app", {"deploy/cm.yaml": "kind: ConfigMap\n",
+                                    "image.png": "binary", "README.md": "hi"})
+    sha = head(repo, "main")
+    seen: list[ArtifactEvent] = []
+    unsubscribe = flux.context.artifact_bus.subscribe(seen.append)
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app")))
+    obj = await flux.wait(API, "GitRepository", "app", namespace, ready)
+    unsubscribe()
+    artifact = obj["status"]["artifact"]
+    assert artifact["revision"] == f"main@sha1:{sha}"
+    assert artifact["path"] == f"gitrepository/{namespace}/app/{sha}.tar.gz"
+    assert artifact["digest"].startswith("sha256:") and artifact["size"] > 0
+    assert condition(obj, "Ready")["message"] == f"stored artifact for revision 'main@sha1:{sha}'"
+    assert condition(obj, "ArtifactInStorage")["status"] == "True"
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+    assert "finalizers.fluxcd.io" in obj["metadata"]["finalizers"]
+    # default exclusions: *.png goes, the rest stays
+    assert set(files_in(flux, obj)) == {"deploy/cm.yaml", "README.md"}
+    # served over HTTP at Flux's URL layout, with the digest the status records
+    async with aiohttp.ClientSession() as session, session.get(artifact["url"]) as resp:
+        body = await resp.read()
+    assert "sha256:" + hashlib.sha256(body).hexdigest() == artifact["digest"]
+    assert [(e.source.name, e.revision) for e in seen] == [("app", artifact["revision"])]
+    events = await flux.client.list_all("v1", "Event", namespace)
+    new = [e for e in events.items if e["reason"] == "NewArtifact"]
+    assert [e["message"] for e in new] == [
+        f"stored artifact for commit '{repo_subject(repo)}'"]
+
+
+async def test_new_commit_on_request_and_unchanged_remote_fetches_nothing(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    repo = server.make_repo("app", {"a.yaml": "v: 1\n"})
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app")))
+    first = await flux.wait(API, "GitRepository", "app", namespace, ready)
+    commit(repo, {"a.yaml": "v: 2\n"}, "bump to v2")
+    await request(flux, "app", namespace, "1")
+    second = await flux.wait(API, "GitRepository", "app", namespace, lambda o: (
+        o["status"].get("lastHandledReconcileAt") == "1" and ready(o)))
+    assert second["status"]["artifact"]["revision"] == f"main@sha1:{head(repo, 'main')}"
+    assert second["status"]["artifact"]["digest"] != first["status"]["artifact"]["digest"]
+    assert files_in(flux, second)["a.yaml"] == b"v: 2\n"
+    # nothing new upstream: one ls-remote, no pack
+    server.stats.reset()
+    await request(flux, "app", namespace, "2")
+    third = await flux.wait(API, "GitRepository", "app", namespace,
+                            lambda o: o["status"].get("lastHandledReconcileAt") == "2")
+    assert third["status"]["artifact"] == second["status"]["artifact"]
+    assert server.stats.packs_sent("app") == 0
+
+
+async def test_wrong_credentials_fail_then_recover_when_fixed(
+        flux: Flux, tmp_path: Path, namespace: str) -> None:
+    with GitServer(tmp_path / "private", auth=BasicAuth("gitea", "token-1")) as srv:
+        srv.make_repo("app", {"a": "1"})
+
+        async def secret(password: str) -> None:
+            data = {"username": base64.b64encode(b"gitea").decode(),
+                    "password": base64.b64encode(password.encode()).decode()}
+            await flux.client.apply({"apiVersion": "v1", "kind": "Secret",
+                                     "metadata": {"name": "git-auth", "namespace": namespace},
+                                     "data": data})
+
+        await secret("wrong")
+        await flux.client.create(gitrepo("app", namespace, srv.repo_url("app"),
+                                         secretRef={"name": "git-auth"}))
+        failed = await flux.wait(API, "GitRepository", "app", namespace,
+                                 lambda o: condition(o, "FetchFailed").get("status") == "True")
+        assert condition(failed, "FetchFailed")["reason"] == "AuthenticationFailed"
+        assert condition(failed, "Ready")["status"] == "False"
+        assert "wrong" not in json.dumps(failed["status"])
+        await secret("token-1")
+        await request(flux, "app", namespace, "fixed")
+        fixed = await flux.wait(API, "GitRepository", "app", namespace, ready)
+        assert not condition(fixed, "FetchFailed")
+
+
+async def test_invalid_url_stalls(flux: Flux, namespace: str) -> None:
+    await flux.client.create(gitrepo("bad", namespace, "https://"))
+    stalled = await flux.wait(API, "GitRepository", "bad", namespace,
+                              lambda o: condition(o, "Stalled").get("status") == "True")
+    assert condition(stalled, "Stalled")["reason"] == "URLInvalid"
+    assert condition(stalled, "Ready")["reason"] == "URLInvalid"
+    assert stalled["status"]["observedGeneration"] == stalled["metadata"]["generation"]
+
+
+async def test_recovery_after_the_git_server_comes_back(flux: Flux, server: GitServer,
+                                                        namespace: str) -> None:
+    server.make_repo("app", {"a": "1"})
+    server.down()
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app"), timeout="5s"))
+    failed = await flux.wait(API, "GitRepository", "app", namespace,
+                             lambda o: condition(o, "FetchFailed").get("status") == "True")
+    assert condition(failed, "FetchFailed")["reason"] == "GitOperationFailed"
+    server.up()
+    await flux.wait(API, "GitRepository", "app", namespace, ready, within=30)
+
+
+async def test_ignore_rules_and_sourceignore(flux: Flux, server: GitServer,
+                                             namespace: str) -> None:
+    server.make_repo("app", {"deploy/a.yaml": "a", "deploy/secret.enc": "x",
+                             "docs/guide.md": "g", ".sourceignore": "docs/\n",
+                             "logo.png": "p"})
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app"),
+                                     ignore="*.enc\n"))
+    obj = await flux.wait(API, "GitRepository", "app", namespace, ready)
+    # any user pattern replaces Flux's default exclusions: logo.png stays
+    assert set(files_in(flux, obj)) == {"deploy/a.yaml", "logo.png", ".sourceignore"}
+    assert obj["status"]["observedIgnore"] == "*.enc\n"
+
+
+async def test_include_copies_another_repository_and_follows_its_changes(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    shared = server.make_repo("shared", {"base/kustomization.yaml": "resources: []\n"})
+    server.make_repo("app", {"app.yaml": "a"})
+    await flux.client.create(gitrepo("shared", namespace, server.repo_url("shared")))
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app"), include=[
+        {"repository": {"name": "shared"}, "fromPath": "base", "toPath": "vendor/base"}]))
+    obj = await flux.wait(API, "GitRepository", "app", namespace, ready)
+    assert set(files_in(flux, obj)) == {"app.yaml", "vendor/base/kustomization.yaml"}
+    commit(shared, {"base/extra.yaml": "e"}, "extra")
+    await request(flux, "shared", namespace, "1")
+    updated = await flux.wait(API, "GitRepository", "app", namespace, lambda o: (
+        ready(o) and "vendor/base/extra.yaml" in files_in(flux, o)))
+    assert len(updated["status"]["includedArtifacts"]) == 1
+
+
+async def test_missing_include_is_include_unavailable(flux: Flux, server: GitServer,
+                                                      namespace: str) -> None:
+    server.make_repo("app", {"app.yaml": "a"})
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app"),
+                                     include=[{"repository": {"name": "nope"}}]))
+    obj = await flux.wait(API, "GitRepository", "app", namespace,
+                          lambda o: condition(o, "IncludeUnavailable").get("status") == "True")
+    assert condition(obj, "Ready")["status"] == "False"
+
+
+async def test_deleting_removes_artifacts_and_the_finalizer(flux: Flux, server: GitServer,
+                                                            namespace: str) -> None:
+    server.make_repo("app", {"a": "1"})
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app")))
+    obj = await flux.wait(API, "GitRepository", "app", namespace, ready)
+    stored = flux.storage / obj["status"]["artifact"]["path"]
+    assert stored.exists()
+    await flux.client.delete(API, "GitRepository", "app", namespace)
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                await flux.get(API, "GitRepository", "app", namespace)
+            except NotFound:
+                break
+            await asyncio.sleep(0.1)
+    assert not stored.exists()
