@@ -14,11 +14,12 @@ it yields equals the stored artifact's, the reconciler skips the fetch entirely.
 from __future__ import annotations
 
 import io
+import os
 import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -38,6 +39,14 @@ from dulwich.objects import Blob, Commit, Tag, Tree
 from dulwich.repo import Repo
 
 from fluxd import semver
+from fluxd.artifacts.ignore import (
+    IGNORE_FILE,
+    Matcher,
+    Pattern,
+    read_patterns,
+    source_ignore_matcher,
+)
+from fluxd.artifacts.storage import ArtifactRecord, ArtifactStore, TreeEntry
 from fluxd.logging import strip_url_credentials
 
 DEFAULT_BRANCH = "master"
@@ -267,6 +276,7 @@ class Remote:
 
     def fetch(self, head: Head, work: Path, *, depth: int | None = 1) -> Repo:
         """Fetch the commit ``head`` names into a bare repository under ``work``."""
+        work.parent.mkdir(parents=True, exist_ok=True)
         repo = Repo.init_bare(str(work), mkdir=True)
         client, path = self.client()
         wanted = head.commit
@@ -315,6 +325,29 @@ class Remote:
         sha = commit.id.decode()
         return Checkout(commit=sha, revision=head.revision, subject=_subject(commit),
                         author=commit.author.decode(errors="replace"))
+
+    def archive(self, head: Head, work: Path, *, store: ArtifactStore, kind: str,
+                namespace: str, name: str, spec_ignore: str | None,
+                sparse: list[str] | None = None) -> tuple[Checkout, ArtifactRecord]:
+        """Fetch ``head`` and archive its tree straight from the Git objects: the bytes
+        ``checkout`` + ``ArtifactStore.archive`` would give, without writing every file to
+        disk and reading it back. (Submodules and includes need the checkout path.)"""
+        repo = self.fetch(head, work / "repo.git")
+        try:
+            commit = _commit_of(repo, head)
+            keep = sparse_filter(sparse)
+            patterns = _tree_ignore_patterns(repo, commit.tree, keep)
+            if spec_ignore is not None:
+                patterns.extend(read_patterns(spec_ignore))
+            matcher = source_ignore_matcher(patterns)
+            sha = commit.id.decode()
+            record = store.archive_entries(
+                kind, namespace, name, _tree_entries(repo, commit.tree, matcher, keep),
+                f"{sha}.tar.gz", revision=head.revision)
+        finally:
+            repo.close()
+        return (Checkout(commit=sha, revision=head.revision, subject=_subject(commit),
+                         author=commit.author.decode(errors="replace")), record)
 
     def _submodules(self, repo: Repo, commit: Commit, dest: Path) -> None:
         tree = repo[commit.tree]
@@ -455,6 +488,76 @@ def _write_tree(repo: Repo, tree_id: bytes, dest: Path, keep: Callable[[str], bo
             target.write_bytes(blob.data)
             if mode & 0o111:
                 target.chmod(0o755)
+
+
+_GITLINK = 0o160000
+_SYMLINK = 0o120000
+
+
+def _is_dir(mode: int) -> bool:
+    return mode & 0o170000 == 0o040000
+
+
+def _tree_ignore_patterns(repo: Repo, tree_id: bytes, keep: Callable[[str], bool],
+                          domain: tuple[str, ...] = ()) -> list[Pattern]:
+    """``.sourceignore`` patterns of a Git tree, as ``load_ignore_patterns`` reads them
+    from a checkout: a directory's own file, then its subdirectories in name order."""
+    tree = repo[tree_id]
+    assert isinstance(tree, Tree)
+    patterns: list[Pattern] = []
+    subdirs = []
+    for entry in tree.iteritems():
+        name = entry.path.decode(errors="surrogateescape")
+        rel = "/".join((*domain, name))
+        if not keep(rel):
+            continue
+        if name == IGNORE_FILE and not _is_dir(entry.mode) and entry.mode != _SYMLINK:
+            blob = repo[entry.sha]
+            assert isinstance(blob, Blob)
+            patterns.extend(read_patterns(blob.data.decode("utf-8", "surrogateescape"),
+                                          domain))
+        elif _is_dir(entry.mode) and name != ".git":
+            subdirs.append((name, entry.sha))
+    for name, sha in sorted(subdirs, key=lambda item: os.fsencode(item[0])):
+        patterns.extend(_tree_ignore_patterns(repo, sha, keep, (*domain, name)))
+    return patterns
+
+
+def _tree_entries(repo: Repo, tree_id: bytes, matcher: Matcher,
+                  keep: Callable[[str], bool]) -> Iterator[TreeEntry]:
+    """The entries ``ArtifactStore.archive`` would take from the checked-out tree, in the
+    same order: root first, depth first, names in byte order; symlinks left out;
+    submodule directories empty; excluded directories skipped unless a ``!`` rule may
+    bring something back."""
+    prune = matcher.prunes()
+
+    def visit(tree_id: bytes, parts: list[str]) -> Iterator[TreeEntry]:
+        tree = repo[tree_id]
+        assert isinstance(tree, Tree)
+        entries = sorted(tree.iteritems(), key=lambda e: bytes(e.path))
+        for entry in entries:
+            name = entry.path.decode(errors="surrogateescape")
+            if "/" in name or name in (".", "..", ".git"):
+                continue
+            child = [*parts, name]
+            rel = "/".join(child)
+            if not keep(rel) or entry.mode == _SYMLINK:
+                continue
+            is_dir = _is_dir(entry.mode) or entry.mode == _GITLINK
+            excluded = matcher.match_parts(child, is_dir)
+            if is_dir:
+                if not excluded:
+                    yield TreeEntry(rel, True)
+                if entry.mode != _GITLINK and not (excluded and prune):
+                    yield from visit(entry.sha, child)
+            elif not excluded:
+                blob = repo[entry.sha]
+                assert isinstance(blob, Blob)
+                yield TreeEntry(rel, False, executable=bool(entry.mode & 0o111),
+                                data=blob.data)
+
+    yield TreeEntry(".", True)
+    yield from visit(tree_id, [])
 
 
 def _lookup_entry(repo: Repo, tree: Tree, path: str) -> tuple[int, str] | None:

@@ -38,7 +38,7 @@ from fluxd.api.source import API_VERSION
 from fluxd.artifacts.bus import ArtifactBus, ArtifactEvent, SourceKey
 from fluxd.artifacts.extract import ExtractError, extract_tarball
 from fluxd.artifacts.ignore import source_matcher
-from fluxd.artifacts.storage import ArchiveError, ArtifactStore
+from fluxd.artifacts.storage import ArchiveError, ArtifactRecord, ArtifactStore
 from fluxd.clock import Clock, rfc3339
 from fluxd.config import Settings, parse_duration
 from fluxd.controllers.source import git
@@ -214,25 +214,36 @@ class GitRepositoryReconciler:
                               f"new upstream revision '{head.revision}'")
         patcher.mark_reconciling("Progressing",
                                  f"building artifact: new upstream revision '{head.revision}'")
+        url = spec.get("url", "")
         with tempfile.TemporaryDirectory(prefix="fluxd-gitrepo-") as tmp:
-            tree = Path(tmp) / "tree"
+            work = Path(tmp)
+            if not includes and not inputs.submodules:
+                # the fast path: the tarball straight from the Git objects
+                def fetch_and_archive() -> tuple[git.Checkout, ArtifactRecord]:
+                    with git.Remote(url, auth, timeout) as remote:
+                        return remote.archive(head, work, store=self.store, kind=STORAGE_KIND,
+                                              namespace=ns, name=name,
+                                              spec_ignore=inputs.ignore,
+                                              sparse=inputs.sparse or None)
 
-            def fetch() -> git.Checkout:
-                with git.Remote(spec.get("url", ""), auth, timeout) as remote:
-                    return remote.checkout(head, tree, sparse=inputs.sparse or None,
-                                           submodules=inputs.submodules)
+                done, record = await self._archive(fetch_and_archive, timeout)
+            else:
+                def fetch() -> git.Checkout:
+                    with git.Remote(url, auth, timeout) as remote:
+                        return remote.checkout(head, work / "tree",
+                                               sparse=inputs.sparse or None,
+                                               submodules=inputs.submodules)
 
-            done = await self._git(fetch, timeout)
-            await self._copy_includes(includes, tree)
-            try:
-                matcher = source_matcher(tree, inputs.ignore)
-                record = await self.store.archive_async(
-                    STORAGE_KIND, ns, name, tree, f"{done.commit}.tar.gz", ignore=matcher,
-                    revision=done.revision)
-            except (ArchiveError, OSError) as exc:
-                raise StepError(f"failed to archive artifact: {exc}",
-                                reason="ArchiveOperationFailed",
-                                condition=STORAGE_FAILED) from exc
+                done = await self._git(fetch, timeout)
+                await self._copy_includes(includes, work / "tree")
+
+                def archive() -> tuple[git.Checkout, ArtifactRecord]:
+                    matcher = source_matcher(work / "tree", inputs.ignore)
+                    return done, self.store.archive(
+                        STORAGE_KIND, ns, name, work / "tree", f"{done.commit}.tar.gz",
+                        ignore=matcher, revision=done.revision)
+
+                done, record = await self._archive(archive, timeout)
         artifact = {"path": record.path, "url": record.url, "revision": done.revision,
                     "digest": record.digest, "lastUpdateTime": rfc3339(record.last_update_time),
                     "size": record.size}
@@ -266,6 +277,15 @@ class GitRepositoryReconciler:
             artifact["digest"], self.store.local_path(artifact["path"]), artifact["url"]))
 
     # --- helpers ----------------------------------------------------------------------
+
+    async def _archive(self, work: Any, limit: float) -> Any:
+        """Run Git and/or archive work; storage failures are StorageOperationFailed."""
+        try:
+            return await self._git(work, limit)
+        except (ArchiveError, OSError) as exc:
+            raise StepError(f"failed to archive artifact: {exc}",
+                            reason="ArchiveOperationFailed",
+                            condition=STORAGE_FAILED) from exc
 
     async def _git(self, work: Any, limit: float) -> Any:
         """Run blocking Git work in a thread; ``limit`` (spec.timeout) bounds it."""

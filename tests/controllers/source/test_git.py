@@ -209,3 +209,33 @@ def test_ssh_with_identity_and_known_hosts(tmp_path: Path) -> None:
         with Remote(srv.repo_url("app"), Auth(identity=srv.identity.read_bytes())) as remote, \
                 pytest.raises(GitError, match="known_hosts is required"):
             remote.resolve(Ref(branch="main"))
+
+
+def test_archive_from_git_objects_equals_archiving_the_checkout(
+        server: GitServer, tmp_path: Path) -> None:
+    from fluxd.artifacts.ignore import source_matcher
+    from fluxd.artifacts.storage import ArtifactStore
+    from fluxd.clock import SystemClock
+
+    repo = server.make_repo("mixed", {
+        "deploy/app.yaml": "a", "deploy/.sourceignore": "*.tmp\n!keep.tmp\n",
+        "deploy/x.tmp": "x", "deploy/keep.tmp": "k", "vendor/lib/x.go": "package x",
+        ".sourceignore": "vendor/\n!vendor/lib/keep.go\n", "vendor/lib/keep.go": "keep",
+        "logo.png": "png", "run.sh": File(b"#!/bin/sh\n", "100755"),
+        "link": File(b"deploy/app.yaml", "120000"), ".github/workflows/ci.yml": "ci",
+        "z/deep/er/file.yaml": "deep"})
+    lib = server.make_repo("lib", {"lib.txt": "l"})
+    add_submodule(repo, "ext/lib", lib, server.repo_url("lib"))
+    store = ArtifactStore(tmp_path / "store", clock=SystemClock(), advertised="localhost")
+    for spec_ignore, sparse in ((None, None), ("*.yaml\n", None), (None, ["deploy", "z"])):
+        with Remote(server.repo_url("mixed")) as remote:
+            resolved = remote.resolve(Ref(branch="main"))
+            work = tmp_path / f"w{spec_ignore is None}{sparse is None}"
+            _, direct = remote.archive(resolved, work, store=store, kind="gitrepository",
+                                       namespace="a", name="direct", spec_ignore=spec_ignore,
+                                       sparse=sparse)
+            done = remote.checkout(resolved, work / "tree", sparse=sparse)
+        on_disk = store.archive("gitrepository", "a", "disk", work / "tree",
+                                f"{done.commit}.tar.gz",
+                                ignore=source_matcher(work / "tree", spec_ignore))
+        assert direct.digest == on_disk.digest and direct.size == on_disk.size
