@@ -38,8 +38,15 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 		openssh-server openssh-client
 
+# The CNCF distribution registry (Debian's docker-registry) for the OCI tests.
+/usr/bin/docker-registry:
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+		docker-registry
+
 # pytest's exit status 5 (no tests collected) fails the target like any other failure.
-test: lint /usr/bin/prometheus /usr/bin/promtool /usr/sbin/sshd /usr/bin/ssh /usr/bin/ssh-keygen
+test: lint /usr/bin/prometheus /usr/bin/promtool /usr/sbin/sshd /usr/bin/ssh /usr/bin/ssh-keygen \
+		/usr/bin/docker-registry
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 crds: $(STAMP)
