@@ -24,8 +24,6 @@ Failures set Flux's conditions and reasons (``FetchFailed``/``AuthenticationFail
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
 import logging
 import shutil
 import tempfile
@@ -33,33 +31,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fluxd import logging as fluxlog
-from fluxd.api.source import API_VERSION
-from fluxd.artifacts.bus import ArtifactBus, ArtifactEvent, SourceKey
+from fluxd.artifacts.bus import SourceKey
 from fluxd.artifacts.extract import ExtractError, extract_tarball
 from fluxd.artifacts.ignore import source_matcher
-from fluxd.artifacts.storage import ArchiveError, ArtifactRecord, ArtifactStore
-from fluxd.clock import Clock, rfc3339
-from fluxd.config import Settings, parse_duration
+from fluxd.artifacts.storage import ArchiveError, ArtifactRecord
+from fluxd.clock import rfc3339
+from fluxd.config import parse_duration
 from fluxd.controllers.source import git
-from fluxd.kube import KubeClient, KubeError, NotFound
+from fluxd.controllers.source.driver import (
+    ARTIFACT_IN_STORAGE,
+    ARTIFACT_OUTDATED,
+    CONTROLLER,
+    FETCH_FAILED,
+    STORAGE_FAILED,
+    NewArtifact,
+    SourceReconciler,
+    StepError,
+)
 from fluxd.runtime import conditions as cond
-from fluxd.runtime.events import EventRecorder
-from fluxd.runtime.informer import Informer
-from fluxd.runtime.reconcile import ObjectKey, ReconcileError, Result, StallingError
+from fluxd.runtime.reconcile import StallingError
 from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.source.gitrepository")
 
+__all__ = ["CONTROLLER", "KIND", "GitRepositoryReconciler"]
+
 KIND = "GitRepository"
 STORAGE_KIND = "gitrepository"
-FINALIZER = "finalizers.fluxcd.io"
-CONTROLLER = "source-controller"
-
-ARTIFACT_IN_STORAGE = "ArtifactInStorage"
-ARTIFACT_OUTDATED = "ArtifactOutdated"
-FETCH_FAILED = "FetchFailed"
-STORAGE_FAILED = "StorageOperationFailed"
 INCLUDE_UNAVAILABLE = "IncludeUnavailable"
 SOURCE_VERIFIED = "SourceVerified"
 #: Flux's summarize order for GitRepository
@@ -68,14 +66,6 @@ OWNED = (cond.READY, cond.RECONCILING, cond.STALLED, FETCH_FAILED, INCLUDE_UNAVA
 NEGATIVE = (FETCH_FAILED, INCLUDE_UNAVAILABLE, STORAGE_FAILED, ARTIFACT_OUTDATED)
 
 Obj = dict[str, Any]
-
-
-class StepError(ReconcileError):
-    """A failed step with the condition it sets (besides Ready)."""
-
-    def __init__(self, message: str, *, reason: str, condition: str) -> None:
-        super().__init__(message, reason=reason)
-        self.condition = condition
 
 
 @dataclass
@@ -100,75 +90,13 @@ class Inputs:
                 and bool(status.get("observedRecurseSubmodules")) == self.submodules)
 
 
-class GitRepositoryReconciler:
-    def __init__(self, *, client: KubeClient, informer: Informer, store: ArtifactStore,
-                 bus: ArtifactBus, recorder: EventRecorder, clock: Clock,
-                 settings: Settings) -> None:
-        self.client = client
-        self.informer = informer
-        self.store = store
-        self.bus = bus
-        self.recorder = recorder
-        self.clock = clock
-        self.settings = settings
+class GitRepositoryReconciler(SourceReconciler):
+    KIND = KIND
+    STORAGE_KIND = STORAGE_KIND
+    OWNED = OWNED
+    NEGATIVE = NEGATIVE
 
-    # --- driver -----------------------------------------------------------------------
-
-    async def reconcile(self, key: ObjectKey) -> Result:
-        obj = self.informer.get(key.namespace, key.name)
-        if obj is None:
-            await self._forget(key)
-            return Result()
-        if obj["metadata"].get("deletionTimestamp"):
-            await self._finalize(obj)
-            return Result()
-        obj = await self._ensure_finalizer(obj)
-        spec = obj.get("spec") or {}
-        if spec.get("suspend"):
-            log.info("reconciliation is suspended for this object")
-            return Result()
-        interval = parse_duration(spec.get("interval", "1m"))
-        patcher = StatusPatcher(self.client, obj, owned_conditions=OWNED, clock=self.clock)
-        patcher.handle_request()
-        previous_ready = cond.is_true(patcher.conditions, cond.READY)
-        outcome, reason, message = cond.Outcome.SUCCEEDED, "", ""
-        error: ReconcileError | None = None
-        new_artifact: tuple[str, str, str] | None = None
-        try:
-            new_artifact = await self._steps(obj, patcher)
-        except StallingError as exc:
-            outcome, reason, message, error = cond.Outcome.STALLED, exc.reason, str(exc), exc
-        except ReconcileError as exc:
-            outcome, reason, message, error = cond.Outcome.FAILED, exc.reason, str(exc), exc
-            if isinstance(exc, StepError):
-                # the step that failed marks its own condition; Ready follows in summarize
-                patcher.mark_true(exc.condition, exc.reason, str(exc))
-        finally:
-            artifact = patcher.get_field("artifact") or {}
-            ready_message = f"stored artifact for revision '{artifact.get('revision', '')}'"
-            patcher.summarize(owned=OWNED, negative_polarity=NEGATIVE, outcome=outcome,
-                              reason=reason, message=message, ready_message=ready_message)
-            patcher.observe_generation()
-            await patcher.patch_shielded()
-        if error is not None:
-            await self.recorder.event(obj, type="Warning", reason=error.reason,
-                                      message=str(error))
-            raise error
-        stored_now = patcher.get_field("artifact")
-        if stored_now and stored_now != (obj.get("status") or {}).get("artifact"):
-            self._publish(obj, stored_now)
-        if new_artifact is not None:
-            revision, digest, subject = new_artifact
-            await self.recorder.event(
-                obj, reason="NewArtifact", message=f"stored artifact for commit '{subject}'",
-                metadata={"revision": revision, "digest": digest})
-        elif not previous_ready:
-            current = (patcher.get_field("artifact") or {}).get("revision")
-            await self.recorder.event(obj, reason="Succeeded",
-                                      message=f"stored artifact for revision '{current}'")
-        return Result(requeue_after=interval)
-
-    async def _steps(self, obj: Obj, patcher: StatusPatcher) -> tuple[str, str, str] | None:
+    async def steps(self, obj: Obj, patcher: StatusPatcher) -> NewArtifact | None:
         meta, spec = obj["metadata"], obj.get("spec") or {}
         ns, name = meta.get("namespace", ""), meta["name"]
         if spec.get("serviceAccountName") and spec.get("provider") not in ("azure", "aws"):
@@ -258,23 +186,11 @@ class GitRepositoryReconciler:
         patcher.mark_true(ARTIFACT_IN_STORAGE, "Succeeded", message)
         for stale in (ARTIFACT_OUTDATED, STORAGE_FAILED, cond.RECONCILING):
             patcher.delete_condition(stale)
-        try:
-            removed = await self.store.garbage_collect_async(STORAGE_KIND, ns, name,
-                                                             record.path)
-            if removed:
-                await self.recorder.event(obj, reason="GarbageCollectionSucceeded",
-                                          message=f"garbage collected {len(removed)} "
-                                                  "artifacts", trace=True)
-        except OSError as exc:
-            log.warning("garbage collection failed", extra=fluxlog.fields(error=str(exc)))
-        return (done.revision, record.digest, done.subject) if changed else None
-
-    def _publish(self, obj: Obj, artifact: Obj) -> None:
-        """Tell consumers (after the status write, so their reads agree with it)."""
-        meta = obj["metadata"]
-        self.bus.publish(ArtifactEvent(
-            SourceKey(KIND, meta.get("namespace", ""), meta["name"]), artifact["revision"],
-            artifact["digest"], self.store.local_path(artifact["path"]), artifact["url"]))
+        await self.gc(obj, record.path)
+        if not changed:
+            return None
+        return NewArtifact(f"stored artifact for commit '{done.subject}'", done.revision,
+                           record.digest)
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -304,16 +220,7 @@ class GitRepositoryReconciler:
         ref = (spec.get("secretRef") or {}).get("name")
         if not ref:
             return git.Auth()
-        try:
-            secret = await self.client.get("v1", "Secret", ref, namespace)
-        except NotFound as exc:
-            raise StepError(f"failed to get secret '{namespace}/{ref}': secrets \"{ref}\" not "
-                            "found", reason="AuthenticationFailed",
-                            condition=FETCH_FAILED) from exc
-        except KubeError as exc:
-            raise StepError(f"failed to get secret '{namespace}/{ref}': {exc}",
-                            reason="AuthenticationFailed", condition=FETCH_FAILED) from exc
-        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        data = self.secret_data(await self.secret(namespace, ref))
         try:
             return git.Auth.from_secret(data)
         except git.GitError as exc:
@@ -377,33 +284,6 @@ class GitRepositoryReconciler:
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(source, target)
-
-    async def _ensure_finalizer(self, obj: Obj) -> Obj:
-        finalizers = list(obj["metadata"].get("finalizers") or [])
-        if FINALIZER in finalizers:
-            return obj
-        meta = obj["metadata"]
-        patched: Obj = await self.client.merge_patch(
-            API_VERSION, KIND, meta["name"],
-            {"metadata": {"finalizers": [*finalizers, FINALIZER],
-                          "resourceVersion": meta.get("resourceVersion")}},
-            meta.get("namespace"))
-        return patched
-
-    async def _finalize(self, obj: Obj) -> None:
-        meta = obj["metadata"]
-        ns, name = meta.get("namespace", ""), meta["name"]
-        await self._forget(ObjectKey(KIND, ns, name))
-        finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
-        if len(finalizers) != len(meta.get("finalizers") or []):
-            with contextlib.suppress(NotFound):
-                await self.client.merge_patch(API_VERSION, KIND, name,
-                                              {"metadata": {"finalizers": finalizers or None}},
-                                              ns)
-
-    async def _forget(self, key: ObjectKey) -> None:
-        await self.store.remove_all_async(STORAGE_KIND, key.namespace, key.name)
-        self.bus.forget(SourceKey(KIND, key.namespace, key.name))
 
 
 def _same_includes(old: list[Obj] | None, new: list[Obj]) -> bool:
