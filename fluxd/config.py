@@ -128,6 +128,13 @@ class StorageSettings(_Group):
     digest_algorithm: str = Field(default="sha256", pattern="^(sha256|sha384|sha512)$")
 
 
+class HelmSettings(_Group):
+    """Helm repository limits (Flux --helm-* flags)."""
+
+    #: largest Helm repository index accepted, in bytes (Flux --helm-index-max-size)
+    index_max_size: int = Field(default=50 * 1024 * 1024, ge=1)
+
+
 class ServerSettings(_Group):
     #: /metrics, /healthz and /readyz (Flux: --metrics-addr :8080, --health-addr :9440)
     metrics_address: str = "0.0.0.0:8080"
@@ -175,6 +182,7 @@ class Settings(BaseSettings):
     watch: WatchSettings = WatchSettings()
     leader_election: LeaderElectionSettings = LeaderElectionSettings()
     storage: StorageSettings = StorageSettings()
+    helm: HelmSettings = HelmSettings()
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
     shutdown: ShutdownSettings = ShutdownSettings()

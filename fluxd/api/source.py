@@ -1,7 +1,7 @@
 """``source.toolkit.fluxcd.io/v1``: the source kinds, field for field as Flux serves them.
 
-GitRepository is here now; HelmRepository, HelmChart and OCIRepository join it as their
-controllers are built. Defaults, patterns and enums are Flux's, so a user's existing
+GitRepository and HelmRepository are here now; HelmChart and OCIRepository join them as
+their controllers are built. Defaults, patterns and enums are Flux's, so a user's existing
 manifests validate the same way. Flux's one CEL rule on GitRepository (serviceAccountName
 only with the azure/aws providers) is enforced by the reconciler, since structural schemas
 from pydantic carry no CEL.
@@ -151,6 +151,96 @@ class GitRepositoryStatus(FluxModel):
     so a change of the annotation value can be detected."""
 
 
+class NamespaceSelector(FluxModel):
+    """NamespaceSelector selects the namespaces to which this ACL applies. An empty map of
+    MatchLabels matches all namespaces in a cluster."""
+
+    match_labels: dict[str, str] | None = None
+    """MatchLabels is a map of {key,value} pairs. A single {key,value} in the matchLabels
+    map is equivalent to an element of matchExpressions, whose key field is "key", the
+    operator is "In", and the values array contains only "value". The requirements are
+    ANDed."""
+
+
+class AccessFrom(FluxModel):
+    """AccessFrom defines an ACL for allowing cross-namespace references to a source object
+    based on the caller's namespace labels."""
+
+    namespace_selectors: list[NamespaceSelector]
+    """NamespaceSelectors is the list of namespace selectors to which this ACL applies.
+    Items in this list are evaluated using a logical OR operation."""
+
+
+class HelmRepositorySpec(FluxModel):
+    """HelmRepositorySpec specifies the required configuration to produce an Artifact for
+    a Helm repository index YAML."""
+
+    url: Annotated[str, Field(pattern=r"^(http|https|oci)://.*$")]
+    """URL of the Helm repository, a valid URL contains at least a protocol and host."""
+    secret_ref: LocalObjectReference | None = None
+    """SecretRef specifies the Secret containing authentication credentials for the
+    HelmRepository. For HTTP/S basic auth the secret must contain 'username' and
+    'password' fields. Support for TLS auth using the 'certFile' and 'keyFile', and/or
+    'caFile' keys is deprecated. Please use `.spec.certSecretRef` instead."""
+    cert_secret_ref: LocalObjectReference | None = None
+    """CertSecretRef can be given the name of a Secret containing either or both of a
+    PEM-encoded client certificate (`tls.crt`) and private key (`tls.key`), and a
+    PEM-encoded CA certificate (`ca.crt`); whichever are supplied will be used for
+    connecting to the registry. The client cert and key are useful if you are
+    authenticating with a certificate; the CA cert is useful if you are using a
+    self-signed server certificate. The Secret must be of type `Opaque` or
+    `kubernetes.io/tls`. It takes precedence over the values specified in the Secret
+    referred to by `.spec.secretRef`."""
+    pass_credentials: bool | None = None
+    """PassCredentials allows the credentials from the SecretRef to be passed on to a host
+    that does not match the host as defined in URL. This may be required if the host of
+    the advertised chart URLs in the index differ from the defined URL. Enabling this
+    should be done with caution, as it can potentially result in credentials getting
+    stolen in a MITM-attack."""
+    interval: Annotated[str, Field(pattern=DURATION_PATTERN)] | None = None
+    """Interval at which the HelmRepository URL is checked for updates. This interval is
+    approximate and may be subject to jitter to ensure efficient use of resources."""
+    insecure: bool | None = None
+    """Insecure allows connecting to a non-TLS HTTP container registry. This field is only
+    taken into account if the .spec.type field is set to 'oci'."""
+    timeout: Annotated[str, Field(pattern=TIMEOUT_PATTERN)] | None = None
+    """Timeout is used for the index fetch operation for an HTTPS helm repository, and for
+    remote OCI Repository operations like pulling for an OCI helm chart by the associated
+    HelmChart. Its default value is 60s."""
+    suspend: bool | None = None
+    """Suspend tells the controller to suspend the reconciliation of this
+    HelmRepository."""
+    access_from: AccessFrom | None = None
+    """AccessFrom specifies an Access Control List for allowing cross-namespace references
+    to this object. NOTE: Not implemented, provisional as of
+    https://github.com/fluxcd/flux2/pull/2092"""
+    type: Literal["default", "oci"] | None = None
+    """Type of the HelmRepository. When this field is set to  "oci", the URL field value
+    must be prefixed with "oci://"."""
+    provider: Literal["generic", "aws", "azure", "gcp"] = "generic"
+    """Provider used for authentication, can be 'aws', 'azure', 'gcp' or 'generic'. This
+    field is optional, and only taken into account if the .spec.type field is set to
+    'oci'. When not specified, defaults to 'generic'."""
+
+
+class HelmRepositoryStatus(FluxModel):
+    """HelmRepositoryStatus records the observed state of the HelmRepository."""
+
+    observed_generation: Int64 | None = None
+    """ObservedGeneration is the last observed generation of the HelmRepository object."""
+    conditions: ConditionList | None = None
+    """Conditions holds the conditions for the HelmRepository."""
+    url: str | None = None
+    """URL is the dynamic fetch link for the latest Artifact. It is provided on a "best
+    effort" basis, and using the precise HelmRepositoryStatus.Artifact data is
+    recommended."""
+    artifact: Artifact | None = None
+    """Artifact represents the last successful HelmRepository reconciliation."""
+    last_handled_reconcile_at: str | None = None
+    """LastHandledReconcileAt holds the value of the most recent reconcile request value,
+    so a change of the annotation value can be detected."""
+
+
 GIT_REPOSITORY = Kind(
     group=GROUP, version=VERSION, kind="GitRepository", plural="gitrepositories",
     singular="gitrepository", spec=GitRepositorySpec, status=GitRepositoryStatus,
@@ -160,4 +250,13 @@ GIT_REPOSITORY = Kind(
     description="GitRepository is the Schema for the gitrepositories API.",
 )
 
-KINDS: tuple[Kind, ...] = (GIT_REPOSITORY,)
+HELM_REPOSITORY = Kind(
+    group=GROUP, version=VERSION, kind="HelmRepository", plural="helmrepositories",
+    singular="helmrepository", spec=HelmRepositorySpec, status=HelmRepositoryStatus,
+    short_names=("helmrepo",), categories=("all", "fluxcd", "fluxcd-sources"),
+    printer_columns=(PrinterColumn("URL", ".spec.url"), AGE_COLUMN, READY_COLUMN,
+                     STATUS_COLUMN),
+    description="HelmRepository is the Schema for the helmrepositories API.",
+)
+
+KINDS: tuple[Kind, ...] = (GIT_REPOSITORY, HELM_REPOSITORY)

@@ -1,4 +1,4 @@
-"""source-controller: GitRepository (and, as they are built, HelmRepository, HelmChart,
+"""source-controller: GitRepository and HelmRepository (and, as they are built, HelmChart,
 OCIRepository) producing artifacts in the store and on the artifact bus."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from fluxd.api.source import API_VERSION
 from fluxd.artifacts import server as artifact_server
 from fluxd.artifacts.bus import ArtifactEvent
+from fluxd.controllers.source import helmrepository
 from fluxd.controllers.source.gitrepository import (
     CONTROLLER,
     KIND,
@@ -49,7 +50,15 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
             if meta.get("namespace", "") == event.source.namespace:
                 context.queue.add(ObjectKey(KIND, event.source.namespace, meta["name"]))
 
+    helm_repositories = helmrepository.HelmRepositoryReconciler(
+        client=context.client,
+        informer=context.cache.informer(API_VERSION, helmrepository.KIND),
+        store=context.artifacts, bus=context.artifact_bus,
+        recorder=context.recorder(helmrepository.CONTROLLER), clock=context.clock,
+        settings=context.settings)
+
     context.artifact_bus.subscribe(includers)
     context.services.append(("artifact server", serve_artifacts))
     return [ControllerSpec(API_VERSION, KIND, "source", reconciler,
-                           indexes={"include": include_index})]
+                           indexes={"include": include_index}),
+            ControllerSpec(API_VERSION, helmrepository.KIND, "source", helm_repositories)]

@@ -89,6 +89,11 @@ class SourceReconciler:
         artifact = patcher.get_field("artifact") or {}
         return f"stored artifact for revision '{artifact.get('revision', '')}'"
 
+    def recovered_message(self, patcher: StatusPatcher) -> str:
+        """The ``Succeeded`` event's message after a failure; Ready's unless a kind words
+        it otherwise (HelmRepository repeats its ``NewArtifact`` message, as Flux)."""
+        return self.ready_message(patcher)
+
     # --- the driver -----------------------------------------------------------------
 
     async def reconcile(self, key: ObjectKey) -> Result:
@@ -140,7 +145,7 @@ class SourceReconciler:
                                                 "digest": new.digest, **new.metadata})
         elif not previous_ready:
             await self.recorder.event(obj, reason="Succeeded",
-                                      message=self.ready_message(patcher))
+                                      message=self.recovered_message(patcher))
         return Result(requeue_after=interval)
 
     # --- shared pieces --------------------------------------------------------------
