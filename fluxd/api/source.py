@@ -241,6 +241,118 @@ class HelmRepositoryStatus(FluxModel):
     so a change of the annotation value can be detected."""
 
 
+class OCIRepositoryRef(FluxModel):
+    """OCIRepositoryRef defines the image reference for the OCIRepository's URL."""
+
+    digest: str | None = None
+    """Digest is the image digest to pull, takes precedence over SemVer. The value should
+    be in the format 'sha256:<HASH>'."""
+    semver: str | None = None
+    """SemVer is the range of tags to pull selecting the latest within the range, takes
+    precedence over Tag."""
+    semver_filter: str | None = None
+    """SemverFilter is a regex pattern to filter the tags within the SemVer range."""
+    tag: str | None = None
+    """Tag is the image tag to pull, defaults to latest."""
+
+
+class OCILayerSelector(FluxModel):
+    """OCILayerSelector specifies which layer should be extracted from an OCI Artifact."""
+
+    media_type: str | None = None
+    """MediaType specifies the OCI media type of the layer which should be extracted from
+    the OCI Artifact. The first layer matching this type is selected."""
+    operation: Literal["extract", "copy"] | None = None
+    """Operation specifies how the selected layer should be processed: extracted
+    (default) or copied to storage as it is."""
+
+
+class OIDCIdentityMatch(FluxModel):
+    """OIDCIdentityMatch specifies options for verifying the certificate identity."""
+
+    issuer: str
+    """Issuer specifies the regex pattern to match against to verify the OIDC issuer."""
+    subject: str
+    """Subject specifies the regex pattern to match against to verify the identity
+    subject."""
+
+
+class OCIRepositoryVerification(FluxModel):
+    """OCIRepositoryVerification verifies the authenticity of an OCI Artifact."""
+
+    provider: Literal["cosign", "notation"] = "cosign"
+    """Provider specifies the technology used to sign the OCI Artifact."""
+    secret_ref: LocalObjectReference | None = None
+    """SecretRef specifies the Kubernetes Secret containing the trusted public keys."""
+    match_oidc_identity: list[OIDCIdentityMatch] | None = Field(
+        default=None, alias="matchOIDCIdentity")
+    """MatchOIDCIdentity specifies the identity matching criteria to use while verifying
+    an OCI artifact which was signed using Cosign keyless signing."""
+
+
+class OCIRepositorySpec(FluxModel):
+    """OCIRepositorySpec defines the desired state of OCIRepository."""
+
+    url: Annotated[str, Field(pattern=r"^oci://.*$")]
+    """URL is a reference to an OCI artifact repository hosted on a remote container
+    registry."""
+    ref: OCIRepositoryRef | None = None
+    """The OCI reference to pull and monitor for changes, defaults to the latest tag."""
+    layer_selector: OCILayerSelector | None = None
+    """LayerSelector specifies which layer should be extracted from the OCI artifact. When
+    not specified, the first layer found in the artifact is selected."""
+    provider: Literal["generic", "aws", "azure", "gcp"] = "generic"
+    """The provider used for authentication, can be 'aws', 'azure', 'gcp' or 'generic'."""
+    secret_ref: LocalObjectReference | None = None
+    """SecretRef contains the secret name containing the registry login credentials to
+    resolve image metadata. The secret must be of type kubernetes.io/dockerconfigjson."""
+    verify: OCIRepositoryVerification | None = None
+    """Verify contains the secret name containing the trusted public keys used to verify
+    the signature and specifies which provider to use."""
+    service_account_name: str | None = None
+    """ServiceAccountName is the name of the Kubernetes ServiceAccount used to
+    authenticate the image pull if the service account has attached pull secrets."""
+    cert_secret_ref: LocalObjectReference | None = None
+    """CertSecretRef names a Secret with a client certificate and key (tls.crt, tls.key)
+    and/or a CA certificate (ca.crt) used to connect to the registry."""
+    proxy_secret_ref: LocalObjectReference | None = None
+    """ProxySecretRef specifies the Secret containing the proxy configuration to use while
+    communicating with the container registry."""
+    interval: Annotated[str, Field(pattern=DURATION_PATTERN)]
+    """Interval at which the OCIRepository URL is checked for updates."""
+    timeout: Annotated[str, Field(pattern=TIMEOUT_PATTERN)] = "60s"
+    """The timeout for remote OCI Repository operations like pulling, defaults to 60s."""
+    ignore: str | None = None
+    """Ignore overrides the set of excluded patterns in the .sourceignore format."""
+    insecure: bool | None = None
+    """Insecure allows connecting to a non-TLS HTTP container registry."""
+    suspend: bool | None = None
+    """This flag tells the controller to suspend the reconciliation of this source."""
+
+
+class OCIRepositoryStatus(FluxModel):
+    """OCIRepositoryStatus defines the observed state of OCIRepository."""
+
+    observed_generation: Int64 | None = None
+    """ObservedGeneration is the last observed generation."""
+    conditions: ConditionList | None = None
+    """Conditions holds the conditions for the OCIRepository."""
+    url: str | None = None
+    """URL is the download link for the artifact output of the last OCI Repository
+    sync."""
+    artifact: Artifact | None = None
+    """Artifact represents the output of the last successful OCI Repository sync."""
+    observed_ignore: str | None = None
+    """ObservedIgnore is the observed exclusion patterns used for constructing the source
+    artifact."""
+    observed_layer_selector: OCILayerSelector | None = None
+    """ObservedLayerSelector is the observed layer selector used for constructing the
+    source artifact."""
+    last_handled_reconcile_at: str | None = None
+    """LastHandledReconcileAt holds the value of the most recent reconcile request value,
+    so a change of the annotation value can be detected."""
+
+
 GIT_REPOSITORY = Kind(
     group=GROUP, version=VERSION, kind="GitRepository", plural="gitrepositories",
     singular="gitrepository", spec=GitRepositorySpec, status=GitRepositoryStatus,
@@ -259,4 +371,13 @@ HELM_REPOSITORY = Kind(
     description="HelmRepository is the Schema for the helmrepositories API.",
 )
 
-KINDS: tuple[Kind, ...] = (GIT_REPOSITORY, HELM_REPOSITORY)
+OCI_REPOSITORY = Kind(
+    group=GROUP, version=VERSION, kind="OCIRepository", plural="ocirepositories",
+    singular="ocirepository", spec=OCIRepositorySpec, status=OCIRepositoryStatus,
+    short_names=("ocirepo",), categories=("all", "fluxcd", "fluxcd-sources"),
+    printer_columns=(PrinterColumn("URL", ".spec.url"), READY_COLUMN, STATUS_COLUMN,
+                     AGE_COLUMN),
+    description="OCIRepository is the Schema for the ocirepositories API.",
+)
+
+KINDS: tuple[Kind, ...] = (GIT_REPOSITORY, HELM_REPOSITORY, OCI_REPOSITORY)

@@ -1,5 +1,5 @@
-"""source-controller: GitRepository and HelmRepository (and, as they are built, HelmChart,
-OCIRepository) producing artifacts in the store and on the artifact bus."""
+"""source-controller: GitRepository, HelmRepository and OCIRepository (HelmChart comes
+next) producing artifacts in the store and on the artifact bus."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from fluxd.api.source import API_VERSION
 from fluxd.artifacts import server as artifact_server
 from fluxd.artifacts.bus import ArtifactEvent
-from fluxd.controllers.source import helmrepository
+from fluxd.controllers.source import helmrepository, ocirepository
 from fluxd.controllers.source.gitrepository import (
     CONTROLLER,
     KIND,
@@ -57,8 +57,16 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
         recorder=context.recorder(helmrepository.CONTROLLER), clock=context.clock,
         settings=context.settings)
 
+    oci_repositories = ocirepository.OCIRepositoryReconciler(
+        client=context.client,
+        informer=context.cache.informer(API_VERSION, ocirepository.KIND),
+        store=context.artifacts, bus=context.artifact_bus,
+        recorder=context.recorder(CONTROLLER), clock=context.clock,
+        settings=context.settings)
+
     context.artifact_bus.subscribe(includers)
     context.services.append(("artifact server", serve_artifacts))
     return [ControllerSpec(API_VERSION, KIND, "source", reconciler,
                            indexes={"include": include_index}),
-            ControllerSpec(API_VERSION, helmrepository.KIND, "source", helm_repositories)]
+            ControllerSpec(API_VERSION, helmrepository.KIND, "source", helm_repositories),
+            ControllerSpec(API_VERSION, ocirepository.KIND, "source", oci_repositories)]
