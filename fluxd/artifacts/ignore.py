@@ -144,6 +144,9 @@ def _class_regex(glob: str, i: int) -> tuple[str, int]:
     return f"[{'^' if negated else ''}{body}]", i
 
 
+_NAME_CACHE_SIZE = 65_536
+
+
 @dataclass(frozen=True)
 class Pattern:
     """One parsed gitignore line, scoped to ``domain`` (go-git v5 ``pattern``)."""
@@ -155,6 +158,9 @@ class Pattern:
     dir_only: bool
     is_glob: bool
     _compiled: tuple[re.Pattern[str] | None, ...] = field(repr=False, compare=False)
+    #: name → whether the (non-glob) pattern matches it: directory names recur on every
+    #: path below them, so a tree walk asks about the same names over and over
+    _names: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def parse(cls, line: str, domain: Sequence[str] = ()) -> Pattern:
@@ -193,8 +199,14 @@ class Pattern:
         if regex is None:
             return False
         last = len(path) - 1
+        names = self._names
         for i, name in enumerate(path):
-            if not regex.match(name):
+            hit = names.get(name)
+            if hit is None:
+                hit = regex.match(name) is not None
+                if len(names) < _NAME_CACHE_SIZE:
+                    names[name] = hit
+            if not hit:
                 continue
             # a dir-only rule never matches a file, but does match below a matching dir
             return not (self.dir_only and not is_dir and i == last)
