@@ -7,6 +7,10 @@ enforces the configured auth, turns each request into a CGI environment (RFC 387
 streams bodies both ways, kills the backend when the client goes away or the request
 outlives its timeout, and counts what was asked for and how much pack data was sent.
 
+With ``tls=True`` the front speaks HTTPS with a certificate for 127.0.0.1/localhost from a
+throw-away ``CertificateAuthority`` (``ca_pem``); with ``client_ca=True`` it also demands a
+client certificate signed by that CA (``client_cert_pem``/``client_key_pem``).
+
 ``SshGitServer`` serves the same directory over SSH with Debian's ``sshd`` when it is
 installed (``ensure_sshd`` says what to install when it is not).
 
@@ -25,13 +29,16 @@ import atexit
 import base64
 import binascii
 import contextlib
+import datetime
 import hmac
+import ipaddress
 import os
 import pwd
 import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -46,6 +53,10 @@ from typing import Any, Self
 from urllib.parse import parse_qs, quote
 
 from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from multidict import CIMultiDict
 
 HOST = "127.0.0.1"
@@ -393,6 +404,89 @@ def _authenticate(accepted: Sequence[Auth], header: str | None) -> tuple[bool, s
 
 
 # --------------------------------------------------------------------------------------
+# TLS
+# --------------------------------------------------------------------------------------
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """A throw-away CA (EC P-256, valid for a day) that issues server and client
+    certificates; make one per server, or a stranger one to be distrusted."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @classmethod
+    def create(cls, name: str = "fluxd test git CA") -> CertificateAuthority:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+                .add_extension(x509.KeyUsage(
+                    digital_signature=True, key_cert_sign=True, crl_sign=True,
+                    content_commitment=False, key_encipherment=False, data_encipherment=False,
+                    key_agreement=False, encipher_only=False, decipher_only=False),
+                    critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                               critical=False)
+                .sign(key, hashes.SHA256()))
+        return cls(cert, key)
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue(self, name: str, *, hosts: Iterable[str] = (),
+              client: bool = False) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for a server (``hosts``: IPs and DNS names in its
+        subjectAltName) or, with ``client``, for a client called ``name``."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.UTC)
+        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
+        builder = (x509.CertificateBuilder()
+                   .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                   .issuer_name(self.cert.subject).public_key(key.public_key())
+                   .serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=1))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None),
+                                  critical=True)
+                   .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                       self.key.public_key()), critical=False))
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        if names:
+            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+
+def _peer_common_name(request: web.BaseRequest) -> str | None:
+    """The commonName of the verified client certificate, if the client sent one."""
+    transport = request.transport
+    cert = transport.get_extra_info("peercert") if transport is not None else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
+
+
+# --------------------------------------------------------------------------------------
 # Counters
 # --------------------------------------------------------------------------------------
 
@@ -431,6 +525,8 @@ class RequestRecord:
     #: the request outlived the server's timeout (answered 504, or cut off mid-response)
     timed_out: bool = False
     stderr: str = ""
+    #: the commonName of the client certificate (servers with ``client_ca``), else None
+    client_cert: str | None = None
 
 
 class Counters:
@@ -629,7 +725,12 @@ class _Backend:
 class GitServer:
     """``git http-backend`` behind an aiohttp front on 127.0.0.1, in a thread of its own.
 
-    Repositories under ``root`` are served at ``http://127.0.0.1:<port>/<name>.git``.
+    Repositories under ``root`` are served at ``http://127.0.0.1:<port>/<name>.git``, or
+    ``https://`` with ``tls``: the certificate (for 127.0.0.1 and localhost) comes from a CA
+    made for this server, whose PEM is ``ca_pem``. ``client_ca`` (implies ``tls``) makes
+    the TLS handshake require a client certificate signed by that CA; one is ready in
+    ``client_cert_pem``/``client_key_pem``, and ``tls_ca.issue`` makes more. ``client_env``
+    points the git CLI at them.
     ``auth`` is one scheme or several accepted alike; anything else is answered
     ``401`` with ``WWW-Authenticate: Basic realm="<realm>"`` and an empty body.
     ``allow_push`` lets anonymous clients push (``http.receivepack``); authenticated ones
@@ -647,7 +748,8 @@ class GitServer:
     def __init__(self, root: Path | str, *, auth: Auth | Sequence[Auth] = NoAuth(),
                  realm: str = "fluxd-test", timeout: float = 60.0, allow_push: bool = True,
                  git_config: Mapping[str, str] | None = None,
-                 backend: str | Path | None = None) -> None:
+                 backend: str | Path | None = None, tls: bool = False,
+                 client_ca: bool = False) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.auth = auth
@@ -667,6 +769,19 @@ class GitServer:
         self._runner: web.ServerRunner | None = None
         self._backends: set[_Backend] = set()
         self._reapers: set[asyncio.Task[None]] = set()
+        self.tls = tls or client_ca
+        self.client_ca = client_ca
+        #: the server's own CA (None without TLS)
+        self.tls_ca: CertificateAuthority | None = None
+        self._tls_pems: dict[str, bytes] = {}
+        self._tls_dir: Path | None = None
+        self._ssl: ssl.SSLContext | None = None
+        if self.tls:
+            self.tls_ca = CertificateAuthority.create()
+            cert, key = self.tls_ca.issue("fluxd test git server", hosts=(HOST, "localhost"))
+            client_cert, client_key = self.tls_ca.issue("fluxd-test-client", client=True)
+            self._tls_pems = {"ca.crt": self.tls_ca.ca_pem, "tls.crt": cert, "tls.key": key,
+                              "client.crt": client_cert, "client.key": client_key}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -674,6 +789,8 @@ class GitServer:
         if self._thread is not None:
             raise RuntimeError("already started")
         self._home = Path(tempfile.mkdtemp(prefix="fluxd-gitserver-home-"))
+        if self.tls:
+            self._ssl = self._server_context()
         self._thread = threading.Thread(target=self._main, name="gitserver", daemon=True)
         self._thread.start()
         if not self._ready.wait(30):
@@ -692,6 +809,9 @@ class GitServer:
         if self._home is not None:
             shutil.rmtree(self._home, ignore_errors=True)
             self._home = None
+        if self._tls_dir is not None:
+            shutil.rmtree(self._tls_dir, ignore_errors=True)
+            self._tls_dir = None
 
     def __enter__(self) -> Self:
         return self.start()
@@ -720,19 +840,79 @@ class GitServer:
     # -- addresses and repositories ------------------------------------------------------
 
     @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{self.scheme}://{HOST}:{self.port}"
 
     def repo_url(self, name: str, *, username: str | None = None,
                  password: str | None = None) -> str:
-        """``http://[user[:password]@]127.0.0.1:<port>/<name>.git``."""
+        """``http[s]://[user[:password]@]127.0.0.1:<port>/<name>.git``."""
         creds = ""
         if username is not None:
             creds = quote(username, safe="")
             if password is not None:
                 creds += ":" + quote(password, safe="")
             creds += "@"
-        return f"http://{creds}{HOST}:{self.port}/{repo_dir('', name).as_posix()}"
+        return f"{self.scheme}://{creds}{HOST}:{self.port}/{repo_dir('', name).as_posix()}"
+
+    # -- TLS ---------------------------------------------------------------------------------
+
+    def _pem(self, name: str) -> bytes:
+        if not self.tls:
+            raise RuntimeError("this git server runs without TLS: GitServer(..., tls=True)")
+        return self._tls_pems[name]
+
+    @property
+    def ca_pem(self) -> bytes:
+        """The PEM of the CA that signed the server's certificate (a Secret's ``ca.crt``)."""
+        return self._pem("ca.crt")
+
+    @property
+    def client_cert_pem(self) -> bytes:
+        """A client certificate signed by ``ca_pem`` (a Secret's ``tls.crt``); the server
+        demands one like it with ``client_ca``."""
+        return self._pem("client.crt")
+
+    @property
+    def client_key_pem(self) -> bytes:
+        """The key of ``client_cert_pem`` (a Secret's ``tls.key``)."""
+        return self._pem("client.key")
+
+    def client_env(self) -> dict[str, str]:
+        """Extra environment for ``git(...)`` so it trusts this server (and, with
+        ``client_ca``, presents the client certificate); empty without TLS."""
+        if not self.tls:
+            return {}
+        files = self._tls_files()
+        env = {"GIT_SSL_CAINFO": str(files["ca.crt"])}
+        if self.client_ca:
+            env.update(GIT_SSL_CERT=str(files["client.crt"]), GIT_SSL_KEY=str(files["client.key"]))
+        return env
+
+    def _tls_files(self) -> dict[str, Path]:
+        """The PEMs as files (ssl and the git CLI read files), kept until ``stop``."""
+        if self._tls_dir is None:
+            self._tls_dir = Path(tempfile.mkdtemp(prefix="fluxd-gitserver-tls-"))
+        files = {}
+        for name, data in self._tls_pems.items():
+            path = self._tls_dir / name
+            if not path.exists():
+                path.write_bytes(data)
+                path.chmod(0o600)
+            files[name] = path
+        return files
+
+    def _server_context(self) -> ssl.SSLContext:
+        files = self._tls_files()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(files["tls.crt"], files["tls.key"])
+        if self.client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cadata=self.ca_pem.decode())
+        return context
 
     def make_repo(self, name: str, files: Mapping[str, FileValue], *, branch: str = "main",
                   message: str = "initial commit", date: int | None = None) -> Repo:
@@ -758,6 +938,7 @@ class GitServer:
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop.set_exception_handler(_quiet_handshakes)
         self._stop = asyncio.Event()
         try:
             await self._listen(0)
@@ -773,7 +954,7 @@ class GitServer:
                             access_log=None)
         runner = web.ServerRunner(server, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, HOST, port, reuse_address=True)
+        site = web.TCPSite(runner, HOST, port, reuse_address=True, ssl_context=self._ssl)
         try:
             await site.start()
         except BaseException:
@@ -802,7 +983,8 @@ class GitServer:
         record = RequestRecord(
             method=request.method, path=path, query=query, repo=repo, service=service,
             kind=kind, command=None, protocol=_protocol_version(request.headers.get(
-                "Git-Protocol")), status=0, user=user, headers=headers)
+                "Git-Protocol")), status=0, user=user, headers=headers,
+            client_cert=_peer_common_name(request) if self.client_ca else None)
         if not allowed:
             self.stats.add(replace(record, status=401))
             return web.Response(status=401, headers={
@@ -831,6 +1013,8 @@ class GitServer:
             "QUERY_STRING": request.query_string,
             "REMOTE_ADDR": request.remote or HOST,
         }
+        if self.tls:
+            env["HTTPS"] = "on"
         config = dict(self.git_config)
         if self.allow_push:
             config.setdefault("http.receivepack", "true")
@@ -957,6 +1141,17 @@ class GitServer:
             reaper.add_done_callback(self._reapers.discard)
             await asyncio.shield(reaper)
         return resp
+
+
+def _quiet_handshakes(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Refused TLS handshakes (an unknown CA, a missing client certificate) are what TLS
+    tests provoke: asyncio's debug mode would log each one; everything else is logged."""
+    exc = context.get("exception")
+    if isinstance(exc, ssl.SSLError) or (
+            isinstance(exc, ConnectionError)
+            and "transport creation" in str(context.get("message", ""))):
+        return
+    loop.default_exception_handler(context)
 
 
 class BadCgiResponse(Exception):
