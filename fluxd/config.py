@@ -133,6 +133,13 @@ class HelmSettings(_Group):
 
     #: largest Helm repository index accepted, in bytes (Flux --helm-index-max-size)
     index_max_size: int = Field(default=50 * 1024 * 1024, ge=1)
+    #: largest chart archive accepted, in bytes (Flux --helm-chart-max-size)
+    chart_max_size: int = Field(default=10 * 1024 * 1024, ge=1)
+    #: largest single file read from a chart, e.g. Chart.yaml or a values file, in bytes
+    #: (Flux --helm-chart-file-max-size)
+    chart_file_max_size: int = Field(default=5 * 1024 * 1024, ge=1)
+    #: how long one run of the helm CLI (``helm package``) may take
+    package_timeout: Duration = 120.0
 
 
 class ServerSettings(_Group):

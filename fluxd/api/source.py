@@ -1,17 +1,18 @@
 """``source.toolkit.fluxcd.io/v1``: the source kinds, field for field as Flux serves them.
 
-GitRepository and HelmRepository are here now; HelmChart and OCIRepository join them as
-their controllers are built. Defaults, patterns and enums are Flux's, so a user's existing
-manifests validate the same way. Flux's one CEL rule on GitRepository (serviceAccountName
-only with the azure/aws providers) is enforced by the reconciler, since structural schemas
-from pydantic carry no CEL.
+GitRepository, HelmRepository, HelmChart and OCIRepository are here now; Bucket joins them
+when its controller is built. Defaults, patterns and enums are Flux's, so a user's existing
+manifests validate the same way. HelmChart's CEL rule (verify only with a HelmRepository
+source) is in its CRD, as in Flux's; GitRepository's (serviceAccountName only with the
+azure/aws providers) is not yet. The reconcilers enforce both, since the development API
+server does not evaluate CEL.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from fluxd.api.crd import AGE_COLUMN, READY_COLUMN, STATUS_COLUMN, Kind, PrinterColumn
 from fluxd.api.meta import (
@@ -353,6 +354,95 @@ class OCIRepositoryStatus(FluxModel):
     so a change of the annotation value can be detected."""
 
 
+class LocalHelmChartSourceReference(FluxModel):
+    """LocalHelmChartSourceReference contains enough information to let you locate the
+    typed referenced object at namespace level."""
+
+    api_version: str | None = None
+    """APIVersion of the referent."""
+    kind: Literal["HelmRepository", "GitRepository", "Bucket"]
+    """Kind of the referent, valid values are ('HelmRepository', 'GitRepository',
+    'Bucket')."""
+    name: str
+    """Name of the referent."""
+
+
+class HelmChartSpec(FluxModel):
+    """HelmChartSpec specifies the desired state of a Helm chart."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.verify) || self.sourceRef.kind == 'HelmRepository'",
+         "message": "spec.verify is only supported when spec.sourceRef.kind is "
+                    "'HelmRepository'"},
+    ]})
+
+    chart: str
+    """Chart is the name or path the Helm chart is available at in the SourceRef."""
+    version: str = "*"
+    """Version is the chart version semver expression, ignored for charts from
+    GitRepository and Bucket sources. Defaults to latest when omitted."""
+    source_ref: LocalHelmChartSourceReference
+    """SourceRef is the reference to the Source the chart is available at."""
+    interval: Annotated[str, Field(pattern=DURATION_PATTERN)]
+    """Interval at which the HelmChart SourceRef is checked for updates. This interval is
+    approximate and may be subject to jitter to ensure efficient use of resources."""
+    reconcile_strategy: Literal["ChartVersion", "Revision"] = "ChartVersion"
+    """ReconcileStrategy determines what enables the creation of a new artifact. Valid
+    values are ('ChartVersion', 'Revision'). See the documentation of the values for an
+    explanation on their behavior. Defaults to ChartVersion when omitted."""
+    values_files: list[str] | None = None
+    """ValuesFiles is an alternative list of values files to use as the chart values
+    (values.yaml is not included by default), expected to be a relative path in the
+    SourceRef. Values files are merged in the order of this list with the last file
+    overriding the first. Ignored when omitted."""
+    values_file: str | None = None
+    """ValuesFile is an alternative values file to use as the default chart values,
+    expected to be a relative path in the SourceRef. Deprecated in favor of ValuesFiles,
+    for backwards compatibility the file specified here is merged before the ValuesFiles
+    items. Ignored when omitted."""
+    ignore_missing_values_files: bool | None = None
+    """IgnoreMissingValuesFiles controls whether to silently ignore missing values files
+    rather than failing."""
+    suspend: bool | None = None
+    """Suspend tells the controller to suspend the reconciliation of this source."""
+    access_from: AccessFrom | None = None
+    """AccessFrom specifies an Access Control List for allowing cross-namespace references
+    to this object. NOTE: Not implemented, provisional as of
+    https://github.com/fluxcd/flux2/pull/2092"""
+    verify: OCIRepositoryVerification | None = None
+    """Verify contains the secret name containing the trusted public keys used to verify
+    the signature and specifies which provider to use to check whether OCI image is
+    authentic. This field is only supported when using HelmRepository source with
+    spec.type 'oci'. Chart dependencies, which are not bundled in the umbrella chart
+    artifact, are not verified."""
+
+
+class HelmChartStatus(FluxModel):
+    """HelmChartStatus records the observed state of the HelmChart."""
+
+    observed_generation: Int64 | None = None
+    """ObservedGeneration is the last observed generation of the HelmChart object."""
+    observed_source_artifact_revision: str | None = None
+    """ObservedSourceArtifactRevision is the last observed Artifact.Revision of the
+    HelmChartSpec.SourceRef."""
+    observed_chart_name: str | None = None
+    """ObservedChartName is the last observed chart name as specified by the resolved
+    chart reference."""
+    observed_values_files: list[str] | None = None
+    """ObservedValuesFiles are the observed value files of the last successful
+    reconciliation. It matches the chart in the last successfully reconciled artifact."""
+    conditions: ConditionList | None = None
+    """Conditions holds the conditions for the HelmChart."""
+    url: str | None = None
+    """URL is the dynamic fetch link for the latest Artifact. It is provided on a "best
+    effort" basis, and using the precise BucketStatus.Artifact data is recommended."""
+    artifact: Artifact | None = None
+    """Artifact represents the output of the last successful reconciliation."""
+    last_handled_reconcile_at: str | None = None
+    """LastHandledReconcileAt holds the value of the most recent reconcile request value,
+    so a change of the annotation value can be detected."""
+
+
 GIT_REPOSITORY = Kind(
     group=GROUP, version=VERSION, kind="GitRepository", plural="gitrepositories",
     singular="gitrepository", spec=GitRepositorySpec, status=GitRepositoryStatus,
@@ -380,4 +470,16 @@ OCI_REPOSITORY = Kind(
     description="OCIRepository is the Schema for the ocirepositories API.",
 )
 
-KINDS: tuple[Kind, ...] = (GIT_REPOSITORY, HELM_REPOSITORY, OCI_REPOSITORY)
+HELM_CHART = Kind(
+    group=GROUP, version=VERSION, kind="HelmChart", plural="helmcharts",
+    singular="helmchart", spec=HelmChartSpec, status=HelmChartStatus,
+    short_names=("hc",), categories=("all", "fluxcd", "fluxcd-sources"),
+    printer_columns=(PrinterColumn("Chart", ".spec.chart"),
+                     PrinterColumn("Version", ".spec.version"),
+                     PrinterColumn("Source Kind", ".spec.sourceRef.kind"),
+                     PrinterColumn("Source Name", ".spec.sourceRef.name"),
+                     AGE_COLUMN, READY_COLUMN, STATUS_COLUMN),
+    description="HelmChart is the Schema for the helmcharts API.",
+)
+
+KINDS: tuple[Kind, ...] = (GIT_REPOSITORY, HELM_REPOSITORY, HELM_CHART, OCI_REPOSITORY)

@@ -1,5 +1,9 @@
-"""source-controller: GitRepository, HelmRepository and OCIRepository (HelmChart comes
-next) producing artifacts in the store and on the artifact bus."""
+"""source-controller: GitRepository, HelmRepository, HelmChart and OCIRepository producing
+artifacts in the store and on the artifact bus.
+
+A source's new artifact on the bus enqueues the GitRepositories that include it and the
+HelmCharts built from it (found by cache indexes, as Flux's ``SourceIndexKey``), at once:
+no poll interval sits between a new revision and the charts that use it."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from collections.abc import AsyncIterator
 from fluxd.api.source import API_VERSION
 from fluxd.artifacts import server as artifact_server
 from fluxd.artifacts.bus import ArtifactEvent
-from fluxd.controllers.source import helmrepository, ocirepository
+from fluxd.controllers.source import helmchart, helmrepository, ocirepository
 from fluxd.controllers.source.gitrepository import (
     CONTROLLER,
     KIND,
@@ -64,9 +68,34 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
         recorder=context.recorder(CONTROLLER), clock=context.clock,
         settings=context.settings)
 
+    chart_informer = context.cache.informer(API_VERSION, helmchart.KIND)
+    helm_charts = helmchart.HelmChartReconciler(
+        client=context.client, informer=chart_informer, store=context.artifacts,
+        bus=context.artifact_bus, recorder=context.recorder(CONTROLLER), clock=context.clock,
+        settings=context.settings,
+        sources={helmrepository.KIND: helm_repositories.informer, KIND: informer})
+
+    def charts(event: ArtifactEvent) -> None:
+        # a source's new artifact rebuilds the HelmCharts made from it (Flux enqueues
+        # those whose observed source revision differs)
+        if event.source.kind not in (helmrepository.KIND, KIND):
+            return
+        for obj in chart_informer.by_index("source", f"{event.source.kind}/"
+                                                     f"{event.source.name}"):
+            meta = obj["metadata"]
+            observed = (obj.get("status") or {}).get("observedSourceArtifactRevision")
+            if meta.get("namespace", "") == event.source.namespace and \
+                    observed != event.revision:
+                context.queue.add(ObjectKey(helmchart.KIND, event.source.namespace,
+                                            meta["name"]))
+
     context.artifact_bus.subscribe(includers)
+    context.artifact_bus.subscribe(charts)
     context.services.append(("artifact server", serve_artifacts))
     return [ControllerSpec(API_VERSION, KIND, "source", reconciler,
                            indexes={"include": include_index}),
-            ControllerSpec(API_VERSION, helmrepository.KIND, "source", helm_repositories),
+            ControllerSpec(API_VERSION, helmrepository.KIND, "source", helm_repositories,
+                           indexes={"url": helmchart.repository_url_index}),
+            ControllerSpec(API_VERSION, helmchart.KIND, "source", helm_charts,
+                           indexes={"source": helmchart.source_index}),
             ControllerSpec(API_VERSION, ocirepository.KIND, "source", oci_repositories)]

@@ -9,7 +9,10 @@ recovery) → requeue at the interval.
 
 A kind implements ``steps`` (returning a ``NewArtifact`` when the artifact changed) and
 its ``OWNED``/``NEGATIVE`` condition lists; a failing step raises ``StepError`` naming the
-negative-polarity condition it marks, or ``StallingError`` when retrying cannot help.
+negative-polarity condition it marks, ``StepWaiting`` when it cannot go on until
+something else changes (a source without an artifact yet: retried later, without backoff
+growth), or ``StallingError`` when retrying cannot help. ``reconcile_storage`` is the
+storage step the artifact-producing kinds share.
 """
 
 from __future__ import annotations
@@ -22,14 +25,20 @@ from typing import Any, ClassVar
 
 from fluxd.api.source import API_VERSION
 from fluxd.artifacts.bus import ArtifactBus, ArtifactEvent, SourceKey
-from fluxd.artifacts.storage import ArtifactStore
+from fluxd.artifacts.storage import ArtifactStore, artifact_path
 from fluxd.clock import Clock
 from fluxd.config import Settings, parse_duration
 from fluxd.kube import KubeClient, KubeError, NotFound
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.events import EventRecorder
 from fluxd.runtime.informer import Informer
-from fluxd.runtime.reconcile import ObjectKey, ReconcileError, Result, StallingError
+from fluxd.runtime.reconcile import (
+    ObjectKey,
+    ReconcileError,
+    Result,
+    StallingError,
+    WaitingError,
+)
 from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.source")
@@ -53,14 +62,29 @@ class StepError(ReconcileError):
         self.condition = condition
 
 
+class StepWaiting(WaitingError):
+    """A step cannot go on until something else changes (e.g. its source has no artifact
+    yet): it marks ``condition``, and the object is reconciled again after
+    ``requeue_after`` seconds (or as soon as the awaited change is announced), without
+    backoff growth. Its event is a Warning when ``warn``, else a trace event."""
+
+    def __init__(self, message: str, *, reason: str, condition: str, requeue_after: float,
+                 warn: bool = False) -> None:
+        super().__init__(message, requeue_after=requeue_after, reason=reason)
+        self.condition = condition
+        self.warn = warn
+
+
 @dataclass(frozen=True)
 class NewArtifact:
-    """A step stored an artifact with a new digest: the ``NewArtifact`` event to send."""
+    """A step stored an artifact with a new digest: the event to send (``NewArtifact``
+    unless a kind names it otherwise, as HelmChart does with its build's reason)."""
 
     message: str
     revision: str
     digest: str
     metadata: dict[str, str] = field(default_factory=dict)
+    reason: str = "NewArtifact"
 
 
 class SourceReconciler:
@@ -94,6 +118,10 @@ class SourceReconciler:
         it otherwise (HelmRepository repeats its ``NewArtifact`` message, as Flux)."""
         return self.ready_message(patcher)
 
+    def recovered_reason(self, patcher: StatusPatcher) -> str:
+        """The reason of the event sent on recovery from a failure."""
+        return cond.SUCCEEDED_REASON
+
     # --- the driver -----------------------------------------------------------------
 
     async def reconcile(self, key: ObjectKey) -> Result:
@@ -121,11 +149,19 @@ class SourceReconciler:
             new = await self.steps(obj, patcher)
         except StallingError as exc:
             outcome, reason, message, error = cond.Outcome.STALLED, exc.reason, str(exc), exc
+        except WaitingError as exc:
+            outcome, reason, message, error = cond.Outcome.WAITING, exc.reason, str(exc), exc
+            if isinstance(exc, StepWaiting):
+                patcher.mark_true(exc.condition, exc.reason, str(exc))
         except ReconcileError as exc:
             outcome, reason, message, error = cond.Outcome.FAILED, exc.reason, str(exc), exc
             if isinstance(exc, StepError):
                 # the step that failed marks its own condition; Ready follows in summarize
                 patcher.mark_true(exc.condition, exc.reason, str(exc))
+        except Exception as exc:
+            # a bug: never summarised as a success; the controller logs it and retries
+            outcome, reason, message = cond.Outcome.FAILED, cond.FAILED_REASON, str(exc)
+            raise
         finally:
             patcher.summarize(owned=self.OWNED, negative_polarity=self.NEGATIVE,
                               outcome=outcome, reason=reason, message=message,
@@ -133,22 +169,61 @@ class SourceReconciler:
             patcher.observe_generation()
             await patcher.patch_shielded()
         if error is not None:
-            await self.recorder.event(obj, type="Warning", reason=error.reason,
-                                      message=str(error))
+            if isinstance(error, StepWaiting) and not error.warn:
+                await self.recorder.event(obj, reason=error.reason, message=str(error),
+                                          trace=True)
+            else:
+                await self.recorder.event(obj, type="Warning", reason=error.reason,
+                                          message=str(error))
             raise error
         stored = patcher.get_field("artifact")
         if stored and stored != (obj.get("status") or {}).get("artifact"):
             self.publish(obj, stored)
         if new is not None:
-            await self.recorder.event(obj, reason="NewArtifact", message=new.message,
+            await self.recorder.event(obj, reason=new.reason, message=new.message,
                                       metadata={"revision": new.revision,
                                                 "digest": new.digest, **new.metadata})
         elif not previous_ready:
-            await self.recorder.event(obj, reason="Succeeded",
+            await self.recorder.event(obj, reason=self.recovered_reason(patcher),
                                       message=self.recovered_message(patcher))
         return Result(requeue_after=interval)
 
     # --- shared pieces --------------------------------------------------------------
+
+    async def reconcile_storage(self, obj: Obj, patcher: StatusPatcher, *,
+                                link: str) -> None:
+        """Flux's ``reconcileStorage``: drop a recorded artifact that is gone from storage
+        or no longer has its digest (``building artifact: disappeared from storage``),
+        collect old files, and keep the artifact URL and the ``link`` URL
+        (``status.url``) on the current advertised address."""
+        ns, name = obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+        stored = patcher.get_field("artifact")
+        missing = False
+        if stored:
+            path = str(stored.get("path", ""))
+            if not await self.store.exists_async(path):
+                missing = True
+            elif not await self.store.verify_async(path, str(stored.get("digest", ""))):
+                await self.recorder.event(
+                    obj, type="Warning", reason="ArtifactVerificationFailed",
+                    message="failed to verify integrity of artifact: computed digest "
+                            f"doesn't match '{stored.get('digest', '')}'")
+                missing = True
+            if missing:
+                patcher.set_field("artifact", None)
+                patcher.set_field("url", None)
+            else:
+                await self.gc(obj, path)
+                url = self.store.url_for(path)
+                if stored.get("url") != url:
+                    patcher.set_field("artifact", {**stored, "url": url})
+                if patcher.get_field("url"):
+                    patcher.set_field("url", self.store.url_for(
+                        artifact_path(self.STORAGE_KIND, ns, name, link)))
+        if not patcher.get_field("artifact"):
+            text = "building artifact" + (": disappeared from storage" if missing else "")
+            patcher.progressive_status(cond.PROGRESSING_REASON, text, drift=True)
+            patcher.delete_condition(ARTIFACT_IN_STORAGE)
 
     def publish(self, obj: Obj, artifact: Obj) -> None:
         meta = obj["metadata"]

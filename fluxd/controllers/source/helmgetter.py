@@ -16,7 +16,10 @@ Contract (after ``internal/helm/getter``, ``internal/tls`` and Helm's ``HTTPGett
   its ``Content-Length``) is over. Errors are ``FetchError``; no message carries URL
   credentials.
 - ``index_url`` is where a repository's index lives (``<url>/index.yaml``, query kept);
-  an unusable URL raises ``InvalidURL``.
+  an unusable URL raises ``InvalidURL``. ``normalize_url`` is Flux's ``NormalizeURL``
+  (one trailing slash for HTTP(S), none for ``oci://``), the key HelmRepositories are
+  found by; ``resolve_reference`` is Helm's ``ResolveReferenceURL`` for a chart's
+  ``urls[0]``.
 """
 
 from __future__ import annotations
@@ -28,14 +31,14 @@ import ssl
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 
 from fluxd.logging import strip_url_credentials
 
 __all__ = ["ClientOptions", "CredentialsError", "FetchError", "InvalidURL", "TLSData",
-           "fetch", "index_url", "ssl_context"]
+           "fetch", "index_url", "normalize_url", "resolve_reference", "ssl_context"]
 
 USER_AGENT = "fluxd/helm"
 _CHUNK = 256 * 1024
@@ -188,6 +191,31 @@ def index_url(url: str) -> str:
     return urlunsplit(parts._replace(path=path, fragment=""))
 
 
+def normalize_url(url: str) -> str:
+    """Flux's ``repository.NormalizeURL``: the path without trailing slashes, plus one for
+    HTTP(S) repositories; ``""`` stays ``""``."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    path = parts.path.rstrip("/")
+    if parts.scheme != "oci":
+        path += "/"
+    return urlunsplit(parts._replace(path=path))
+
+
+def resolve_reference(base_url: str, ref: str) -> str:
+    """Helm's ``repo.ResolveReferenceURL``: an absolute ``ref`` as it is, a relative one
+    resolved against ``base_url`` taken as a directory, with ``base_url``'s query."""
+    ref_parts = urlsplit(ref)
+    if ref_parts.scheme:
+        return ref
+    base = urlsplit(base_url)
+    directory = urlunsplit(base._replace(path=base.path.rstrip("/") + "/", query="",
+                                         fragment=""))
+    resolved = urlsplit(urljoin(directory, ref))
+    return urlunsplit(resolved._replace(query=base.query))
+
+
 def _same_origin(a: str, b: str) -> bool:
     pa, pb = urlsplit(a), urlsplit(b)
     return (pa.scheme, pa.netloc.rpartition("@")[2]) == (pb.scheme, pb.netloc.rpartition("@")[2])
@@ -197,10 +225,11 @@ def _same_origin(a: str, b: str) -> bool:
 
 
 async def fetch(url: str, options: ClientOptions, *, base_url: str, max_size: int,
-                context: ssl.SSLContext | None = None) -> bytes:
+                context: ssl.SSLContext | None = None, what: str = "index") -> bytes:
     """The body of ``url`` (see the module docstring). ``base_url`` is the repository URL:
     credentials go to its scheme and host only, unless ``options.pass_credentials``;
-    ``context`` is ``ssl_context(options.tls)`` when the options carry TLS data."""
+    ``context`` is ``ssl_context(options.tls)`` when the options carry TLS data; ``what``
+    (``index``, ``chart``) names the body in the size-limit error."""
     shown = strip_url_credentials(url)
     headers = {"User-Agent": USER_AGENT}
     if options.username and (options.pass_credentials or _same_origin(url, base_url)):
@@ -215,8 +244,8 @@ async def fetch(url: str, options: ClientOptions, *, base_url: str, max_size: in
             if resp.status != 200:
                 raise FetchError(f"failed to fetch {shown} : {resp.status} {resp.reason or ''}"
                                  .rstrip())
-            too_big = FetchError(f"index exceeds the maximum index file size of {max_size} "
-                                 "bytes")
+            too_big = FetchError(f"{what} exceeds the maximum {what} file size of "
+                                 f"{max_size} bytes")
             if (resp.content_length is not None and resp.content_length > max_size
                     and "Content-Encoding" not in resp.headers):
                 raise too_big

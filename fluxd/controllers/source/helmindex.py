@@ -13,6 +13,11 @@ package):
   caller asks to ``keep``, which come back newest version first (Helm's ``SortEntries``).
   A 20 MB index is never a 500 MB tree of dicts: building one holds the GIL through long
   garbage-collector passes and would stall the event loop even from a worker thread.
+- ``select_version(index, name, version)`` picks a chart version as Flux's
+  ``ChartRepository.GetChartVersion`` does: an exact version string first, else the
+  highest version (Flux's ``ParseVersion``) satisfying the Masterminds constraint (``""``
+  and ``*`` mean the latest stable), ties between versions differing only in build
+  metadata going to the newer ``created``. Misses raise ``ChartNotFound``.
 - Every function here blocks; controllers call ``load_index`` in a worker thread.
 - Errors are ``InvalidIndex`` with Helm's wording where it has one (``empty index.yaml
   file``, ``no API version specified``).
@@ -25,6 +30,7 @@ rejected (Flux's strict decoding would refuse them).
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -46,7 +52,8 @@ from yaml.nodes import ScalarNode
 
 from fluxd import semver
 
-__all__ = ["ChartVersion", "Index", "InvalidIndex", "load_index", "validate_chart_version"]
+__all__ = ["ChartNotFound", "ChartVersion", "Index", "InvalidIndex", "load_index",
+           "select_version", "validate_chart_version"]
 
 _NULL_TAG = "tag:yaml.org,2002:null"
 _BOOL_TAG = "tag:yaml.org,2002:bool"
@@ -60,6 +67,10 @@ ChartVersion = dict[str, Any]
 
 class InvalidIndex(ValueError):
     """The bytes are not a Helm repository index Flux would load."""
+
+
+class ChartNotFound(LookupError):
+    """The index has no chart version answering the request (Helm's and Flux's words)."""
 
 
 @dataclass
@@ -389,3 +400,46 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
     if mark is None:
         return f"yaml: {problem}"
     return f"yaml: line {mark.line + 1}: {problem}"
+
+
+# --------------------------------------------------------------------------- selection
+
+_NO_TIME = datetime.datetime.min.replace(tzinfo=datetime.UTC)
+
+
+def _created(version: ChartVersion) -> datetime.datetime:
+    """``created`` as a time (Go's zero time when absent or unreadable)."""
+    text = version.get("created")
+    if isinstance(text, datetime.datetime):
+        return text if text.tzinfo else text.replace(tzinfo=datetime.UTC)
+    if not isinstance(text, str) or not text:
+        return _NO_TIME
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return _NO_TIME
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
+
+
+def select_version(index: Index, name: str, version: str) -> ChartVersion:
+    """The chart version of ``name`` that ``version`` asks for (see the module docstring).
+    ``index`` must have been loaded with ``keep`` naming the chart."""
+    versions = index.entries.get(name)
+    if versions is None:
+        raise ChartNotFound("no chart name found")
+    if not versions:
+        raise ChartNotFound("no chart version found")
+    if version:
+        for candidate in versions:
+            if candidate.get("version") == version:
+                return candidate
+    wanted = "*" if version in ("", "*") else version
+    try:
+        constraints = semver.parse_constraints(wanted)
+    except semver.SemverError as exc:
+        raise ChartNotFound(str(exc)) from None
+    found = semver.latest(((str(v.get("version", "")), v) for v in versions), constraints,
+                          key=lambda _, v: _created(v))
+    if found is None:
+        raise ChartNotFound(f"no '{name}' chart with version matching '{version}' found")
+    return found[1]

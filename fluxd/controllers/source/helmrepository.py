@@ -39,7 +39,6 @@ from typing import Any, NoReturn
 
 from fluxd import logging as fluxlog
 from fluxd.api.source import API_VERSION
-from fluxd.artifacts.storage import artifact_path
 from fluxd.clock import rfc3339
 from fluxd.config import parse_duration
 from fluxd.controllers.source import helmgetter, helmindex
@@ -61,7 +60,8 @@ from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.source.helmrepository")
 
-__all__ = ["CONTROLLER", "KIND", "HelmRepositoryReconciler", "human_size"]
+__all__ = ["CONTROLLER", "KIND", "HelmRepositoryReconciler", "client_options",
+           "human_size"]
 
 KIND = "HelmRepository"
 STORAGE_KIND = "helmrepository"
@@ -135,45 +135,13 @@ class HelmRepositoryReconciler(SourceReconciler):
         return f"stored fetched index of {shown} from '{url}'"
 
     async def steps(self, obj: Obj, patcher: StatusPatcher) -> NewArtifact | None:
-        await self._reconcile_storage(obj, patcher)
+        await self.reconcile_storage(obj, patcher, link=INDEX_LINK)
         fetched = await self._reconcile_source(obj, patcher)
         if fetched is None:
             return None
         return await self._reconcile_artifact(obj, patcher, *fetched)
 
     # --- steps ------------------------------------------------------------------------
-
-    async def _reconcile_storage(self, obj: Obj, patcher: StatusPatcher) -> None:
-        """Drop a recorded artifact that is gone or altered; collect old files; keep the
-        URLs on the current advertised address."""
-        ns, name = obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
-        stored = patcher.get_field("artifact")
-        missing = False
-        if stored:
-            path = str(stored.get("path", ""))
-            if not await self.store.exists_async(path):
-                missing = True
-            elif not await self.store.verify_async(path, str(stored.get("digest", ""))):
-                await self.recorder.event(
-                    obj, type="Warning", reason="ArtifactVerificationFailed",
-                    message="failed to verify integrity of artifact: computed digest "
-                            f"doesn't match '{stored.get('digest', '')}'")
-                missing = True
-            if missing:
-                patcher.set_field("artifact", None)
-                patcher.set_field("url", None)
-            else:
-                await self.gc(obj, path)
-                url = self.store.url_for(path)
-                if stored.get("url") != url:
-                    patcher.set_field("artifact", {**stored, "url": url})
-                if patcher.get_field("url"):
-                    patcher.set_field("url", self.store.url_for(
-                        artifact_path(STORAGE_KIND, ns, name, INDEX_LINK)))
-        if not patcher.get_field("artifact"):
-            text = "building artifact" + (": disappeared from storage" if missing else "")
-            patcher.progressive_status(cond.PROGRESSING_REASON, text, drift=True)
-            patcher.delete_condition(ARTIFACT_IN_STORAGE)
 
     async def _reconcile_source(self, obj: Obj,
                                 patcher: StatusPatcher) -> tuple[bytes, str] | None:
@@ -189,7 +157,7 @@ class HelmRepositoryReconciler(SourceReconciler):
         except helmgetter.InvalidURL as exc:
             self._stall(patcher, f"invalid Helm repository URL: {exc}")
         timeout = parse_duration(spec.get("timeout") or DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
-        options, context = await self._client_options(obj, timeout)
+        options, context = await client_options(self, obj, timeout)
         try:
             data = await helmgetter.fetch(href, options, base_url=url, context=context,
                                           max_size=self.settings.helm.index_max_size)
@@ -265,48 +233,6 @@ class HelmRepositoryReconciler(SourceReconciler):
         patcher.mark_true(FETCH_FAILED, URL_INVALID, message)
         raise StallingError(message, reason=URL_INVALID)
 
-    async def _client_options(
-            self, obj: Obj, fetch_timeout: float) -> tuple[helmgetter.ClientOptions,
-                                                           ssl.SSLContext | None]:
-        """Client options from the object's Secrets; AuthenticationFailed when they are
-        missing or unusable."""
-        ns = obj["metadata"].get("namespace", "")
-        spec = obj.get("spec") or {}
-        cert = await self._secret(ns, spec.get("certSecretRef"), "TLS authentication secret")
-        auth = await self._secret(ns, spec.get("secretRef"), "authentication secret")
-        try:
-            options = helmgetter.ClientOptions.from_secrets(
-                timeout=fetch_timeout, pass_credentials=bool(spec.get("passCredentials")),
-                auth=auth, cert=cert)
-            if options.legacy_tls:
-                log.info("warning: specifying TLS authentication data via `.spec.secretRef` "
-                         "is deprecated, please use `.spec.certSecretRef` instead")
-            context = None
-            if options.tls is not None:
-                context = await asyncio.to_thread(helmgetter.ssl_context, options.tls)
-        except helmgetter.CredentialsError as exc:
-            raise StepError(str(exc), reason=AUTHENTICATION_FAILED,
-                            condition=FETCH_FAILED) from exc
-        return options, context
-
-    async def _secret(self, namespace: str, ref: Obj | None,
-                      what: str) -> tuple[str, str, dict[str, bytes]] | None:
-        """(name, type, data) of a referenced Secret, read on demand, in Flux's words when
-        it cannot be read."""
-        name = (ref or {}).get("name")
-        if not name:
-            return None
-        try:
-            secret = await self.client.get("v1", "Secret", name, namespace)
-        except NotFound as exc:
-            raise StepError(f"failed to get {what} '{namespace}/{name}': secrets \"{name}\" "
-                            "not found", reason=AUTHENTICATION_FAILED,
-                            condition=FETCH_FAILED) from exc
-        except KubeError as exc:
-            raise StepError(f"failed to get {what} '{namespace}/{name}': {exc}",
-                            reason=AUTHENTICATION_FAILED, condition=FETCH_FAILED) from exc
-        return str(name), str(secret.get("type") or ""), self.secret_data(secret)
-
     async def _make_static(self, obj: Obj) -> None:
         """An ``oci`` repository holds data only (Flux's ``migrationToStatic``): remove
         what a ``default`` life left — artifacts, status, finalizer — once."""
@@ -327,3 +253,50 @@ class HelmRepositoryReconciler(SourceReconciler):
                 kept = [f for f in finalizers if f != FINALIZER]
                 await self.client.merge_patch(API_VERSION, KIND, name,
                                               {"metadata": {"finalizers": kept or None}}, ns)
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+async def client_options(reconciler: SourceReconciler, repo: Obj, fetch_timeout: float
+                         ) -> tuple[helmgetter.ClientOptions, ssl.SSLContext | None]:
+    """Client options from a HelmRepository's Secrets (also what a HelmChart pulls its
+    chart with); AuthenticationFailed when they are missing or unusable."""
+    ns = repo["metadata"].get("namespace", "")
+    spec = repo.get("spec") or {}
+    cert = await _secret(reconciler, ns, spec.get("certSecretRef"),
+                         "TLS authentication secret")
+    auth = await _secret(reconciler, ns, spec.get("secretRef"), "authentication secret")
+    try:
+        options = helmgetter.ClientOptions.from_secrets(
+            timeout=fetch_timeout, pass_credentials=bool(spec.get("passCredentials")),
+            auth=auth, cert=cert)
+        if options.legacy_tls:
+            log.info("warning: specifying TLS authentication data via `.spec.secretRef` "
+                     "is deprecated, please use `.spec.certSecretRef` instead")
+        context = None
+        if options.tls is not None:
+            context = await asyncio.to_thread(helmgetter.ssl_context, options.tls)
+    except helmgetter.CredentialsError as exc:
+        raise StepError(str(exc), reason=AUTHENTICATION_FAILED,
+                        condition=FETCH_FAILED) from exc
+    return options, context
+
+
+async def _secret(reconciler: SourceReconciler, namespace: str, ref: Obj | None,
+                  what: str) -> tuple[str, str, dict[str, bytes]] | None:
+    """(name, type, data) of a referenced Secret, read on demand, in Flux's words when it
+    cannot be read."""
+    name = (ref or {}).get("name")
+    if not name:
+        return None
+    try:
+        secret = await reconciler.client.get("v1", "Secret", name, namespace)
+    except NotFound as exc:
+        raise StepError(f"failed to get {what} '{namespace}/{name}': secrets \"{name}\" "
+                        "not found", reason=AUTHENTICATION_FAILED,
+                        condition=FETCH_FAILED) from exc
+    except KubeError as exc:
+        raise StepError(f"failed to get {what} '{namespace}/{name}': {exc}",
+                        reason=AUTHENTICATION_FAILED, condition=FETCH_FAILED) from exc
+    return str(name), str(secret.get("type") or ""), reconciler.secret_data(secret)
