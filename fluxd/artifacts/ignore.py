@@ -29,7 +29,7 @@ from __future__ import annotations
 import enum
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,6 +194,16 @@ class Pattern:
             return MatchResult.NO_MATCH
         return MatchResult.INCLUDE if self.inclusion else MatchResult.EXCLUDE
 
+    def name_hit(self, name: str) -> bool:
+        """Whether this (non-glob) pattern's name matches ``name``."""
+        hit = self._names.get(name)
+        if hit is None:
+            regex = self._compiled[0]
+            hit = regex is not None and regex.match(name) is not None
+            if len(self._names) < _NAME_CACHE_SIZE:
+                self._names[name] = hit
+        return hit
+
     def _name_match(self, path: Sequence[str], is_dir: bool) -> bool:
         regex = self._compiled[0]
         if regex is None:
@@ -263,6 +273,31 @@ class Matcher:
             if result is not MatchResult.NO_MATCH:
                 return result is MatchResult.EXCLUDE
         return False
+
+    def walk_checker(self) -> Callable[[Sequence[str], bool], bool]:
+        """``match_parts`` for a walk that visits directories before their contents and
+        skips excluded directories (``prunes()``): a name pattern can then only match the
+        last name, since a match on an ancestor would have excluded it. Same answers,
+        far fewer pattern checks. Without pruning it is ``match_parts`` itself."""
+        if not self.prunes():
+            return self.match_parts
+        names = [p for p in self.patterns if not p.is_glob]
+        globs = [p for p in reversed(self.patterns) if p.is_glob]
+
+        def excluded(parts: Sequence[str], is_dir: bool) -> bool:
+            leaf = parts[-1]
+            depth = len(parts)
+            for pattern in names:
+                domain = pattern.domain
+                if domain and (depth <= len(domain) or tuple(parts[:len(domain)]) != domain):
+                    continue
+                if pattern.dir_only and not is_dir:
+                    continue
+                if pattern.name_hit(leaf):
+                    return True
+            return any(g.match(parts, is_dir) is MatchResult.EXCLUDE for g in globs)
+
+        return excluded
 
     def ignored(self, rel_path: str, is_dir: bool) -> bool:
         """Whether ``rel_path`` (``/``-separated, relative to the archived root) is excluded."""

@@ -144,6 +144,7 @@ def _walk(root: Path, ignore: Matcher | None) -> Iterator[tuple[str, Path, os.st
     left out; excluded directories are still entered unless no ``!`` rule could bring any
     of their contents back (Flux walks them, so the result is the same)."""
     prune = ignore is None or ignore.prunes()
+    check = ignore.walk_checker() if ignore is not None else None
 
     def visit(path: Path, parts: list[str]) -> Iterator[tuple[str, Path, os.stat_result]]:
         with os.scandir(path) as it:
@@ -155,7 +156,7 @@ def _walk(root: Path, ignore: Matcher | None) -> Iterator[tuple[str, Path, os.st
             if not (is_dir or stat.S_ISREG(st.st_mode)):
                 continue
             child_parts = [*parts, entry_name]
-            excluded = ignore is not None and ignore.match_parts(child_parts, is_dir)
+            excluded = check is not None and check(child_parts, is_dir)
             if not excluded:
                 yield "/".join(child_parts), child, st
             if is_dir and not (excluded and prune):

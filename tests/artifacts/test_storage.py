@@ -10,7 +10,7 @@ import shutil
 import stat
 import subprocess
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -274,6 +274,9 @@ class ExplodingMatcher(Matcher):
         if self.left < 0:
             raise RuntimeError("interrupted")
         return False
+
+    def walk_checker(self) -> Callable[[Sequence[str], bool], bool]:
+        return self.match_parts
 
 
 def test_an_archive_interrupted_half_way_leaves_no_file_and_the_old_one_intact(

@@ -530,6 +530,7 @@ def _tree_entries(repo: Repo, tree_id: bytes, matcher: Matcher,
     submodule directories empty; excluded directories skipped unless a ``!`` rule may
     bring something back."""
     prune = matcher.prunes()
+    check = matcher.walk_checker()
 
     def visit(tree_id: bytes, parts: list[str]) -> Iterator[TreeEntry]:
         tree = repo[tree_id]
@@ -544,7 +545,7 @@ def _tree_entries(repo: Repo, tree_id: bytes, matcher: Matcher,
             if not keep(rel) or entry.mode == _SYMLINK:
                 continue
             is_dir = _is_dir(entry.mode) or entry.mode == _GITLINK
-            excluded = matcher.match_parts(child, is_dir)
+            excluded = check(child, is_dir)
             if is_dir:
                 if not excluded:
                     yield TreeEntry(rel, True)
