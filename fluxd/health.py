@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
+
+from fluxd.listen import Listener, parse_address
 
 __all__ = ["HealthServer", "Readiness", "create_app", "parse_address", "serve"]
 
@@ -81,27 +82,8 @@ def create_app(*, registry: CollectorRegistry, ready: Readiness) -> web.Applicat
     return app
 
 
-def parse_address(address: str) -> tuple[str | None, int]:
-    """``host:port`` as Go's listeners take it: ``:8080`` (all interfaces), ``[::1]:0``."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"address {address!r} is not host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return (host or None), int(port)
-
-
-@dataclass(frozen=True)
-class HealthServer:
-    """A running listener: where it is bound."""
-
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+#: where the server is bound
+HealthServer = Listener
 
 
 @asynccontextmanager

@@ -25,13 +25,13 @@ import os
 import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio.to_thread
 from aiohttp import web
 
 from fluxd.artifacts.storage import ArtifactStore
+from fluxd.listen import Listener, parse_address
 
 __all__ = ["ArtifactServer", "create_app", "serve"]
 
@@ -99,34 +99,15 @@ def create_app(root: Path) -> web.Application:
     return app
 
 
-def _parse_address(address: str) -> tuple[str | None, int]:
-    """``host:port`` as Go's listeners take it: ``:9090`` (all interfaces), ``[::1]:0``."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f"address {address!r} is not host:port")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return (host or None), int(port)
-
-
-@dataclass(frozen=True)
-class ArtifactServer:
-    """A running artifact listener: where it is bound."""
-
-    host: str
-    port: int
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+#: where the server is bound
+ArtifactServer = Listener
 
 
 @asynccontextmanager
 async def serve(address: str, store: ArtifactStore) -> AsyncIterator[ArtifactServer]:
     """Serve ``store.root`` on ``address`` (Flux's ``--storage-addr``, e.g. ``:9090``) for the
     duration of the ``async with`` block."""
-    host, port = _parse_address(address)
+    host, port = parse_address(address)
     runner = web.AppRunner(create_app(store.root), handle_signals=False, access_log=None,
                            shutdown_timeout=5.0)
     await runner.setup()
