@@ -115,7 +115,8 @@ def test_run_reloads_on_sighup_and_finishes_in_flight_work_on_sigterm(
     def metric(name: str, **labels: str) -> float | None:
         return sample(fetch(base + "/metrics")[1], name, **labels)
 
-    wait_until(lambda: metric("leader_election_master_status") == 1, "leadership")
+    wait_until(lambda: metric("leader_election_master_status") == 1, "leadership",
+               within=90)
     assert metric("controller_runtime_max_concurrent_reconciles", controller="lease") == 2
 
     # a valid change applies at once
@@ -207,7 +208,8 @@ def test_a_process_that_loses_its_lease_exits_non_zero(
     proc, _, port, _ = process
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: sample(fetch(base + "/metrics")[1],
-                              "leader_election_master_status") == 1, "leadership")
+                              "leader_election_master_status") == 1, "leadership",
+               within=90)
     leases = cluster.kubectl_json("get", "leases", "-n", namespace)["items"]
     name = next(i["metadata"]["name"] for i in leases
                 if i["metadata"]["name"].startswith("fluxd-leader-election"))
