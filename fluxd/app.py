@@ -60,7 +60,7 @@ def artifact_store(settings: Settings, clock: Clock) -> ArtifactStore:
     advertised = s.advertised_address or f"localhost:{port}"
     store = ArtifactStore(s.path, clock=clock, advertised=advertised,
                           digest_algo=s.digest_algorithm, retention_records=s.retention_records,
-                          retention_ttl=s.retention_ttl)
+                          retention_ttl=s.retention_ttl, durable=s.fsync)
     s.path.mkdir(parents=True, exist_ok=True)
     store.sweep_temporary_files()
     return store

@@ -126,6 +126,9 @@ class StorageSettings(_Group):
     retention_ttl: Duration = 60.0
     #: sha256, sha384 or sha512 (Flux --artifact-digest-algo)
     digest_algorithm: str = Field(default="sha256", pattern="^(sha256|sha384|sha512)$")
+    #: fsync every artifact and its directory (off, as in Flux: artifacts are a cache whose
+    #: digests are checked on every reconcile; turn on for a persistent volume)
+    fsync: bool = False
 
 
 class HelmSettings(_Group):

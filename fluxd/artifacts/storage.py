@@ -6,8 +6,13 @@ Contract (after ``fluxcd/pkg`` ``artifact/storage``):
   advertised at ``http://<advertised>/<path>`` (``<advertised>/<path>`` when the advertised
   address already has a scheme).
 * Every write is atomic: the bytes go to a temporary file in the artifact's directory,
-  which is fsync'ed, chmod'ed 0600, stamped with the clock's time and renamed into place.
+  which is chmod'ed 0600, stamped with the clock's time and renamed into place.
   Readers (the HTTP server, consumers) see the old file or the new one, never a part.
+* Writes are not fsync'ed unless the store is ``durable`` (as Flux, which does not sync
+  either): artifacts are a cache rebuilt from their sources, kept on an emptyDir that a
+  node crash discards, and every reconcile checks the stored digest, so a file torn by a
+  power loss is found and rebuilt. ``durable`` syncs the file before the rename and its
+  directory after it, for stores on persistent volumes that outlive the node.
 * ``digest`` is ``<algo>:<hex>`` of the stored (for tarballs: compressed) bytes.
 * Garbage collection keeps the current artifact, drops others older than the retention
   TTL, then drops the oldest until at most ``retention_records`` files remain. Age is the
@@ -183,7 +188,7 @@ class ArtifactStore:
 
     def __init__(self, root: Path, *, clock: Clock, advertised: str,
                  digest_algo: str = "sha256", retention_records: int = 2,
-                 retention_ttl: float = 60.0) -> None:
+                 retention_ttl: float = 60.0, durable: bool = False) -> None:
         _hasher(digest_algo)  # fail fast on an unknown algorithm
         self.root = Path(os.path.abspath(root))
         self.clock = clock
@@ -191,6 +196,7 @@ class ArtifactStore:
         self.digest_algo = digest_algo
         self.retention_records = retention_records
         self.retention_ttl = retention_ttl
+        self.durable = durable
 
     # -- paths and URLs ---------------------------------------------------------------------
 
@@ -225,7 +231,8 @@ class ArtifactStore:
                 sink = _Sink(out, _hasher(self.digest_algo))
                 yield sink
                 out.flush()
-                os.fsync(out.fileno())
+                if self.durable:
+                    os.fsync(out.fileno())
             os.chmod(tmp, ARTIFACT_FILE_MODE)
             stamp = self.clock.now().timestamp()
             os.utime(tmp, (stamp, stamp))
@@ -234,7 +241,8 @@ class ArtifactStore:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        _fsync_dir(final.parent)
+        if self.durable:
+            _fsync_dir(final.parent)
 
     def _record(self, path: str, sink: _Sink, revision: str) -> ArtifactRecord:
         return ArtifactRecord(path=path, url=self.url_for(path),
@@ -324,7 +332,8 @@ class ArtifactStore:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
             raise
-        _fsync_dir(link.parent)
+        if self.durable:
+            _fsync_dir(link.parent)
         return self.url_for(link_path)
 
     # -- reading ----------------------------------------------------------------------------

@@ -465,3 +465,29 @@ async def test_async_twins_run_the_same_operations_off_the_loop(
     clock.advance(120)
     assert await store.garbage_collect_async(KIND, NS, NAME, keep=copy.path) == [record.path]
     assert await store.remove_all_async(KIND, NS, NAME) == "gitrepository/flux-system/podinfo"
+
+
+# -- durability -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("durable", [False, True])
+def test_only_a_durable_store_fsyncs_files_and_directories(
+        tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch,
+        durable: bool) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    store = ArtifactStore(tmp_path / "store", clock=clock, advertised="h:1", durable=durable)
+    make_tree(tmp_path / "src", FILES)
+    path = archive(store, tmp_path / "src")
+    store.symlink(KIND, NS, NAME, "latest.tar.gz", path.name)
+    # a durable store syncs the archive, its directory after the rename, and the
+    # directory after the link's rename; the default store syncs nothing
+    assert len(synced) == (3 if durable else 0)
+    with tarfile.open(path) as tar:
+        assert "deploy.yaml" in tar.getnames()

@@ -109,10 +109,11 @@ class GitRepositoryReconciler(SourceReconciler):
             raise StallingError("commit signature verification (spec.verify) is not "
                                 "supported by fluxd yet", reason="VerificationError")
         stored = patcher.get_field("artifact")
-        have_file = bool(stored) and await self.store.exists_async(stored["path"])
+        have_file = bool(stored) and await self.artifact_intact(obj, stored)
         if stored and not have_file:
             patcher.mark_false(ARTIFACT_IN_STORAGE, "NoArtifact",
-                               "artifact file is missing from storage: fetching it again")
+                               "artifact file is missing from storage or fails its digest "
+                               "check: fetching it again")
         timeout = parse_duration(spec.get("timeout", "60s"))
         auth = await self._auth(ns, spec)
         ref = git.Ref.from_spec(spec.get("ref"))

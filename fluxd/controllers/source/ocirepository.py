@@ -91,7 +91,7 @@ class OCIRepositoryReconciler(SourceReconciler):
             raise StallingError(f"URL validation failed for '{strip_url_credentials(url)}': "
                                 f"{exc}", reason="URLInvalid") from exc
         stored = patcher.get_field("artifact")
-        have_file = bool(stored) and await self.store.exists_async(stored["path"])
+        have_file = bool(stored) and await self.artifact_intact(obj, stored)
         timeout = parse_duration(spec.get("timeout", "60s"))
         selector = dict(spec.get("layerSelector") or {})
         ignore = spec.get("ignore")

@@ -109,6 +109,26 @@ async def test_new_commit_on_request_and_unchanged_remote_fetches_nothing(
     assert server.stats.packs_sent("app") == 0
 
 
+async def test_a_torn_artifact_is_found_by_its_digest_and_rebuilt(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    # artifacts are written without fsync (as Flux); what makes that safe is this check
+    server.make_repo("app", {"a.yaml": "v: 1\n", "b.yaml": "v: 2\n"})
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app")))
+    first = await flux.wait(API, "GitRepository", "app", namespace, ready)
+    path = flux.storage / first["status"]["artifact"]["path"]
+    good = path.read_bytes()
+    path.write_bytes(good[: len(good) // 2])
+    await request(flux, "app", namespace, "torn")
+    again = await flux.wait(API, "GitRepository", "app", namespace, lambda o: (
+        o["status"].get("lastHandledReconcileAt") == "torn" and ready(o)))
+    assert again["status"]["artifact"]["digest"] == first["status"]["artifact"]["digest"]
+    assert path.read_bytes() == good
+    events = await flux.client.list_all("v1", "Event", namespace)
+    assert [e["message"] for e in events.items if e["reason"] == "ArtifactVerificationFailed"
+            ] == ["failed to verify integrity of artifact: computed digest doesn't match "
+                  f"'{first['status']['artifact']['digest']}'"]
+
+
 async def test_wrong_credentials_fail_then_recover_when_fixed(
         flux: Flux, tmp_path: Path, namespace: str) -> None:
     with GitServer(tmp_path / "private", auth=BasicAuth("gitea", "token-1")) as srv:

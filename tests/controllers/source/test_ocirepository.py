@@ -114,6 +114,18 @@ async def test_unchanged_digest_keeps_the_artifact_and_a_new_push_replaces_it(
         o["status"].get("lastHandledReconcileAt") == "2" and ready(o)))
     assert changed["status"]["artifact"]["revision"] == f"latest@{digest}"
     assert files_in(flux, changed)["a.yaml"] == b"2"
+    # a torn file (writes are not fsync'ed) fails its digest check and is fetched again
+    path = flux.storage / changed["status"]["artifact"]["path"]
+    good = path.read_bytes()
+    path.write_bytes(good[:-7])
+    await flux.client.merge_patch(API, "OCIRepository", "app", {"metadata": {"annotations": {
+        "reconcile.fluxcd.io/requestedAt": "3"}}}, namespace)
+    mended = await flux.wait(API, "OCIRepository", "app", namespace, lambda o: (
+        o["status"].get("lastHandledReconcileAt") == "3" and ready(o)))
+    assert mended["status"]["artifact"]["digest"] == changed["status"]["artifact"]["digest"]
+    assert path.read_bytes() == good
+    events = await flux.client.list_all("v1", "Event", namespace)
+    assert any(e["reason"] == "ArtifactVerificationFailed" for e in events.items)
 
 
 async def test_copy_operation_stores_the_layer_as_is(flux: Flux, registry: Registry,
