@@ -7,10 +7,10 @@ and TLS (a server certificate from a test CA, optionally requiring client certif
 are opt-in; ``down``/``up`` close and reopen the listener on the same port; every request
 is counted by path.
 
-``CertificateAuthority`` makes a throw-away CA and issues server and client certificates
-with ``cryptography``. ``HelmCLI`` runs the real ``helm`` binary with an isolated home:
-``write_chart`` + ``package`` + ``index`` build a repository the way chart publishers do.
-``large_index`` writes a synthetic index of a given size in Helm's layout.
+TLS key pairs come from ``tests.support.pki``. ``HelmCLI`` runs the real ``helm`` binary
+with an isolated home: ``write_chart`` + ``package`` + ``index`` build a repository the
+way chart publishers do. ``large_index`` writes a synthetic index of a given size in
+Helm's layout.
 """
 
 from __future__ import annotations
@@ -19,9 +19,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import datetime
 import hmac
-import ipaddress
 import shutil
 import ssl
 import subprocess
@@ -34,10 +32,8 @@ from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.support.pki import KeyPair
 
 HOST = "127.0.0.1"
 #: how long one helm CLI invocation may take
@@ -46,68 +42,6 @@ HELM_TIMEOUT = 120.0
 # --------------------------------------------------------------------------------------
 # Certificates
 # --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class KeyPair:
-    """A PEM certificate and its PEM private key."""
-
-    cert: bytes
-    key: bytes
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-class CertificateAuthority:
-    """A self-signed CA (P-256) that issues certificates valid for a day."""
-
-    def __init__(self, name: str = "fluxd test CA") -> None:
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-        now = datetime.datetime.now(datetime.UTC)
-        self._cert = (
-            x509.CertificateBuilder()
-            .subject_name(self._name).issuer_name(self._name)
-            .public_key(self._key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-            .sign(self._key, hashes.SHA256()))
-
-    @property
-    def cert(self) -> bytes:
-        return self._cert.public_bytes(serialization.Encoding.PEM)
-
-    def issue(self, common_name: str, *, ips: tuple[str, ...] = (),
-              dns: tuple[str, ...] = (), client: bool = False) -> KeyPair:
-        """A leaf certificate for a server (``ips``/``dns`` as SANs) or a ``client``."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        now = datetime.datetime.now(datetime.UTC)
-        names: list[x509.GeneralName] = [x509.DNSName(d) for d in dns]
-        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
-        usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self._name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False))
-        if names:
-            builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        cert = builder.sign(self._key, hashes.SHA256())
-        return KeyPair(cert.public_bytes(serialization.Encoding.PEM), _pem_key(key))
 
 
 # --------------------------------------------------------------------------------------

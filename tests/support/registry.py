@@ -37,7 +37,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -45,11 +45,11 @@ from types import TracebackType
 from typing import Any, Self
 
 import yaml
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from cryptography.x509.oid import NameOID
+
+from tests.support.pki import CertificateAuthority
 
 HOST = "127.0.0.1"
 REGISTRY_BINARY = "/usr/bin/docker-registry"
@@ -212,42 +212,6 @@ def htpasswd(users: Mapping[str, str]) -> str:
 # keys and certificates
 # --------------------------------------------------------------------------------------
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, *,
-                 issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
-                 ca: bool = False, hosts: Iterable[str] = ()) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
-    issuer_name, signer = (issuer[0].subject, issuer[1]) if issuer else (name, key)
-    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer_name)
-               .public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if ca:
-        builder = builder.add_extension(
-            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                          content_commitment=False, key_encipherment=False,
-                          data_encipherment=False, key_agreement=False, encipher_only=False,
-                          decipher_only=False), critical=True)
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            import ipaddress
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    if names:
-        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    return builder.sign(signer, hashes.SHA256())
-
-
 @dataclass(frozen=True)
 class ServerTLS:
     """A CA and a server certificate for 127.0.0.1/localhost signed by it."""
@@ -259,16 +223,13 @@ class ServerTLS:
     @classmethod
     def create(cls, directory: Path) -> ServerTLS:
         directory.mkdir(parents=True, exist_ok=True)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca = _certificate("fluxd test CA", ca_key, ca=True)
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = _certificate("fluxd test registry", key, issuer=(ca, ca_key),
-                            hosts=(HOST, "localhost"))
+        ca = CertificateAuthority.create("fluxd test CA")
+        pair = ca.issue("fluxd test registry", hosts=(HOST, "localhost"))
         cert_file, key_file = directory / "tls.crt", directory / "tls.key"
-        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(_pem_key(key))
+        cert_file.write_bytes(pair.cert)
+        key_file.write_bytes(pair.key)
         key_file.chmod(0o600)
-        return cls(ca.public_bytes(serialization.Encoding.PEM), cert_file, key_file)
+        return cls(ca.ca_pem, cert_file, key_file)
 
 
 # --------------------------------------------------------------------------------------
@@ -434,11 +395,11 @@ class TokenServer(_ThreadedServer):
         self.refresh_tokens = dict(refresh_tokens or {})
         self.requests: Counter[str] = Counter()
         self.lock = threading.Lock()
-        self._key = ec.generate_private_key(ec.SECP256R1())
-        self._cert = _certificate("fluxd test token issuer", self._key, ca=True)
+        issuer = CertificateAuthority.create("fluxd test token issuer")
+        self._key, self._cert = issuer.key, issuer.cert
         directory.mkdir(parents=True, exist_ok=True)
         self.root_bundle = directory / "token-root.pem"
-        self.root_bundle.write_bytes(self._cert.public_bytes(serialization.Encoding.PEM))
+        self.root_bundle.write_bytes(issuer.ca_pem)
 
     @property
     def realm(self) -> str:

@@ -23,13 +23,13 @@ from fluxd.controllers.source.git import (
 from tests.controllers.conftest import Flux, condition
 from tests.support.gitserver import (
     BasicAuth,
-    CertificateAuthority,
     GitServer,
     Repo,
     add_submodule,
     git,
     head,
 )
+from tests.support.pki import CertificateAuthority
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]
 

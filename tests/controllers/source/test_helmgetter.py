@@ -14,7 +14,7 @@ from fluxd.controllers.source.helmgetter import (
     index_url,
     ssl_context,
 )
-from tests.support.helmrepo import CertificateAuthority
+from tests.support.pki import CertificateAuthority
 
 
 @pytest.mark.parametrize(("url", "index"), [
@@ -55,7 +55,7 @@ def test_basic_auth_needs_both_username_and_password_or_neither() -> None:
 
 
 def test_cert_secret_ref_wins_over_the_deprecated_secret_ref_keys() -> None:
-    ca = CertificateAuthority().cert
+    ca = CertificateAuthority.create().ca_pem
     chosen = options({"caFile": b"legacy"}, {"ca.crt": ca})
     assert (chosen.tls, chosen.legacy_tls) == (TLSData(ca=ca), False)
     legacy = options({"caFile": ca})
@@ -74,9 +74,9 @@ def test_tls_secrets_are_checked_as_flux_checks_them() -> None:
 
 
 def test_a_client_key_pair_and_ca_make_a_verifying_tls_1_2_context() -> None:
-    ca = CertificateAuthority()
+    ca = CertificateAuthority.create()
     pair = ca.issue("fluxd", client=True)
-    context = ssl_context(TLSData(cert=pair.cert, key=pair.key, ca=ca.cert))
+    context = ssl_context(TLSData(cert=pair.cert, key=pair.key, ca=ca.ca_pem))
     assert context.check_hostname and context.minimum_version.name == "TLSv1_2"
     with pytest.raises(CredentialsError, match="invalid client certificate or key"):
         ssl_context(TLSData(cert=pair.cert, key=ca.issue("other").key))

@@ -22,12 +22,12 @@ from tests.conftest import tool
 from tests.controllers.conftest import Flux, condition
 from tests.support.helmrepo import (
     BasicAuth,
-    CertificateAuthority,
     HelmCLI,
     HelmRepoServer,
     large_index,
     write_chart,
 )
+from tests.support.pki import CertificateAuthority
 
 pytestmark = pytest.mark.anyio
 
@@ -219,9 +219,9 @@ async def test_missing_or_incomplete_secrets_are_authentication_failures(
 
 async def test_https_with_a_private_ca_and_a_client_certificate_from_cert_secret_ref(
         flux: Flux, helm: HelmCLI, tmp_path: Path, namespace: str) -> None:
-    ca = CertificateAuthority()
-    with HelmRepoServer(tmp_path / "tls", tls=ca.issue("127.0.0.1", ips=("127.0.0.1",)),
-                        client_ca=ca.cert) as srv:
+    ca = CertificateAuthority.create()
+    with HelmRepoServer(tmp_path / "tls", tls=ca.issue("127.0.0.1", hosts=("127.0.0.1",)),
+                        client_ca=ca.ca_pem) as srv:
         publish(helm, srv, ("podinfo", "6.0.0"))
         await flux.client.create(helmrepo("tls", namespace, srv.url))
         failed = await flux.wait(API, KIND, "tls", namespace, fetch_failed)
@@ -229,7 +229,7 @@ async def test_https_with_a_private_ca_and_a_client_certificate_from_cert_secret
 
         client = ca.issue("fluxd", client=True)
         await secret(flux, namespace, "tls", {"tls.crt": client.cert, "tls.key": client.key,
-                                              "ca.crt": ca.cert}, "kubernetes.io/tls")
+                                              "ca.crt": ca.ca_pem}, "kubernetes.io/tls")
         await flux.client.merge_patch(API, KIND, "tls", {"spec": {
             "certSecretRef": {"name": "tls"}}}, namespace)
         obj = await flux.wait(API, KIND, "tls", namespace, ready)
