@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import Metric
 
-from fluxd.listen import Listener, parse_address
+from fluxd.listen import Listener, parse_address, serve_app
 
 __all__ = ["HealthServer", "Readiness", "create_app", "parse_address", "serve"]
 
@@ -94,16 +94,6 @@ async def serve(address: str, *, registry: CollectorRegistry,
     With an empty host (``:0``) every interface is bound; with port 0 each socket may get
     its own port, and the first one is reported.
     """
-    host, port = parse_address(address)
-    runner = web.AppRunner(create_app(registry=registry, ready=ready), handle_signals=False,
-                           access_log=None, shutdown_timeout=5.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        server = HealthServer(host=str(bound_host), port=int(bound_port))
-        log.info("health and metrics server listening", extra={"address": server.url})
+    async with serve_app(address, create_app(registry=registry, ready=ready),
+                         what="health and metrics server", log=log) as server:
         yield server
-    finally:
-        await runner.cleanup()

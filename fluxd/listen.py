@@ -1,8 +1,14 @@
-"""Listener addresses as fluxd's flags take them, and where a listener ended up bound."""
+"""Listener addresses as fluxd's flags take them, where a listener ended up bound, and
+serving an aiohttp application on one for the length of an ``async with`` block."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+from aiohttp import web
 
 
 def parse_address(address: str) -> tuple[str | None, int]:
@@ -26,3 +32,24 @@ class Listener:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
+
+
+@asynccontextmanager
+async def serve_app(address: str, app: web.Application, *, what: str,
+                    log: logging.Logger) -> AsyncIterator[Listener]:
+    """Serve ``app`` on ``address`` until the block ends; logs ``<what> listening``.
+
+    With an empty host (``:0``) every interface is bound; with port 0 each socket may get
+    its own port, and the first one is reported. Signals belong to the daemon, not here.
+    """
+    host, port = parse_address(address)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        server = Listener(host=str(bound_host), port=int(bound_port))
+        log.info("%s listening", what, extra={"address": server.url})
+        yield server
+    finally:
+        await runner.cleanup()

@@ -31,7 +31,7 @@ import anyio.to_thread
 from aiohttp import web
 
 from fluxd.artifacts.storage import ArtifactStore
-from fluxd.listen import Listener, parse_address
+from fluxd.listen import Listener, serve_app
 
 __all__ = ["ArtifactServer", "create_app", "serve"]
 
@@ -107,16 +107,6 @@ ArtifactServer = Listener
 async def serve(address: str, store: ArtifactStore) -> AsyncIterator[ArtifactServer]:
     """Serve ``store.root`` on ``address`` (Flux's ``--storage-addr``, e.g. ``:9090``) for the
     duration of the ``async with`` block."""
-    host, port = parse_address(address)
-    runner = web.AppRunner(create_app(store.root), handle_signals=False, access_log=None,
-                           shutdown_timeout=5.0)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-        bound_host, bound_port = runner.addresses[0][:2]
-        server = ArtifactServer(host=str(bound_host), port=int(bound_port))
-        log.info("artifact server listening", extra={"address": server.url})
+    async with serve_app(address, create_app(store.root), what="artifact server",
+                         log=log) as server:
         yield server
-    finally:
-        await runner.cleanup()
