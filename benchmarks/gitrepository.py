@@ -41,7 +41,7 @@ from fluxd.controllers.source.git import Ref, Remote
 from fluxd.kube import KubeClient
 from fluxd.metrics import Metrics
 from fluxd.runtime.reconcile import ObjectKey
-from tests.controllers.conftest import free_port, install_crds
+from tests.controllers.conftest import install_crds
 from tests.support.gitserver import GitServer, git
 
 API = "source.toolkit.fluxcd.io/v1"
@@ -91,12 +91,11 @@ class LagMonitor:
 
 async def with_manager(kubeconfig: Path, storage: Path, concurrency: int,
                        body: Any) -> Any:
-    port = free_port()
     settings = Settings.model_validate({
         "kube": {"kubeconfig": str(kubeconfig), "qps": 500, "burst": 1000},
         "leader_election": {"enabled": False},
         "server": {"metrics_address": "127.0.0.1:0"},
-        "storage": {"path": str(storage), "address": f"127.0.0.1:{port}"},
+        "storage": {"path": str(storage), "address": "127.0.0.1:0"},
         "concurrency": {"source": concurrency},
         "log": {"level": "warning"},
     })

@@ -119,7 +119,7 @@ class StorageSettings(_Group):
     #: the artifact HTTP server (Flux --storage-addr)
     address: str = "0.0.0.0:9090"
     #: host[:port] or URL put in status.artifact.url (Flux --storage-adv-addr); empty:
-    #: localhost with the server's port
+    #: localhost with the port the server is bound to (port 0 takes a free one)
     advertised_address: str = ""
     #: artifacts kept per object, and for how long (Flux --artifact-retention-*)
     retention_records: int = Field(default=2, ge=1)

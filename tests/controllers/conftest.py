@@ -42,6 +42,7 @@ class Flux:
     manager: Manager
     context: ControllerContext
     storage: Path
+    runner: asyncio.Task[int]
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str) -> Any:
         return await self.client.get(api_version, kind, name, namespace)
@@ -53,6 +54,9 @@ class Flux:
         try:
             async with asyncio.timeout(within):
                 while True:
+                    if self.runner.done():  # the manager failed: its error, not a timeout
+                        self.runner.result()
+                        raise AssertionError("the manager stopped before the test ended")
                     try:
                         last = await self.get(api_version, kind, name, namespace)
                     except NotFound:
@@ -82,13 +86,12 @@ async def install_crds(client: KubeClient) -> None:
 
 @pytest.fixture
 async def flux(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Flux]:
-    port = free_port()
     settings = Settings.model_validate({
         "kube": {"kubeconfig": str(cluster.kubeconfig)},
         "leader_election": {"enabled": False},
         "server": {"metrics_address": "127.0.0.1:0"},
-        "storage": {"path": str(tmp_path / "storage"), "address": f"127.0.0.1:{port}",
-                    "advertised_address": f"127.0.0.1:{port}"},
+        # port 0: the artifact server takes a free port and advertises it
+        "storage": {"path": str(tmp_path / "storage"), "address": "127.0.0.1:0"},
         "reconcile": {"min_retry_delay": "100ms", "max_retry_delay": "1s"},
         "shutdown": {"grace_period": "5s"},
     })
@@ -102,11 +105,15 @@ async def flux(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Flux]:
                                         metrics=Metrics(registry, process_metrics=False),
                                         controllers=app.flux_controllers)
         stop = asyncio.Event()
-        async with asyncio.TaskGroup() as group:
-            runner = group.create_task(manager.run(stop))
+        # a plain task, not a task group: a manager that fails must fail the test with its
+        # own error, not cancel the test's task
+        runner = asyncio.create_task(manager.run(stop), name="fluxd manager")
+        flux = Flux(client, manager, context, tmp_path / "storage", runner)
+        try:
+            yield flux
+        finally:
+            stop.set()
             try:
-                yield Flux(client, manager, context, tmp_path / "storage")
-            finally:
-                stop.set()
                 await asyncio.wait_for(runner, 30)
+            finally:
                 context.events.close()

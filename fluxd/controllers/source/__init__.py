@@ -41,8 +41,11 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
 
     @contextlib.asynccontextmanager
     async def serve_artifacts() -> AsyncIterator[object]:
-        async with artifact_server.serve(context.settings.storage.address,
-                                         context.artifacts) as server:
+        storage = context.settings.storage
+        async with artifact_server.serve(storage.address, context.artifacts) as server:
+            if not storage.advertised_address:
+                # the bound port: differs from the configured one only for port 0
+                context.artifacts.advertised = f"localhost:{server.port}"
             yield server
 
     def includers(event: ArtifactEvent) -> None:
