@@ -28,7 +28,7 @@ from fluxd.artifacts.bus import ArtifactBus
 from fluxd.artifacts.storage import ArtifactStore
 from fluxd.clock import Clock, SystemClock
 from fluxd.config import Settings
-from fluxd.controllers import source
+from fluxd.controllers import kustomize, source
 from fluxd.kube import KubeClient
 from fluxd.metrics import Metrics
 from fluxd.runtime.events import EventBus
@@ -50,7 +50,7 @@ def no_controllers(context: ControllerContext) -> list[ControllerSpec]:
 
 def flux_controllers(context: ControllerContext) -> list[ControllerSpec]:
     """Every Flux controller fluxd has so far."""
-    return source.controllers(context)
+    return [*source.controllers(context), *kustomize.controllers(context)]
 
 
 def artifact_store(settings: Settings, clock: Clock) -> ArtifactStore:

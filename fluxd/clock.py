@@ -70,3 +70,38 @@ def rfc3339(moment: datetime.datetime) -> str:
 def rfc3339_micro(moment: datetime.datetime) -> str:
     """Kubernetes ``metav1.MicroTime`` text."""
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def go_duration(nanos: int) -> str:
+    """Render nanoseconds as Go's time.Duration.String() does ("1m30s", "1.5ms")."""
+    if nanos == 0:
+        return "0s"
+    sign = "-" if nanos < 0 else ""
+    u = abs(nanos)
+
+    def frac(value: int, digits: int) -> str:
+        whole, rest = divmod(value, 10**digits)
+        tail = f"{rest:0{digits}d}".rstrip("0")
+        return f"{whole}.{tail}" if tail else str(whole)
+
+    if u < 1_000:
+        return f"{sign}{u}ns"
+    if u < 1_000_000:
+        return f"{sign}{frac(u, 3)}µs"
+    if u < 1_000_000_000:
+        return f"{sign}{frac(u, 6)}ms"
+    seconds, rest = divmod(u, 1_000_000_000)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    text = frac(seconds * 1_000_000_000 + rest, 9) + "s"
+    if hours:
+        return f"{sign}{hours}h{minutes}m{text}"
+    if minutes:
+        return f"{sign}{minutes}m{text}"
+    return f"{sign}{text}"
+
+
+def format_duration(seconds: float) -> str:
+    """Seconds as Go's ``time.Duration`` prints them, as Flux's messages show durations
+    ("9m30s", "1.5s", "2h0m0s")."""
+    return go_duration(round(seconds * 1_000_000_000))

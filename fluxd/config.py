@@ -145,6 +145,31 @@ class HelmSettings(_Group):
     package_timeout: Duration = 120.0
 
 
+class KustomizeSettings(_Group):
+    """kustomize-controller behaviour (Flux's kustomize-controller flags and gates)."""
+
+    #: server-side applies in flight per Kustomization (Flux --concurrent-ssa)
+    concurrent_ssa: int = Field(default=4, ge=1)
+    #: field managers whose fields the apply takes over, besides kubectl's
+    #: (Flux --override-manager)
+    override_managers: list[str] = []
+    #: a ${var} with no value and no default fails the build (Flux feature gate
+    #: StrictPostBuildSubstitutions, on since kustomize-controller v1.9)
+    strict_substitution: bool = True
+    #: how often health checks look at the applied objects again
+    health_poll_interval: Duration = 2.0
+
+
+class AccessSettings(_Group):
+    """Multi-tenancy lockdown (Flux's --no-cross-namespace-refs and
+    --default-service-account), for every controller of the process."""
+
+    #: refuse references to objects in another namespace (sourceRef, dependsOn)
+    no_cross_namespace_refs: bool = False
+    #: the service account impersonated when an object names none; empty: fluxd's own
+    default_service_account: str = ""
+
+
 class ServerSettings(_Group):
     #: /metrics, /healthz and /readyz (Flux: --metrics-addr :8080, --health-addr :9440)
     metrics_address: str = "0.0.0.0:8080"
@@ -193,6 +218,8 @@ class Settings(BaseSettings):
     leader_election: LeaderElectionSettings = LeaderElectionSettings()
     storage: StorageSettings = StorageSettings()
     helm: HelmSettings = HelmSettings()
+    kustomize: KustomizeSettings = KustomizeSettings()
+    access: AccessSettings = AccessSettings()
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()
     shutdown: ShutdownSettings = ShutdownSettings()

@@ -14,7 +14,9 @@ Kubernetes' structured-merge-diff:
 - **update** (create, PUT, patches): the manager gains the fields it added or changed,
   other managers lose them, and removed fields are disowned.
 - A request that sets ``metadata.managedFields`` itself replaces the record (how
-  tools such as Flux hand fields over from ``kubectl``'s client-side apply).
+  tools such as Flux hand fields over from ``kubectl``'s client-side apply); the
+  request's own changes are then tracked on the new record. Entries naming the same
+  manager collapse into one, the later winning, as the real server decodes them.
 
 Server-managed metadata, ``apiVersion``/``kind`` and — for kinds with a status
 subresource — ``status`` (or, for the status subresource, everything but ``status``) are
@@ -125,18 +127,26 @@ def from_fields_v1(tree: Any, prefix: Path = ()) -> FieldSet:
 
 
 def parse_managed_fields(entries: Any) -> list[Manager]:
-    managers = []
+    """The record's managers; two entries of one manager are one, the later winning (the
+    real server decodes the record into a map keyed by manager)."""
+    managers: list[Manager] = []
+    at: dict[tuple[str, str, str], int] = {}
     for entry in entries or []:
         if not isinstance(entry, dict):
             continue
-        managers.append(Manager(
+        manager = Manager(
             name=str(entry.get("manager", "")),
             operation=str(entry.get("operation", "Update")),
             subresource=str(entry.get("subresource", "")),
             api_version=str(entry.get("apiVersion", "")),
             time=str(entry.get("time", "")),
             fields=from_fields_v1(entry.get("fieldsV1") or {}),
-        ))
+        )
+        if manager.identity in at:
+            managers[at[manager.identity]] = manager
+        else:
+            at[manager.identity] = len(managers)
+            managers.append(manager)
     return managers
 
 
@@ -460,11 +470,13 @@ def record_update(old: dict[str, Any] | None, new: dict[str, Any], *, manager: s
     old_meta = (old or {}).get("metadata") or {}
     requested = new_meta.get("managedFields")
     if requested is not None and requested != old_meta.get("managedFields"):
-        # The client rewrote the record itself; `[{}]` (or []) resets it.
+        # The client rewrote the record itself; `[{}]` (or []) resets it. Otherwise the
+        # rewritten record is the one this write's own changes are then tracked on.
         if not [e for e in requested if isinstance(e, dict) and e]:
             return []
-        return render_managed_fields(parse_managed_fields(requested))
-    managers = parse_managed_fields(old_meta.get("managedFields"))
+        managers = parse_managed_fields(requested)
+    else:
+        managers = parse_managed_fields(old_meta.get("managedFields"))
     added, modified, removed = compare(
         tracked(old, subresource=subresource, status_separate=status_separate),
         tracked(new, subresource=subresource, status_separate=status_separate),

@@ -23,7 +23,7 @@ from typing import Any
 
 from fluxd.clock import Clock, rfc3339
 from fluxd.devcluster import apply as ssa
-from fluxd.devcluster import conversion, defaults, patch, validation
+from fluxd.devcluster import conversion, defaults, immutable, patch, validation
 from fluxd.devcluster.errors import (
     ApiError,
     already_exists,
@@ -232,6 +232,8 @@ class Cluster:
             causes += [(e.type, e.field, e.message)
                        for e in validation.validate(obj, rt.openapi)]
         causes += self._kind_errors(rt, obj)
+        if old is not None and not rt.crd:
+            causes += immutable.update_errors(rt.group, rt.kind, obj, old)
         if causes:
             raise invalid(rt.qualified_kind, meta.get("name") or "", causes, group=rt.group,
                           kind=rt.kind)

@@ -30,6 +30,8 @@ import struct
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from fluxd.clock import go_duration
+
 __all__ = ["MEDIA_TYPE", "SUPPORTED_KINDS", "ProtobufError", "decode"]
 
 MEDIA_TYPE: Final = "application/vnd.kubernetes.protobuf"
@@ -880,7 +882,7 @@ def _decode_value(
         for number, value in _fields(buf, pos, end):
             if number == 1 and isinstance(value, int):
                 nanos = _int64(value)
-        return _go_duration(nanos)
+        return go_duration(nanos)
     if kind == _EXTRA:
         return [_text(buf, *v) for n, v in _fields(buf, pos, end)
                 if n == 1 and isinstance(v, tuple)]
@@ -934,35 +936,6 @@ def _int_or_string(buf: bytes, pos: int, end: int) -> int | str:
     if typ == 1:
         return text
     raise ProtobufError(f"corrupt protobuf body: IntOrString type {typ}")
-
-
-def _go_duration(nanos: int) -> str:
-    """Render nanoseconds as Go's time.Duration.String() does ("1m30s", "1.5ms")."""
-    if nanos == 0:
-        return "0s"
-    sign = "-" if nanos < 0 else ""
-    u = abs(nanos)
-
-    def frac(value: int, digits: int) -> str:
-        whole, rest = divmod(value, 10**digits)
-        tail = f"{rest:0{digits}d}".rstrip("0")
-        return f"{whole}.{tail}" if tail else str(whole)
-
-    if u < 1_000:
-        return f"{sign}{u}ns"
-    if u < 1_000_000:
-        return f"{sign}{frac(u, 3)}µs"
-    if u < 1_000_000_000:
-        return f"{sign}{frac(u, 6)}ms"
-    seconds, rest = divmod(u, 1_000_000_000)
-    hours, seconds = divmod(seconds, 3600)
-    minutes, seconds = divmod(seconds, 60)
-    text = frac(seconds * 1_000_000_000 + rest, 9) + "s"
-    if hours:
-        return f"{sign}{hours}h{minutes}m{text}"
-    if minutes:
-        return f"{sign}{minutes}m{text}"
-    return f"{sign}{text}"
 
 
 # --- entry point --------------------------------------------------------------------------

@@ -19,7 +19,10 @@ the queue takes at low priority), ``on_update(old, new)`` and ``on_delete(obj)``
 indexes map an object to keys (e.g. "kustomizations by sourceRef") for lookups.
 
 ``InformerCache`` holds one informer per kind and refuses Secrets and ConfigMaps: those
-are read on demand, never cached.
+are read on demand, never cached. A *metadata-only* informer (``metadata_only=True``, as
+controller-runtime's ``OnlyMetadata`` watches) keeps just the identity, labels and
+annotations of each object, so it may watch Secrets and ConfigMaps to learn that one
+changed without holding its data.
 """
 
 from __future__ import annotations
@@ -77,14 +80,29 @@ def slim(obj: Obj) -> Obj:
     return compact
 
 
+_METADATA_KEYS = ("name", "namespace", "uid", "resourceVersion", "generation", "labels",
+                  "annotations", "deletionTimestamp")
+
+
+def metadata_of(obj: Obj) -> Obj:
+    """The object as a metadata-only informer keeps it: kind and identity, labels and
+    annotations; no data, spec or status."""
+    meta = obj.get("metadata") or {}
+    kept: Obj = {"apiVersion": obj.get("apiVersion"), "kind": obj.get("kind"),
+                 "metadata": {k: meta[k] for k in _METADATA_KEYS if k in meta}}
+    compact: Obj = _compact(kept)
+    return compact
+
+
 class Informer:
     def __init__(self, client: KubeClient, api_version: str, kind: str, *, clock: Clock,
                  namespace: str | None = None, label_selector: str | None = None,
                  resync_period: float = 36_000.0, watch_timeout: int = 300,
                  backoff_initial: float = 0.8, backoff_max: float = 30.0,
-                 page_size: int = 500) -> None:
-        if (api_version, kind) in UNCACHEABLE:
+                 page_size: int = 500, metadata_only: bool = False) -> None:
+        if (api_version, kind) in UNCACHEABLE and not metadata_only:
             raise ValueError(f"{kind} objects are read on demand, never cached")
+        self._slim = metadata_of if metadata_only else slim
         self.api_version = api_version
         self.kind = kind
         self._client = client
@@ -161,7 +179,7 @@ class Informer:
                 index.setdefault(value, set()).add(key)
 
     def _put(self, obj: Obj, *, initial: bool = False) -> None:
-        obj = slim(obj)
+        obj = self._slim(obj)
         key = store_key(obj)
         old = self._store.get(key)
         self._store[key] = obj
@@ -178,7 +196,7 @@ class Informer:
         if old is None:
             return
         self._index(key, old, None)
-        final = slim(obj) if obj.get("metadata") else old
+        final = self._slim(obj) if obj.get("metadata") else old
         for handler in self._handlers:
             handler.on_delete(final)
 
@@ -283,6 +301,7 @@ class InformerCache:
         self._namespace = namespace
         self._resync = resync_period
         self._informers: dict[tuple[str, str], Informer] = {}
+        self._metadata_informers: dict[tuple[str, str, str], Informer] = {}
 
     def informer(self, api_version: str, kind: str) -> Informer:
         key = (api_version, kind)
@@ -294,16 +313,30 @@ class InformerCache:
             self._informers[key] = found
         return found
 
+    def metadata_informer(self, api_version: str, kind: str, *,
+                          label_selector: str) -> Informer:
+        """A metadata-only informer of objects with ``label_selector`` (the process's
+        sharding selector does not apply: it selects fluxd's own kinds, not the
+        ConfigMaps and Secrets they reference)."""
+        key = (api_version, kind, label_selector)
+        found = self._metadata_informers.get(key)
+        if found is None:
+            found = Informer(self._client, api_version, kind, clock=self._clock,
+                             namespace=self._namespace, label_selector=label_selector,
+                             resync_period=self._resync, metadata_only=True)
+            self._metadata_informers[key] = found
+        return found
+
     def informers(self) -> list[Informer]:
-        return list(self._informers.values())
+        return [*self._informers.values(), *self._metadata_informers.values()]
 
     @property
     def has_synced(self) -> bool:
-        return all(i.has_synced for i in self._informers.values())
+        return all(i.has_synced for i in self.informers())
 
     async def wait_for_sync(self) -> None:
-        for informer in list(self._informers.values()):
+        for informer in self.informers():
             await informer.wait_for_sync()
 
     def object_count(self) -> int:
-        return sum(len(i) for i in self._informers.values())
+        return sum(len(i) for i in self.informers())

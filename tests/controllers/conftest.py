@@ -85,8 +85,16 @@ async def install_crds(client: KubeClient) -> None:
 
 
 @pytest.fixture
-async def flux(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Flux]:
-    settings = Settings.model_validate({
+def flux_overrides(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
+    """Settings groups laid over the ``flux`` fixture's; a test sets them with
+    ``@pytest.mark.parametrize("flux_overrides", [{...}], indirect=True)``."""
+    return dict(getattr(request, "param", {}))
+
+
+@pytest.fixture
+async def flux(cluster: Cluster, tmp_path: Path,
+               flux_overrides: dict[str, dict[str, Any]]) -> AsyncIterator[Flux]:
+    groups: dict[str, dict[str, Any]] = {
         "kube": {"kubeconfig": str(cluster.kubeconfig)},
         "leader_election": {"enabled": False},
         "server": {"metrics_address": "127.0.0.1:0"},
@@ -94,7 +102,11 @@ async def flux(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Flux]:
         "storage": {"path": str(tmp_path / "storage"), "address": "127.0.0.1:0"},
         "reconcile": {"min_retry_delay": "100ms", "max_retry_delay": "1s"},
         "shutdown": {"grace_period": "5s"},
-    })
+        "kustomize": {"health_poll_interval": "500ms"},
+    }
+    for group, values in flux_overrides.items():
+        groups[group] = {**groups.get(group, {}), **values}
+    settings = Settings.model_validate(groups)
     clock = SystemClock()
     async with await KubeClient.connect(clock=clock, kubeconfig=str(cluster.kubeconfig),
                                         field_manager="source-controller") as client:

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fluxd.clock import go_duration
 from fluxd.devcluster import protobuf
 from fluxd.devcluster.protobuf import SUPPORTED_KINDS, ProtobufError, decode
 
@@ -788,7 +789,7 @@ def test_a_map_entry_without_a_value_gets_the_empty_value() -> None:
 
 
 def test_go_duration_strings_match_time_duration() -> None:
-    render = protobuf._go_duration
+    render = go_duration
     assert [render(n) for n in (0, 1, 1_500, 2_000_000, 90 * 10**9, 3600 * 10**9,
                                 3_723_500_000_000, -1_500_000)] == [
         "0s", "1ns", "1.5µs", "2ms", "1m30s", "1h0m0s", "1h2m3.5s", "-1.5ms"]

@@ -1,0 +1,132 @@
+"""Flux's kustomize-controller: Kustomizations built, substituted, applied, pruned and
+health-checked.
+
+What enqueues a Kustomization, besides its own spec changes and reconcile requests:
+
+* a new artifact of its source on the artifact bus (cache index on ``sourceRef``), at
+  once — unless it already applied that revision;
+* a Kustomization it depends on becoming Ready, or applying a new revision while Ready
+  (cache index on ``dependsOn``), at once — Flux polls every 30 s here; the 30 s requeue
+  stays only as a fallback;
+* a change to a ConfigMap or Secret it takes substitution variables from, when that
+  object is labelled ``reconcile.fluxcd.io/watch: Enabled`` (watched metadata-only: their
+  data is never cached).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fluxd.api import source as source_api
+from fluxd.api.kustomize import API_VERSION
+from fluxd.artifacts.bus import ArtifactEvent
+from fluxd.controllers.kustomize.kustomization import (
+    KIND,
+    KustomizationReconciler,
+    dependency_index,
+    source_index,
+)
+from fluxd.runtime import conditions as cond
+from fluxd.runtime.manager import ControllerContext, ControllerSpec
+from fluxd.runtime.reconcile import ObjectKey
+
+Obj = dict[str, Any]
+
+#: the source kinds fluxd serves that a Kustomization can take artifacts from
+SOURCE_KINDS = ("GitRepository", "OCIRepository")
+#: ConfigMaps and Secrets with this label reconcile the Kustomizations using them
+WATCH_SELECTOR = "reconcile.fluxcd.io/watch=Enabled"
+
+
+def substitute_from_index(obj: Obj) -> list[str]:
+    """Kustomizations by ``<Kind>/<namespace>/<name>`` of their substituteFrom objects."""
+    ns = obj["metadata"].get("namespace", "")
+    refs = ((obj.get("spec") or {}).get("postBuild") or {}).get("substituteFrom") or []
+    return [f"{r.get('kind')}/{ns}/{r.get('name')}" for r in refs if r.get("name")]
+
+
+def controllers(context: ControllerContext) -> list[ControllerSpec]:
+    informer = context.cache.informer(API_VERSION, KIND)
+    sources = {kind: context.cache.informer(source_api.API_VERSION, kind)
+               for kind in SOURCE_KINDS}
+    reconciler = KustomizationReconciler(
+        client=context.client, informer=informer, sources=sources, store=context.artifacts,
+        bus=context.artifact_bus, recorder=context.recorder("kustomize-controller"),
+        clock=context.clock, settings=context.settings, queue=context.queue,
+        kubectl=context.settings.tools.kubectl)
+
+    def new_artifact(event: ArtifactEvent) -> None:
+        if event.source.kind not in SOURCE_KINDS:
+            return
+        key = f"{event.source.kind}/{event.source.namespace}/{event.source.name}"
+        for obj in informer.by_index("source", key):
+            if (obj.get("status") or {}).get("lastAppliedRevision") != event.revision:
+                meta = obj["metadata"]
+                context.queue.add(ObjectKey(KIND, meta["namespace"], meta["name"]))
+
+    context.artifact_bus.subscribe(new_artifact)
+    informer.add_handler(DependentsHandler(informer, context))
+    for kind in ("ConfigMap", "Secret"):
+        context.cache.metadata_informer("v1", kind, label_selector=WATCH_SELECTOR) \
+            .add_handler(ConfigHandler(kind, informer, context))
+    return [ControllerSpec(API_VERSION, KIND, "kustomize", reconciler,
+                           indexes={"source": source_index, "dependsOn": dependency_index,
+                                    "substituteFrom": substitute_from_index})]
+
+
+class ConfigHandler:
+    """Enqueues the Kustomizations that take variables from a watched ConfigMap or
+    Secret when it is created, changed or deleted (not on the initial list or resync)."""
+
+    def __init__(self, kind: str, informer: Any, context: ControllerContext) -> None:
+        self._kind = kind
+        self._informer = informer
+        self._queue = context.queue
+
+    def _enqueue(self, obj: Obj) -> None:
+        meta = obj.get("metadata") or {}
+        key = f"{self._kind}/{meta.get('namespace', '')}/{meta.get('name', '')}"
+        for user in self._informer.by_index("substituteFrom", key):
+            um = user["metadata"]
+            self._queue.add(ObjectKey(KIND, um["namespace"], um["name"]))
+
+    def on_add(self, obj: Obj, *, initial: bool) -> None:
+        if not initial:
+            self._enqueue(obj)
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        if old is not new:
+            self._enqueue(new)
+
+    def on_delete(self, obj: Obj) -> None:
+        self._enqueue(obj)
+
+
+class DependentsHandler:
+    """Enqueues the dependents of a Kustomization that became Ready or applied a new
+    revision while Ready."""
+
+    def __init__(self, informer: Any, context: ControllerContext) -> None:
+        self._informer = informer
+        self._queue = context.queue
+
+    def on_add(self, obj: Obj, *, initial: bool) -> None:
+        return None
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        if old is new:
+            return
+        old_status, new_status = old.get("status") or {}, new.get("status") or {}
+        if not cond.is_true(new_status.get("conditions"), cond.READY):
+            return
+        if cond.is_true(old_status.get("conditions"), cond.READY) and \
+                old_status.get("lastAppliedRevision") == new_status.get("lastAppliedRevision"):
+            return
+        meta = new["metadata"]
+        for dependent in self._informer.by_index("dependsOn",
+                                                 f"{meta['namespace']}/{meta['name']}"):
+            dm = dependent["metadata"]
+            self._queue.add(ObjectKey(KIND, dm["namespace"], dm["name"]))
+
+    def on_delete(self, obj: Obj) -> None:
+        return None
