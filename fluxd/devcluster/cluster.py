@@ -32,10 +32,10 @@ from fluxd.devcluster.errors import (
     invalid,
     not_found,
 )
-from fluxd.devcluster.jsonvalue import clone
 from fluxd.devcluster.registry import CRDError, Registry, ResourceType, StorageKey
 from fluxd.devcluster.selector import FieldMatcher, Requirement, labels_match
 from fluxd.devcluster.store import Obj, Store
+from fluxd.jsonvalue import clone
 
 NAMESPACES: StorageKey = ("", "namespaces")
 CRDS: StorageKey = ("apiextensions.k8s.io", "customresourcedefinitions")

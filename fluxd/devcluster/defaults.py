@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fluxd.devcluster.jsonvalue import clone
+from fluxd.jsonvalue import clone
 
 __all__ = ["apply_defaults", "image_pull_policy", "qos_class"]
 

@@ -28,9 +28,9 @@ from typing import Any
 from fluxd.devcluster import simulate
 from fluxd.devcluster.cluster import CRDS, NAMESPACES, Cluster
 from fluxd.devcluster.errors import ApiError
-from fluxd.devcluster.jsonvalue import clone
 from fluxd.devcluster.registry import ResourceType, StorageKey
 from fluxd.devcluster.store import Obj
+from fluxd.jsonvalue import clone
 
 log = logging.getLogger("fluxd.devcluster.lifecycle")
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fluxd.devcluster.jsonvalue import clone
 from fluxd.devcluster.schema import FieldSchema, ListType
+from fluxd.jsonvalue import clone
 
 __all__ = ["PatchError", "json_merge_patch", "json_patch", "strategic_merge_patch"]
 

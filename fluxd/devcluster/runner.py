@@ -22,9 +22,9 @@ from aiohttp import web
 from fluxd.clock import Clock, SystemClock
 from fluxd.devcluster import tls
 from fluxd.devcluster.cluster import Cluster, WriteOptions
-from fluxd.devcluster.jsonvalue import clone
 from fluxd.devcluster.lifecycle import Lifecycle
 from fluxd.devcluster.server import ADMIN_USER, DevServer, ServerOptions
+from fluxd.jsonvalue import clone
 
 CONTEXT = "fluxd-dev"
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")

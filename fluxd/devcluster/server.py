@@ -27,10 +27,10 @@ from aiohttp import web
 from fluxd.devcluster import conversion, discovery, protobuf, rbac, table
 from fluxd.devcluster.cluster import Cluster, WriteOptions
 from fluxd.devcluster.errors import ApiError, bad_request, not_found
-from fluxd.devcluster.jsonvalue import clone
 from fluxd.devcluster.registry import ResourceType
 from fluxd.devcluster.selector import labels_match, parse_fields, parse_labels
 from fluxd.devcluster.store import Change, Gone, Obj
+from fluxd.jsonvalue import clone
 
 log = logging.getLogger("fluxd.devcluster.server")
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fluxd.devcluster.defaults import qos_class
-from fluxd.devcluster.jsonvalue import clone
+from fluxd.jsonvalue import clone
 
 __all__ = [
     "DELAY_ANNOTATION",

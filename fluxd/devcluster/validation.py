@@ -33,7 +33,7 @@ from functools import lru_cache
 from typing import Any
 
 from fluxd.devcluster.gotext import quote
-from fluxd.devcluster.jsonvalue import clone
+from fluxd.jsonvalue import clone
 
 Schema = dict[str, Any]
 

@@ -27,17 +27,18 @@ Contract:
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Collection, Sequence
 from typing import Any, Protocol
 
 from fluxd.clock import Clock
+from fluxd.jsonvalue import clone
 from fluxd.kube.errors import Conflict, NotFound
 from fluxd.runtime import conditions as conds
 from fluxd.runtime.conditions import Condition, Conditions, Outcome
 
 log = logging.getLogger("fluxd.status")
+
 
 Obj = dict[str, Any]
 
@@ -74,8 +75,8 @@ class StatusPatcher:
         self._name = str(meta["name"])
         self._namespace: str | None = meta.get("namespace") or None
         self._uid: str | None = meta.get("uid")
-        self._base: Obj = copy.deepcopy(obj)
-        self._desired: Obj = copy.deepcopy(obj.get("status") or {})
+        self._base: Obj = clone(obj)
+        self._desired: Obj = clone(obj.get("status") or {})
         self._gone = False
 
     # --- reading ------------------------------------------------------------------------
@@ -98,7 +99,7 @@ class StatusPatcher:
     @property
     def status(self) -> Obj:
         """A copy of the desired status."""
-        return copy.deepcopy(self._desired)
+        return clone(self._desired)
 
     @property
     def conditions(self) -> list[Condition]:
@@ -107,7 +108,7 @@ class StatusPatcher:
 
     def get_field(self, name: str, default: Any = None) -> Any:
         """A copy of the desired ``status.<name>``."""
-        return copy.deepcopy(self._desired.get(name, default))
+        return clone(self._desired.get(name, default))
 
     @property
     def gone(self) -> bool:
@@ -129,7 +130,7 @@ class StatusPatcher:
         if value is None:
             self._desired.pop(name, None)
         else:
-            self._desired[name] = copy.deepcopy(value)
+            self._desired[name] = clone(value)
 
     def delete_field(self, name: str) -> None:
         self.set_field(name, None)
@@ -241,7 +242,7 @@ class StatusPatcher:
             if not body:
                 if current is not self._base:
                     self._rebase(current)
-                return copy.deepcopy(current)
+                return clone(current)
             patch: Obj = {"status": body}
             version = (current.get("metadata") or {}).get("resourceVersion")
             if version:
@@ -271,7 +272,7 @@ class StatusPatcher:
                     return None
                 continue
             self._rebase(patched)
-            return copy.deepcopy(patched)
+            return clone(patched)
 
     async def patch_shielded(self, timeout: float = 30.0) -> Obj | None:  # noqa: ASYNC109
         """``patch`` for the reconciler's ``finally``: it goes through even when the caller
@@ -312,8 +313,8 @@ class StatusPatcher:
     def _rebase(self, obj: Obj) -> None:
         # The server's answer holds our changes and everyone else's: editing continues
         # from it, so a later patch sends only new changes and reverts nobody.
-        self._base = copy.deepcopy(obj)
-        self._desired = copy.deepcopy(obj.get("status") or {})
+        self._base = clone(obj)
+        self._desired = clone(obj.get("status") or {})
 
     def _vanish(self) -> None:
         log.debug("Object gone; its status is not written")

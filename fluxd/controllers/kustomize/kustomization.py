@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
@@ -26,16 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from fluxd.api.kustomize import API_VERSION, GROUP
 from fluxd.artifacts.bus import ArtifactBus, SourceKey
-from fluxd.artifacts.extract import ExtractError, extract_tarball_async
+from fluxd.artifacts.extract import ExtractError
+from fluxd.artifacts.snapshot import Snapshot, SnapshotCache
 from fluxd.artifacts.storage import ArtifactStore
 from fluxd.clock import Clock, format_duration
 from fluxd.config import Settings, parse_duration
 from fluxd.controllers.kustomize import build as builder
 from fluxd.controllers.kustomize import substitution
+from fluxd.controllers.kustomize.native import build_native
 from fluxd.controllers.kustomize.ssa import (
     Action,
     ApplyError,
@@ -110,6 +111,8 @@ class _PendingHealth:
     inventory: list[Obj]
     origin_revision: str | None
     applied_at: float
+    #: objects as the apply left them, used once for the first round of checks
+    known: dict[ObjMeta, Obj] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ class KustomizationReconciler:
     settings: Settings
     queue: Adder
     kubectl: str | None
+    snapshots: SnapshotCache = field(default_factory=SnapshotCache)
     _pending: dict[ObjectKey, _PendingHealth] = field(default_factory=dict)
 
     # --- the driver ------------------------------------------------------------------
@@ -173,8 +177,10 @@ class KustomizationReconciler:
             await patcher.patch_shielded()
         if failure is None:
             return result
-        log.error("Reconciliation failed", extra={"error": str(failure),
-                                                  "reason": failure.reason})
+        # waiting on a dependency or a source is not an error (Flux logs it at info)
+        (log.error if failure.event else log.info)(
+            "Reconciliation failed" if failure.event else "Reconciliation waiting",
+            extra={"error": str(failure), "reason": failure.reason})
         if failure.event:
             await self.event(obj, patcher, type="Warning", reason=failure.reason,
                              message=str(failure))
@@ -225,23 +231,17 @@ class KustomizationReconciler:
             patcher.mark_reconciling(
                 PROGRESSING, f"Fetching manifests for revision {artifact.revision} "
                              f"with a timeout of {format_duration(timeout)}")
-            with contextlib.suppress(KubeError):
-                await patcher.patch()
 
         deadline = self.clock.monotonic() + timeout
         client = self.client_for(obj)
-        workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="fluxd-ks-"))
+        snapshot = await self.fetch(artifact, source)
+        patcher.set_field("lastAttemptedRevision", artifact.revision)
+        objects = await self.build(obj, patcher, snapshot, deadline)
+        objects = await self.substitute(obj, client, objects)
         try:
-            await self.fetch(artifact, source, workdir)
-            patcher.set_field("lastAttemptedRevision", artifact.revision)
-            objects = await self.build(obj, workdir, deadline)
-            objects = await self.substitute(obj, client, objects)
-            try:
-                objects = builder.finish(objects, obj.get("spec") or {})
-            except builder.BuildError as exc:
-                raise StepFailed(str(exc), reason=RECONCILIATION_FAILED) from exc
-        finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            objects = builder.finish(objects, obj.get("spec") or {})
+        except builder.BuildError as exc:
+            raise StepFailed(str(exc), reason=RECONCILIATION_FAILED) from exc
         digest = manifests_digest(objects)
 
         manager = ResourceManager(
@@ -271,7 +271,8 @@ class KustomizationReconciler:
             generation=patcher.generation, revision=artifact.revision, digest=digest,
             deadline=self.clock.monotonic() + timeout, started=started, targets=targets,
             changed=change_set.has_changes(), change_set=change_set, inventory=inventory,
-            origin_revision=artifact.origin_revision, applied_at=self.clock.monotonic())
+            origin_revision=artifact.origin_revision, applied_at=self.clock.monotonic(),
+            known={e.meta: e.object for e in change_set.entries if e.object is not None})
         patcher.mark_reconciling(
             PROGRESSING, f"Running health checks for revision {artifact.revision} "
                          f"with a timeout of {format_duration(timeout)}")
@@ -398,9 +399,13 @@ class KustomizationReconciler:
 
     # --- artifact, build, substitution -------------------------------------------------
 
-    async def fetch(self, artifact: _Artifact, source: Obj, dest: Path) -> None:
-        """Extract the artifact from the local store after checking its digest; a file
-        missing or torn is rebuilt by the source controller, which is asked to."""
+    async def fetch(self, artifact: _Artifact, source: Obj) -> Snapshot:
+        """The artifact's files, read once per digest from the local store after its
+        digest is checked; a file missing or torn is rebuilt by the source controller,
+        which is asked to."""
+        snapshot = await self.snapshots.cached(artifact.digest, artifact.path)
+        if snapshot is not None:
+            return snapshot
         relative = str(artifact.path.relative_to(self.store.root)) \
             if artifact.path.is_relative_to(self.store.root) else ""
         intact = bool(relative) and await self.store.verify_async(relative, artifact.digest)
@@ -412,25 +417,42 @@ class KustomizationReconciler:
                 "storage or its digest does not match; the source is rebuilding it",
                 reason=ARTIFACT_FAILED, requeue_after=self.requeue_dependency)
         try:
-            await extract_tarball_async(artifact.path, dest)
+            return await self.snapshots.get(artifact.digest, artifact.path)
         except (ExtractError, OSError) as exc:
             raise StepFailed(f"failed to extract artifact {artifact.revision}: {exc}",
                              reason=ARTIFACT_FAILED) from exc
 
-    async def build(self, obj: Obj, root: Path, deadline: float) -> list[Obj]:
+    async def build(self, obj: Obj, patcher: StatusPatcher, snapshot: Snapshot,
+                    deadline: float) -> list[Obj]:
+        """The manifests: natively for a directory of plain manifests, else with the
+        real kustomize on the artifact written out to a temporary directory (always
+        removed)."""
         spec = obj.get("spec") or {}
-        remaining = max(1.0, deadline - self.clock.monotonic())
+        path = str(spec.get("path") or "")
+        native = build_native(snapshot, path, spec)
+        if native is not None:
+            return native
+        # the real kustomize takes a while: show that the reconcile is under way
+        with contextlib.suppress(KubeError):
+            await patcher.patch()
         kubectl = builder.find_kubectl(self.kubectl)
         if kubectl is None:
             raise StepFailed("kubectl not found: set [tools] kubectl or put it on PATH",
                              reason=BUILD_FAILED)
+        root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="fluxd-ks-"))
         try:
-            return await builder.build(root, str(spec.get("path") or ""), spec,
-                                       kubectl=kubectl, timeout=remaining)
+            await asyncio.to_thread(snapshot.write_to, root)
+            remaining = max(1.0, deadline - self.clock.monotonic())
+            return await builder.build(root, path, spec, kubectl=kubectl, timeout=remaining)
         except builder.PathNotFound as exc:
             raise StepFailed(str(exc), reason=ARTIFACT_FAILED) from exc
         except builder.BuildError as exc:
             raise StepFailed(str(exc), reason=BUILD_FAILED) from exc
+        except OSError as exc:
+            raise StepFailed(f"failed to write out artifact {snapshot.size} bytes: {exc}",
+                             reason=ARTIFACT_FAILED) from exc
+        finally:
+            await asyncio.to_thread(shutil.rmtree, root, True)
 
     async def substitute(self, obj: Obj, client: KubeClient, objects: list[Obj]) -> list[Obj]:
         post = (obj.get("spec") or {}).get("postBuild") or {}
@@ -529,7 +551,9 @@ class KustomizationReconciler:
                      *, interval: float, was_ready: bool) -> Result:
         """One round of health checks; a short requeue while objects progress."""
         client = self.client_for(obj)
-        results = await asyncio.gather(*(self.object_health(client, m, v, checks)
+        known, pending.known = pending.known, {}
+        results = await asyncio.gather(*(self.object_health(client, m, v, checks,
+                                                            known.get(m))
                                          for m, v in pending.targets))
         failed = [f"{m.subject} status: '{r.status}': {r.message}"
                   for (m, _), r in zip(pending.targets, results, strict=True)
@@ -564,15 +588,20 @@ class KustomizationReconciler:
                                   interval=interval)
 
     async def object_health(self, client: KubeClient, meta: ObjMeta, api_version: str,
-                            checks: HealthChecks) -> kstatus.Result:
+                            checks: HealthChecks, known: Obj | None = None
+                            ) -> kstatus.Result:
         """An object's health: Flux's Job rule, else its ``healthCheckExprs`` entry,
-        else kstatus."""
-        try:
-            live = await client.get(api_version, meta.kind, meta.name, meta.namespace or None)
-        except NotFound:
-            return kstatus.Result(kstatus.Status.NotFound, "Resource not found")
-        except KubeError as exc:
-            return kstatus.Result(kstatus.Status.Unknown, str(exc))
+        else kstatus; judged on ``known`` (the object as the apply just saw it) when
+        given, else on a fresh read."""
+        live = known
+        if live is None:
+            try:
+                live = await client.get(api_version, meta.kind, meta.name,
+                                        meta.namespace or None)
+            except NotFound:
+                return kstatus.Result(kstatus.Status.NotFound, "Resource not found")
+            except KubeError as exc:
+                return kstatus.Result(kstatus.Status.Unknown, str(exc))
         group = cel.group_of(str(live.get("apiVersion") or api_version))
         kind = str(live.get("kind") or meta.kind)
         if (group, kind) == ("batch", "Job"):
@@ -699,8 +728,10 @@ def timeout_of(spec: Mapping[str, Any]) -> float:
 
 
 def manifests_digest(objects: Sequence[Mapping[str, Any]]) -> str:
-    """``sha256:<hex>`` of the manifests as multi-document YAML (the history key)."""
-    text = yaml.safe_dump_all([dict(o) for o in objects], sort_keys=True)
+    """``sha256:<hex>`` of the manifests (the history key), over canonical JSON: the
+    same objects give the same digest whatever their key order (Flux hashes its YAML
+    rendering, which fluxd does not reproduce byte for byte)."""
+    text = json.dumps(objects, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -188,6 +188,10 @@ class ChangeSetEntry:
     #: the API version without its group (``v1`` for ``apps/v1``), as inventories hold it
     version: str
     action: Action
+    #: the object as the server last showed it (the apply's answer, or the live object
+    #: when nothing was written); None when unknown. Lets a health check start without
+    #: reading every object again.
+    object: Obj | None = field(default=None, compare=False, repr=False)
 
     @property
     def subject(self) -> str:
@@ -770,16 +774,30 @@ class ResourceManager:
         item.meta = ObjMeta(item.meta.group, kind, namespace, item.meta.name)
         if mapping.namespaced and namespace in new_namespaces:
             return None
-        live = await self._get(api_version, kind, item.meta.name, namespace or None)
-        if self._should_skip(desired, live):
-            return _Plan(live, skipped=True)
+        if self._should_skip(desired, None):
+            return _Plan(None, skipped=True)
+        live: Obj | None = None
+        if any_in_metadata(desired, {SSA_KEY: SSA_IF_NOT_PRESENT}):
+            live = await self._get(api_version, kind, item.meta.name, namespace or None)
+            if self._should_skip(desired, live):
+                return _Plan(live, skipped=True)
         try:
             dry = await self.client.apply(desired, force=True, dry_run=True,
                                           field_manager=self.owner)
         except KubeError as exc:
+            live = live or await self._get(api_version, kind, item.meta.name,
+                                           namespace or None)
+            if live is not None and self._should_skip(desired, live):
+                return _Plan(live, skipped=True)
             if live is not None and self._should_recreate(desired, live, force, exc):
                 return _Plan(live, recreate=True)
             raise _dry_run_error(item.meta, exc) from exc
+        # Read the live object only when there is one: a dry-run without a
+        # resourceVersion is a create, so nothing exists to compare or clean up.
+        if live is None and (dry.get("metadata") or {}).get("resourceVersion"):
+            live = await self._get(api_version, kind, item.meta.name, namespace or None)
+        if live is not None and self._should_skip(desired, live):
+            return _Plan(live, skipped=True)
         return _Plan(live, dry)
 
     async def _get(self, api_version: str, kind: str, name: str,
@@ -823,10 +841,13 @@ class ResourceManager:
         async def write(outcome: _Outcome) -> None:
             assert outcome.payload is not None
             try:
-                await self.client.apply(outcome.payload, force=True, field_manager=self.owner)
+                answer = await self.client.apply(outcome.payload, force=True,
+                                                 field_manager=self.owner)
             except KubeError as exc:
                 raise ApplyError(f"{outcome.entry.subject} apply failed: {exc.message}",
                                  meta=outcome.entry.meta, cause=exc) from exc
+            entry = outcome.entry
+            outcome.entry = ChangeSetEntry(entry.meta, entry.version, entry.action, answer)
 
         pending = [o for o in outcomes if o.payload is not None]
         written = await self._bounded(pending, write, stop_on_error=True)
@@ -840,7 +861,8 @@ class ResourceManager:
         plan = item.plan
         assert plan is not None
         if plan.skipped:
-            return _Outcome(ChangeSetEntry(item.meta, item.version, Action.SKIPPED))
+            return _Outcome(ChangeSetEntry(item.meta, item.version, Action.SKIPPED,
+                                           plan.live))
         wrote = False
         if plan.recreate:
             plan = item.plan = await self._recreate(item, wait_timeout)
@@ -851,7 +873,7 @@ class ResourceManager:
             wrote = await self._cleanup(item, live) or wrote
         paths = _ignored_paths(ignore, plan.dry) if live is not None else []
         if not wrote and not has_drifted(live, plan.dry, paths):
-            return _Outcome(ChangeSetEntry(item.meta, item.version, Action.UNCHANGED))
+            return _Outcome(ChangeSetEntry(item.meta, item.version, Action.UNCHANGED, live))
         created = not (plan.dry.get("metadata") or {}).get("resourceVersion")
         payload = item.desired
         if live is not None and paths:

@@ -433,9 +433,15 @@ def _commit_of(repo: Repo, head: Head) -> Commit:
     sha = head.commit
     if head.ref is not None and not sha:
         raise GitError(f"no commit for {head.ref}")
-    obj = repo[sha.encode()] if sha else None
-    while isinstance(obj, Tag):
-        obj = repo[obj.object[1]]
+    try:
+        obj = repo[sha.encode()] if sha else None
+        while isinstance(obj, Tag):
+            obj = repo[obj.object[1]]
+    except KeyError:
+        # the branch moved between the ls-remote and the fetch; the next attempt
+        # resolves the new head
+        raise GitError(f"commit '{sha}' of {head.ref or 'the remote'} is no longer on "
+                       "the remote: it moved on during the fetch") from None
     if not isinstance(obj, Commit):
         raise GitError(f"'{sha}' is not a commit")
     return obj

@@ -441,3 +441,161 @@ async def test_a_watched_configmap_change_reapplies_at_once(
         return cm is not None and cm["data"] == {"region": "us-2"}
 
     await eventually(reapplied, within=10)
+
+
+CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "widgets.example.com"},
+    "spec": {"group": "example.com", "scope": "Namespaced",
+             "names": {"plural": "widgets", "singular": "widget", "kind": "Widget",
+                       "listKind": "WidgetList"},
+             "versions": [{"name": "v1", "served": True, "storage": True,
+                           "schema": {"openAPIV3Schema": {
+                               "type": "object",
+                               "properties": {"spec": {
+                                   "type": "object",
+                                   "properties": {"size": {"type": "integer"}}}}}}}]}}
+
+
+async def test_a_crd_and_its_custom_resource_apply_in_one_revision(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget",
+              "metadata": {"name": "w", "namespace": namespace}, "spec": {"size": 3}}
+    server.make_repo("app", {"crd.yaml": yaml.safe_dump(CRD),
+                             "widget.yaml": yaml.safe_dump(widget)})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization("app", namespace, prune=False))
+    obj = await flux.wait(API, "Kustomization", "app", namespace, ready)
+    ids = [e["id"] for e in obj["status"]["inventory"]["entries"]]
+    assert f"{namespace}_w_example.com_Widget" in ids
+    assert "_widgets.example.com_apiextensions.k8s.io_CustomResourceDefinition" in ids
+    found = await flux.client.get("example.com/v1", "Widget", "w", namespace)
+    assert found["spec"] == {"size": 3}
+
+
+async def test_an_immutable_change_fails_without_force_and_recreates_with_it(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    def frozen(value: str, **annotations: str) -> str:
+        return yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "immutable": True,
+                               "metadata": {"name": "frozen", "namespace": namespace,
+                                            "annotations": annotations},
+                               "data": {"v": value}})
+
+    repo = server.make_repo("app", {"cm.yaml": frozen("1")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization("app", namespace))
+    await flux.wait(API, "Kustomization", "app", namespace, ready)
+    first = await flux.client.get("v1", "ConfigMap", "frozen", namespace)
+    commit(repo, {"cm.yaml": frozen("2")})
+    await request(flux, "GitRepository", "repo", namespace)
+    obj = await flux.wait(API, "Kustomization", "app", namespace,
+                          failed_with("ReconciliationFailed"))
+    assert f"ConfigMap/{namespace}/frozen" in condition(obj, "Ready")["message"]
+    assert "immutable" in condition(obj, "Ready")["message"]
+    commit(repo, {"cm.yaml": frozen("2", **{"kustomize.toolkit.fluxcd.io/force": "Enabled"})})
+    await request(flux, "GitRepository", "repo", namespace)
+    await flux.wait(API, "Kustomization", "app", namespace,
+                    lambda o: ready(o) and o["status"]["lastAppliedRevision"]
+                    == f"main@sha1:{head(repo)}")
+    second = await flux.client.get("v1", "ConfigMap", "frozen", namespace)
+    assert second["data"] == {"v": "2"}
+    assert second["metadata"]["uid"] != first["metadata"]["uid"]
+
+
+async def test_the_change_set_is_sent_as_an_event(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    server.make_repo("app", {"cm.yaml": configmap("settings", namespace, a="1")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization("app", namespace))
+    await flux.wait(API, "Kustomization", "app", namespace, ready)
+
+    async def announced() -> bool:
+        events = await flux.client.list_all("v1", "Event", namespace)
+        return any(e.get("message") == f"ConfigMap/{namespace}/settings created"
+                   and e["involvedObject"]["kind"] == "Kustomization"
+                   for e in events.items)
+
+    await eventually(announced)
+
+
+async def test_a_suspended_kustomization_applies_nothing(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    server.make_repo("app", {"cm.yaml": configmap("settings", namespace, a="1")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization("app", namespace, suspend=True))
+    await flux.wait(SOURCE_API, "GitRepository", "repo", namespace, ready)
+    await asyncio.sleep(1.0)
+    assert await live(flux, "v1", "ConfigMap", "settings", namespace) is None
+    await flux.client.merge_patch(API, "Kustomization", "app", {"spec": {"suspend": False}},
+                                  namespace)
+    await flux.wait(API, "Kustomization", "app", namespace, ready)
+
+
+async def test_a_ready_expr_replaces_the_built_in_dependency_check(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    server.make_repo("app", {"a/cm.yaml": configmap("a", namespace, x="1"),
+                             "b/cm.yaml": configmap("b", namespace, x="1")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    # "a" is suspended, so never Ready; the expression only asks that it exists
+    await flux.client.create(kustomization("a", namespace, path="./a", suspend=True))
+    await flux.client.create(kustomization("b", namespace, path="./b", dependsOn=[
+        {"name": "a", "readyExpr": "dep.spec.suspend == true && self.metadata.name == 'b'"}]))
+    await flux.wait(API, "Kustomization", "b", namespace, ready)
+
+
+async def test_an_invalid_cel_expression_stalls(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    server.make_repo("app", {"cm.yaml": configmap("a", namespace, x="1")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization("app", namespace, healthCheckExprs=[
+        {"apiVersion": "example.com/v1", "kind": "Widget", "current": "status.(("}]))
+    obj = await flux.wait(API, "Kustomization", "app", namespace,
+                          failed_with("InvalidCELExpression"))
+    assert condition(obj, "Stalled")["status"] == "True"
+
+
+async def test_health_check_exprs_decide_the_health_of_a_custom_kind(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    server.make_repo("app", {"cm.yaml": configmap("a", namespace, x="1")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    # the health of the GitRepository (a custom kind) by an expression on its artifact
+    await flux.client.create(kustomization(
+        "app", namespace,
+        healthChecks=[{"apiVersion": SOURCE_API, "kind": "GitRepository", "name": "repo"}],
+        healthCheckExprs=[{"apiVersion": SOURCE_API, "kind": "GitRepository",
+                           "current": "has(status.artifact) && "
+                                      "status.artifact.revision.startsWith('main@')"}]))
+    obj = await flux.wait(API, "Kustomization", "app", namespace, ready)
+    assert condition(obj, "Healthy")["status"] == "True"
+
+
+@pytest.mark.parametrize("policy", ["Delete", "WaitForTermination"])
+async def test_a_deleting_deletion_policy_deletes_even_without_prune(
+        flux: Flux, server: GitServer, namespace: str, policy: str) -> None:
+    server.make_repo("app", {"cm.yaml": configmap("settings", namespace, a="1")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization("app", namespace, prune=False,
+                                           deletionPolicy=policy))
+    await flux.wait(API, "Kustomization", "app", namespace, ready)
+    await flux.client.delete(API, "Kustomization", "app", namespace)
+
+    async def gone() -> bool:
+        return (await live(flux, API, "Kustomization", "app", namespace) is None
+                and await live(flux, "v1", "ConfigMap", "settings", namespace) is None)
+
+    await eventually(gone)
+
+
+async def test_mirror_prune_without_prune_keeps_the_objects(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    server.make_repo("app", {"cm.yaml": configmap("settings", namespace, a="1")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization("app", namespace, prune=False))
+    await flux.wait(API, "Kustomization", "app", namespace, ready)
+    await flux.client.delete(API, "Kustomization", "app", namespace)
+
+    async def gone() -> bool:
+        return await live(flux, API, "Kustomization", "app", namespace) is None
+
+    await eventually(gone)
+    assert await live(flux, "v1", "ConfigMap", "settings", namespace) is not None

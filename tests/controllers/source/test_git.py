@@ -239,3 +239,12 @@ def test_archive_from_git_objects_equals_archiving_the_checkout(
                                 f"{done.commit}.tar.gz",
                                 ignore=source_matcher(work / "tree", spec_ignore))
         assert direct.digest == on_disk.digest and direct.size == on_disk.size
+
+
+def test_a_branch_that_moves_during_the_fetch_is_a_git_error_to_retry(
+        server: GitServer, repo: object, tmp_path: Path) -> None:
+    with Remote(server.repo_url("app")) as remote:
+        resolved = remote.resolve(Ref(branch="main"))
+        commit(repo, {"README.md": "moved on\n"})  # type: ignore[arg-type]
+        with pytest.raises(GitError, match="moved on during the fetch"):
+            remote.checkout(resolved, tmp_path / "out")
