@@ -79,12 +79,18 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--watch-history", type=int,
                      help="changes kept for watches; older resourceVersions get 410 Gone "
                           "(default 10000)")
-    demo = sub.add_parser("demo", help="run the embedded demo on a development cluster")
+    demo = sub.add_parser(
+        "demo", help="GitOps end to end: a dev cluster, fluxd and a local example repository "
+                     "(logs at warning level unless --log-level is given)")
     demo.add_argument("--port", type=int, help="port of the dev cluster (default 6443)")
     demo.add_argument("--kubeconfig", type=Path,
-                      help="where to write the kubeconfig (default .fluxd/kubeconfig)")
+                      help="where to write the kubeconfig (default .fluxd/kubeconfig); the "
+                           "demo's repository and artifacts go to demo/ beside it")
+    demo.add_argument("--metrics-addr",
+                      help="address of /metrics, /healthz, /readyz (default 127.0.0.1:0, a "
+                           "free port)")
     demo.add_argument("--once", action="store_true",
-                      help="exit after the demo instead of serving until interrupted")
+                      help="make one commit once everything is Ready, exit when it is applied")
     return parser
 
 
@@ -107,12 +113,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
             "leader_election": {"enabled": False},
             "storage": {"path": ".fluxd/storage", "address": "127.0.0.1:9090"},
         }
+    elif args.command == "demo":
+        wanted = {
+            "devcluster": {"port": args.port, "kubeconfig": args.kubeconfig},
+            "server": {"metrics_address": args.metrics_addr or "127.0.0.1:0"},
+            "log": {"level": args.log_level or "warning"},
+        }
     else:
         wanted = {"devcluster": {
             "host": getattr(args, "host", None), "port": args.port,
             "kubeconfig": args.kubeconfig, "ready_delay": getattr(args, "ready_delay", None),
             "watch_history": getattr(args, "watch_history", None)}}
-    wanted.setdefault("log", {})["level"] = args.log_level
+    wanted.setdefault("log", {}).setdefault("level", args.log_level)
     return {group: given for group, values in wanted.items()
             if (given := {k: v for k, v in values.items() if v is not None})}
 

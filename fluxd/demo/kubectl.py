@@ -1,0 +1,43 @@
+"""The installed ``kubectl``, run as a user would, its output going straight to ours."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+from pathlib import Path
+
+#: how long one kubectl command may take
+TIMEOUT = 60.0
+
+
+def find_tool(name: str, configured: str | None = None) -> str:
+    """A tool binary: the configured path, else next to this Python (a venv), else PATH."""
+    if configured:
+        return configured
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise SystemExit(f"{name} not found: install it or run `make demo`, which does")
+    return found
+
+
+async def run(kubectl: str, kubeconfig: Path, *args: str) -> int:
+    """``kubectl <args>`` against ``kubeconfig``, echoed first; its exit status."""
+    print(f"\n$ kubectl {' '.join(args)}", flush=True)
+    proc = await asyncio.create_subprocess_exec(
+        kubectl, *args, stdin=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)})
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            return await proc.wait()
+    except TimeoutError:
+        print(f"kubectl {args[0]} took longer than {TIMEOUT:.0f}s", file=sys.stderr)
+        return 1
+    finally:
+        if proc.returncode is None:  # timed out or cancelled (Ctrl-C)
+            proc.kill()
+            await proc.wait()
