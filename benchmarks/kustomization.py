@@ -7,7 +7,8 @@ repository on loopback. For each N (default 100, 500, 1000):
 - **raw loop**: this process server-side applies the same 4·N objects (a ConfigMap, a
   Secret, a ServiceAccount and a Service per app, in a namespace of their own) straight
   to the API server with 16 requests in flight (fluxd's defaults: 4 Kustomizations at a
-  time, 4 applies each), no controller involved;
+  time, 4 applies each), no controller involved; and again with every object dry-run
+  first (the least a controller that checks a whole set before writing must send);
 - **fluxd**: N Kustomizations (``wait: true``, ``prune: true``), one per app directory of
   one GitRepository, created at once; the time from creating them to the last one Ready
   at the source's revision, fluxd's CPU seconds and its peak resident memory (VmHWM).
@@ -130,10 +131,19 @@ def object_path(obj: dict[str, Any]) -> str:
     return f"/api/v1/namespaces/{meta['namespace']}/{plural}/{meta['name']}"
 
 
-async def raw_loop(cluster: Cluster, count: int, namespace: str) -> float:
+async def raw_loop(cluster: Cluster, count: int, namespace: str, *,
+                   dry_run_first: bool = False) -> float:
+    """Server-side apply every object; with ``dry_run_first``, each app's objects are
+    dry-run before they are applied (the least a controller that checks a whole set
+    before writing any of it must send)."""
     await cluster.namespace(namespace)
     objects = [o for i in range(count) for o in app_objects(i, namespace)]
     started = time.perf_counter()
+    if dry_run_first:
+        await run_all(cluster.session, cluster.server.url, cluster.server.token,
+                      count=len(objects), concurrency=16,
+                      make=lambda i: ("PATCH", object_path(objects[i])
+                                      + "?fieldManager=bench&dryRun=All", objects[i]))
     await run_all(cluster.session, cluster.server.url, cluster.server.token,
                   count=len(objects), concurrency=16,
                   make=lambda i: ("PATCH", object_path(objects[i]) + "?fieldManager=bench",
@@ -239,6 +249,7 @@ async def scale(cluster: Cluster, git: GitServer, fluxd: subprocess.Popen[bytes]
     server_cpu = proc_stat(cluster.server.proc.pid)[0]
     raw = await raw_loop(cluster, count, f"raw-{count}")
     raw_server_cpu = proc_stat(cluster.server.proc.pid)[0] - server_cpu
+    raw_checked = await raw_loop(cluster, count, f"raw-checked-{count}", dry_run_first=True)
     await cluster.send("POST", f"/apis/{SOURCE_API}/namespaces/{NAMESPACE}/gitrepositories",
                        gitrepo(source, git.repo_url(source)))
     revision = await wait_source(cluster, source)
@@ -258,7 +269,10 @@ async def scale(cluster: Cluster, git: GitServer, fluxd: subprocess.Popen[bytes]
     cpu_after, peak = proc_stat(fluxd.pid)
     fluxd_server_cpu = proc_stat(cluster.server.proc.pid)[0] - server_cpu
     return {"n": count, "raw_apply_s": round(raw, 2), "fluxd_s": round(took, 2),
-            "ratio": round(took / raw, 2), "fluxd_cpu_s": round(cpu_after - cpu_before, 1),
+            "ratio": round(took / raw, 2),
+            "raw_dry_run_then_apply_s": round(raw_checked, 2),
+            "ratio_to_dry_run_then_apply": round(took / raw_checked, 2),
+            "fluxd_cpu_s": round(cpu_after - cpu_before, 1),
             "fluxd_peak_rss_mib": round(peak, 1),
             "api_server_cpu_s_raw": round(raw_server_cpu, 1),
             "api_server_cpu_s_fluxd": round(fluxd_server_cpu, 1)}

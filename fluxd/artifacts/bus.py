@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = ["ArtifactBus", "ArtifactEvent", "SourceKey", "Subscriber"]
@@ -48,6 +48,8 @@ class ArtifactEvent:
     digest: str
     path: Path
     url: str
+    #: the artifact's metadata (e.g. OCI annotations such as the origin revision)
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 Subscriber = Callable[[ArtifactEvent], None]

@@ -4,7 +4,7 @@ health-checked.
 What enqueues a Kustomization, besides its own spec changes and reconcile requests:
 
 * a new artifact of its source on the artifact bus (cache index on ``sourceRef``), at
-  once — unless it already applied that revision;
+  once — unless it is Ready at that revision already;
 * a Kustomization it depends on becoming Ready, or applying a new revision while Ready
   (cache index on ``dependsOn``), at once — Flux polls every 30 s here; the 30 s requeue
   stays only as a fallback;
@@ -60,7 +60,11 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
             return
         key = f"{event.source.kind}/{event.source.namespace}/{event.source.name}"
         for obj in informer.by_index("source", key):
-            if (obj.get("status") or {}).get("lastAppliedRevision") != event.revision:
+            status = obj.get("status") or {}
+            # skip only those already Ready at this revision (a rebuilt artifact of the
+            # same revision still unblocks one that failed to read the old file)
+            if status.get("lastAppliedRevision") != event.revision or \
+                    not cond.is_true(status.get("conditions"), cond.READY):
                 meta = obj["metadata"]
                 context.queue.add(ObjectKey(KIND, meta["namespace"], meta["name"]))
 

@@ -66,6 +66,8 @@ FINALIZER = "finalizers.fluxcd.io"
 NAME_LABEL = f"{GROUP}/name"
 NAMESPACE_LABEL = f"{GROUP}/namespace"
 SOURCE_API_GROUP = "source.toolkit.fluxcd.io"
+#: the artifact metadata key of the revision an OCI artifact was built from
+ORIGIN_REVISION = "org.opencontainers.image.revision"
 
 HEALTHY = "Healthy"
 OWNED = (cond.READY, HEALTHY, cond.RECONCILING, cond.STALLED)
@@ -323,13 +325,14 @@ class KustomizationReconciler:
         announced = self.bus.last(SourceKey(source["kind"], meta["namespace"], meta["name"]))
         if announced is not None and announced.digest != stored.get("digest"):
             # the bus is ahead of the cache: the status write is not in the informer yet
-            return _Artifact(announced.revision, announced.digest, announced.path, None)
+            return _Artifact(announced.revision, announced.digest, announced.path,
+                             announced.metadata.get(ORIGIN_REVISION))
         if not stored.get("path"):
             raise StepFailed("Source artifact not found, retrying in "
                              f"{format_duration(self.requeue_dependency)}",
                              reason=ARTIFACT_FAILED,
                              requeue_after=self.requeue_dependency, event=False)
-        origin = (stored.get("metadata") or {}).get("org.opencontainers.image.revision")
+        origin = (stored.get("metadata") or {}).get(ORIGIN_REVISION)
         return _Artifact(str(stored["revision"]), str(stored.get("digest") or ""),
                          self.store.local_path(str(stored["path"])), origin)
 

@@ -238,7 +238,7 @@ class SourceReconciler:
         self.bus.publish(ArtifactEvent(
             SourceKey(self.KIND, meta.get("namespace", ""), meta["name"]),
             artifact["revision"], artifact["digest"], self.store.local_path(artifact["path"]),
-            artifact["url"]))
+            artifact["url"], dict(artifact.get("metadata") or {})))
 
     async def secret(self, namespace: str, name: str, *, reason: str = "AuthenticationFailed",
                      condition: str = FETCH_FAILED) -> Obj:

@@ -599,3 +599,72 @@ async def test_mirror_prune_without_prune_keeps_the_objects(
 
     await eventually(gone)
     assert await live(flux, "v1", "ConfigMap", "settings", namespace) is not None
+
+
+async def test_a_torn_artifact_is_rebuilt_by_the_source_and_then_applied(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    repo = server.make_repo("app", {"cm.yaml": configmap("settings", namespace, a="1")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization("app", namespace))
+    await flux.wait(API, "Kustomization", "app", namespace, ready)
+    source = await flux.client.get(SOURCE_API, "GitRepository", "repo", namespace)
+    stored = flux.storage / source["status"]["artifact"]["path"]
+    stored.write_bytes(b"torn by a crash")
+    commit(repo, {"cm.yaml": configmap("settings", namespace, a="2")})
+    # the Kustomization is asked first: it finds the file torn and asks the source
+    await request(flux, "Kustomization", "app", namespace)
+
+    async def applied() -> bool:
+        cm = await live(flux, "v1", "ConfigMap", "settings", namespace)
+        return cm is not None and cm["data"] == {"a": "2"}
+
+    await eventually(applied, within=15)
+
+
+async def test_a_failure_is_retried_at_the_retry_interval(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    server.make_repo("app", {"cm.yaml": configmap("settings", namespace, a="${value}")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization(
+        "app", namespace, retryInterval="1s",
+        postBuild={"substituteFrom": [{"kind": "ConfigMap", "name": "vars"}]}))
+    obj = await flux.wait(API, "Kustomization", "app", namespace, failed_with("BuildFailed"))
+    assert "vars" in condition(obj, "Ready")["message"]
+    # not labelled for watching: only the retry can notice it
+    await flux.client.create({"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "vars", "namespace": namespace},
+                              "data": {"value": "found"}})
+    await flux.wait(API, "Kustomization", "app", namespace, ready, within=10)
+
+
+@pytest.mark.parametrize("flux_overrides",
+                         [{"access": {"default_service_account": "tenant"}}], indirect=True)
+async def test_the_default_service_account_is_impersonated_when_none_is_named(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    server.make_repo("app", {"cm.yaml": configmap("settings", namespace, a="1")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization("app", namespace))
+    obj = await flux.wait(API, "Kustomization", "app", namespace,
+                          failed_with("ReconciliationFailed"))
+    assert f"system:serviceaccount:{namespace}:tenant" in condition(obj, "Ready")["message"]
+
+
+async def test_an_oci_source_s_origin_revision_is_recorded(
+        flux: Flux, namespace: str, tmp_path: Path) -> None:
+    from tests.controllers.source.test_ocirepository import ocirepo, push, start
+
+    registry = start(tmp_path / "registry")
+    try:
+        digest = await push(registry.address, "manifests/app", "v1",
+                            {"cm.yaml": configmap("settings", namespace, a="1")})
+        await flux.client.create(ocirepo("repo", namespace,
+                                         f"oci://{registry.address}/manifests/app",
+                                         ref={"tag": "v1"}))
+        await flux.client.create(kustomization("app", namespace, sourceRef={
+            "kind": "OCIRepository", "name": "repo"}))
+        obj = await flux.wait(API, "Kustomization", "app", namespace, ready)
+    finally:
+        registry.stop()
+    assert obj["status"]["lastAppliedRevision"] == f"v1@{digest}"
+    assert obj["status"]["lastAppliedOriginRevision"] == f"main@sha1:{'a' * 40}"
+    assert obj["status"]["history"][0]["metadata"]["originRevision"] == f"main@sha1:{'a' * 40}"
