@@ -24,27 +24,42 @@ of a string counts UTF-8 bytes.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import cel as rust_cel
-from cel.stdlib import EXTENSIONS
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from fluxd.runtime import kstatus
+
+if TYPE_CHECKING:
+    import cel as rust_cel
+
+
+@functools.cache
+def _engine() -> ModuleType:
+    """The engine, imported at the first expression: its package also loads a command-line
+    tool (typer, rich) worth 25 MiB that a process without CEL expressions never needs."""
+    import cel
+
+    return cel
+
+
+@functools.cache
+def _extensions() -> dict[str, Callable[..., Any]]:
+    """cel-go's ext.Strings, ext.Sets and ext.Encoders, the extensions Flux's environment
+    loads."""
+    from cel.stdlib import EXTENSIONS
+
+    return {name: function for library in ("strings", "sets", "encoders")
+            for name, function in EXTENSIONS[library].items()}
 
 #: The variables of a dependency's ``readyExpr``: the dependent object and its dependency.
 READY_EXPR_VARIABLES = ("self", "dep")
 
-# cel-go's ext.Strings, ext.Sets and ext.Encoders, the extensions Flux's environment loads.
-_EXTENSIONS: dict[str, Callable[..., Any]] = {
-    name: function
-    for library in ("strings", "sets", "encoders")
-    for name, function in EXTENSIONS[library].items()
-}
 # A namespaced function (sets.contains) parses as a member call on an identifier (sets).
-_NAMESPACES = frozenset(name.split(".")[0] for name in _EXTENSIONS if "." in name)
+_NAMESPACES = frozenset({"sets", "base64", "strings"})
 # Comprehension macros bind their first argument as a local variable.
 _MACRO_BINDING = re.compile(r"\.\s*(?:all|exists_one|exists|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _PARSE_PREFIX = re.compile(r"^Failed to parse expression '.*?': ", re.DOTALL)
@@ -73,7 +88,7 @@ class Expression:
         (cel-go's checker for declared variables); without, every identifier is resolved
         from the variables given at evaluation."""
         try:
-            program = rust_cel.compile(text)
+            program = _engine().compile(text)
         except BaseException as err:
             _reraise_foreign(err)
             detail = _PARSE_PREFIX.sub("", str(err))
@@ -81,7 +96,7 @@ class Expression:
         names = frozenset(program.variables())
         called = set(program.functions())
         functions = {
-            name: function for name, function in _EXTENSIONS.items()
+            name: function for name, function in _extensions().items()
             if name in called or ("." in name and name.split(".")[0] in names)
         }
         if variables is not None:
@@ -100,7 +115,7 @@ class Expression:
         activation = {name: variables[name] for name in self._names if name in variables}
         context: dict[str, Any] | rust_cel.Context = activation
         if self._functions:
-            context = rust_cel.Context(variables=activation, functions=self._functions)
+            context = _engine().Context(variables=activation, functions=self._functions)
         try:
             return self._program.execute(context)
         except BaseException as err:

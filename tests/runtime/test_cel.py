@@ -291,3 +291,20 @@ def test_compiling_health_checks_rejects_two_entries_for_one_group_and_kind() ->
     with pytest.raises(CELError, match=r"duplicate custom health check for GroupKind "
                                        r"Widget.example.com at healthchecks\[1\]"):
         compile_health_checks(twice)
+
+
+def test_the_namespaces_are_those_of_the_engine_s_extensions() -> None:
+    from cel.stdlib import EXTENSIONS
+
+    from fluxd.runtime.cel import _NAMESPACES
+    found = {name.split(".")[0] for library in ("strings", "sets", "encoders")
+             for name in EXTENSIONS[library] if "." in name}
+    assert found == _NAMESPACES
+
+
+def test_the_engine_is_loaded_only_when_an_expression_is_compiled() -> None:
+    import subprocess
+    import sys
+    code = ("import sys, fluxd.app, fluxd.runtime.cel as c; assert 'cel' not in sys.modules; "
+            "c.Expression.compile('1 == 1'); assert 'cel' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
