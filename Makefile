@@ -57,6 +57,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.workqueue
 	$(BIN)/python -m benchmarks.runtime
 	$(BIN)/python -m benchmarks.artifacts
+	$(BIN)/python -m benchmarks.gitrepository
+	$(BIN)/python -m benchmarks.kustomization
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

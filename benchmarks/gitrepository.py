@@ -100,6 +100,7 @@ async def with_manager(kubeconfig: Path, storage: Path, concurrency: int,
         "log": {"level": "warning"},
     })
     clock = SystemClock()
+    app.tune_gc()  # as `fluxd run` does
     async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig),
                                         qps=500, burst=1000) as client:
         await install_crds(client)

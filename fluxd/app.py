@@ -12,6 +12,7 @@ why. ``fluxd_config_reloads_total{result}`` counts both.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -66,6 +67,21 @@ def artifact_store(settings: Settings, clock: Clock) -> ArtifactStore:
     return store
 
 
+#: collection thresholds for a long-running controller (CPython's are 700, 10, 10)
+GC_THRESHOLDS = (10_000, 50, 50)
+
+
+def tune_gc() -> None:
+    """Collect garbage less often than CPython's defaults, which are tuned for short
+    scripts: a controller allocates a stream of short-lived JSON objects and keeps a
+    large, stable cache, so frequent full collections walk the cache again and again
+    (a fifth of the CPU at 1,000 Kustomizations). What the imports created is frozen
+    out of the collector's sight for good."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def identity() -> str:
     """This process's leader-election identity: pod (host) name and a unique suffix."""
     return f"{socket.gethostname()}_{os.getpid()}"
@@ -95,6 +111,7 @@ async def run(settings: Settings, *, config_path: Path | None,
               overrides: Mapping[str, Mapping[str, object]] | None = None) -> int:
     clock = clock or SystemClock()
     fluxlog.setup(settings.log.level, settings.log.encoding)
+    tune_gc()
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     async with await KubeClient.connect(

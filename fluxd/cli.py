@@ -139,8 +139,10 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 async def _dev_cluster(settings: Settings) -> int:
+    from fluxd.app import tune_gc
     from fluxd.devcluster.runner import DevCluster
 
+    tune_gc()
     dev = settings.devcluster
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import secrets
@@ -309,7 +310,7 @@ class DevServer:
                                 f"application/yaml, {PROTOBUF} ({ctype})")
         try:
             if ctype in ("application/yaml", "application/apply-patch+yaml"):
-                data = yaml.load(raw, Loader=_JSONishLoader) if raw.strip() else None
+                data = _json_or_yaml(raw)
             else:
                 data = json.loads(raw) if raw.strip() else None
         except (ValueError, yaml.YAMLError) as exc:
@@ -661,6 +662,18 @@ _JSONishLoader.yaml_implicit_resolvers = {
     key: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def _json_or_yaml(raw: bytes) -> Any:
+    """A YAML body; most clients send JSON (which is YAML), read with the JSON decoder
+    first as the real server's YAML-to-JSON decoder would read it, and much faster."""
+    text = raw.strip()
+    if not text:
+        return None
+    if text.startswith(b"{"):
+        with contextlib.suppress(ValueError):
+            return json.loads(text)
+    return yaml.load(raw, Loader=_JSONishLoader)
 
 
 def _event_line(kind: str, obj: Obj) -> bytes:

@@ -434,7 +434,6 @@ class _Validator:
     def combinators(self, value: Any, schema: Schema, path: str) -> None:
         # Branches only restrict values (structural schemas forbid types, defaults and
         # list types in them), so a branch is "valid" when it yields no errors.
-        quoted = quote(path)
         all_of = schema.get("allOf")
         if isinstance(all_of, list) and all_of:
             failed = 0
@@ -444,21 +443,22 @@ class _Validator:
                 self.errors.extend(errors)
             if failed:
                 none = ". None validated" if failed == len(all_of) else ""
-                self.invalid(path, value, f"{quoted} must validate all the schemas (allOf){none}")
+                self.invalid(path, value,
+                             f"{quote(path)} must validate all the schemas (allOf){none}")
         any_of = schema.get("anyOf")
         if isinstance(any_of, list) and any_of and all(
                 _branch_errors(value, branch, path) for branch in any_of):
-            self.invalid(path, value, f"{quoted} must validate at least one schema (anyOf)")
+            self.invalid(path, value, f"{quote(path)} must validate at least one schema (anyOf)")
         one_of = schema.get("oneOf")
         if isinstance(one_of, list) and one_of:
             valid = sum(not _branch_errors(value, branch, path) for branch in one_of)
             if valid != 1:
                 found = "Found none valid" if valid == 0 else f"Found {valid} valid alternatives"
-                self.invalid(path, value,
-                             f"{quoted} must validate one and only one schema (oneOf). {found}")
+                self.invalid(path, value, f"{quote(path)} must validate one and only one "
+                                          f"schema (oneOf). {found}")
         not_ = schema.get("not")
         if isinstance(not_, dict) and not _branch_errors(value, not_, path):
-            self.invalid(path, value, f"{quoted} must not validate the schema (not)")
+            self.invalid(path, value, f"{quote(path)} must not validate the schema (not)")
 
     def string(self, value: str, schema: Schema, path: str) -> None:
         length = len(value)  # characters (code points), as the server counts runes
