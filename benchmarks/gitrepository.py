@@ -96,6 +96,7 @@ async def with_manager(kubeconfig: Path, storage: Path, concurrency: int,
         "leader_election": {"enabled": False},
         "server": {"metrics_address": "127.0.0.1:0"},
         "storage": {"path": str(storage), "address": "127.0.0.1:0"},
+        "notification": {"events_address": "127.0.0.1:0", "receiver_address": "127.0.0.1:0"},
         "concurrency": {"source": concurrency},
         "log": {"level": "warning"},
     })

@@ -214,6 +214,9 @@ metrics_address = "127.0.0.1:{port}"
 [storage]
 path = "{tmp / 'storage'}"
 address = "127.0.0.1:{storage}"
+[notification]
+events_address = "127.0.0.1:0"
+receiver_address = "127.0.0.1:0"
 [log]
 level = "error"
 """)

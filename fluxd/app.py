@@ -29,7 +29,7 @@ from fluxd.artifacts.bus import ArtifactBus
 from fluxd.artifacts.storage import ArtifactStore
 from fluxd.clock import Clock, SystemClock
 from fluxd.config import Settings
-from fluxd.controllers import kustomize, source
+from fluxd.controllers import kustomize, notification, source
 from fluxd.kube import KubeClient
 from fluxd.metrics import Metrics
 from fluxd.runtime.events import EventBus
@@ -51,7 +51,8 @@ def no_controllers(context: ControllerContext) -> list[ControllerSpec]:
 
 def flux_controllers(context: ControllerContext) -> list[ControllerSpec]:
     """Every Flux controller fluxd has so far."""
-    return [*source.controllers(context), *kustomize.controllers(context)]
+    return [*source.controllers(context), *kustomize.controllers(context),
+            *notification.controllers(context)]
 
 
 def artifact_store(settings: Settings, clock: Clock) -> ArtifactStore:
@@ -97,7 +98,7 @@ def assemble(settings: Settings, *, client: KubeClient, clock: Clock,
                                 settings=settings, clock=clock, events=EventBus(),
                                 instance=socket.gethostname(),
                                 artifacts=artifact_store(settings, clock),
-                                artifact_bus=ArtifactBus())
+                                artifact_bus=ArtifactBus(), registry=registry)
     for spec in controllers(context):
         manager.add_controller(spec)
     for name, factory in context.services:

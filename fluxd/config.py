@@ -160,6 +160,26 @@ class KustomizeSettings(_Group):
     health_poll_interval: Duration = 2.0
 
 
+class NotificationSettings(_Group):
+    """notification-controller (Flux's --events-addr, --receiverAddr, --rate-limit-interval)."""
+
+    #: the event intake for controllers outside this process (Flux --events-addr; Flux
+    #: uses :9090, which is the artifact server's port here)
+    events_address: str = "0.0.0.0:9690"
+    #: webhook receivers, the one listener meant to face the internet (Flux --receiverAddr)
+    receiver_address: str = "0.0.0.0:9292"
+    #: webhook requests one Receiver path takes in a burst, then per second; more are
+    #: answered 429 (Flux leaves this to the ingress in front of it)
+    receiver_rate_limit_burst: int = Field(default=20, ge=1)
+    receiver_rate_limit_qps: float = Field(default=5.0, gt=0)
+    #: largest webhook body read, in bytes; a larger one is answered 413 (Flux: 3 MiB)
+    receiver_max_body_size: int = Field(default=3 * 1024 * 1024, ge=1)
+    #: an event repeated within this window is dropped (Flux --rate-limit-interval)
+    rate_limit_interval: Duration = 300.0
+    #: notifications in flight at once
+    concurrent_sends: int = Field(default=16, ge=1)
+
+
 class AccessSettings(_Group):
     """Multi-tenancy lockdown (Flux's --no-cross-namespace-refs and
     --default-service-account), for every controller of the process."""
@@ -219,6 +239,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     helm: HelmSettings = HelmSettings()
     kustomize: KustomizeSettings = KustomizeSettings()
+    notification: NotificationSettings = NotificationSettings()
     access: AccessSettings = AccessSettings()
     server: ServerSettings = ServerSettings()
     log: LogSettings = LogSettings()

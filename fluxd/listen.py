@@ -36,14 +36,19 @@ class Listener:
 
 @asynccontextmanager
 async def serve_app(address: str, app: web.Application, *, what: str,
-                    log: logging.Logger) -> AsyncIterator[Listener]:
+                    log: logging.Logger, lingering_time: float = 10.0
+                    ) -> AsyncIterator[Listener]:
     """Serve ``app`` on ``address`` until the block ends; logs ``<what> listening``.
 
     With an empty host (``:0``) every interface is bound; with port 0 each socket may get
     its own port, and the first one is reported. Signals belong to the daemon, not here.
+    ``lingering_time`` is how long an unread request body is drained after the answer
+    (aiohttp's default 10 s); 0 closes the connection at once, for listeners that refuse
+    oversized bodies from strangers.
     """
     host, port = parse_address(address)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0,
+                           lingering_time=lingering_time)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

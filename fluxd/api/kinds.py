@@ -18,6 +18,6 @@ def all_kinds() -> tuple[Kind, ...]:
 
     Flux's kinds arrive with their controllers.
     """
-    from fluxd.api import kustomize, source
+    from fluxd.api import kustomize, notification, source
 
-    return (*source.KINDS, *kustomize.KINDS)
+    return (*source.KINDS, *kustomize.KINDS, *notification.KINDS)

@@ -90,13 +90,15 @@ def metrics_url(host: str, port: int) -> str:
 
 def fluxd_settings(settings: Settings, *, kubeconfig: Path, storage: Path) -> Settings:
     """``settings`` for the controllers the demo runs: the dev cluster, no leader election,
-    artifacts in the demo's directory on a free loopback port."""
+    artifacts in the demo's directory, every listener on a free loopback port."""
     return settings.model_copy(update={
         "kube": settings.kube.model_copy(update={"kubeconfig": str(kubeconfig),
                                                  "context": None}),
         "leader_election": settings.leader_election.model_copy(update={"enabled": False}),
         "storage": settings.storage.model_copy(update={
             "path": storage, "address": "127.0.0.1:0", "advertised_address": ""}),
+        "notification": settings.notification.model_copy(update={
+            "events_address": "127.0.0.1:0", "receiver_address": "127.0.0.1:0"}),
     })
 
 

@@ -492,11 +492,14 @@ class EventRecorder:
 
     async def event(self, obj: Mapping[str, Any], *, type: EventType = NORMAL, reason: str,
                     message: str, metadata: Mapping[str, str] | None = None,
-                    trace: bool = False) -> None:
+                    trace: bool = False, notify_only: bool = False) -> None:
         """Record an event about ``obj`` (the object as read from the API).
 
         ``metadata`` keys without a ``/`` are prefixed with the object's API group; keys
-        with one are kept as given. ``trace=True`` writes a Normal Kubernetes Event only.
+        with one are kept as given. ``trace=True`` writes a Normal Kubernetes Event only;
+        ``notify_only=True`` sends the event to the notification controller only (a
+        signal for providers, such as a commit status going to pending, that would only
+        clutter ``kubectl get events``).
         Never raises for a failed write (it is logged); a cancelled caller is cancelled.
         """
         try:
@@ -513,6 +516,8 @@ class EventRecorder:
         self._log(type, reason, message, annotations, where)
         if not trace:
             self._publish(ref, type, reason, message, annotations, now, where)
+        if notify_only:
+            return
         await self._record(ref, NORMAL if trace else type, reason, message, annotations, now,
                            where)
 

@@ -75,6 +75,11 @@ class ControllerContext:
     artifact_bus: ArtifactBus
     #: services to run while leading (name, factory), e.g. the artifact HTTP server
     services: list[tuple[str, ServiceFactory]] = field(default_factory=list)
+    #: where the running services listen (name → base URL), as they bound (port 0
+    #: resolved); for logs, tests and the demo
+    listeners: dict[str, str] = field(default_factory=dict)
+    #: the process's metrics registry, for controllers with metrics of their own
+    registry: CollectorRegistry | None = None
 
     def recorder(self, controller: str) -> EventRecorder:
         """Kubernetes Events and bus events on behalf of ``controller``

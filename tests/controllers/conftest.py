@@ -103,6 +103,7 @@ async def flux(cluster: Cluster, tmp_path: Path,
         "reconcile": {"min_retry_delay": "100ms", "max_retry_delay": "1s"},
         "shutdown": {"grace_period": "5s"},
         "kustomize": {"health_poll_interval": "500ms"},
+        "notification": {"events_address": "127.0.0.1:0", "receiver_address": "127.0.0.1:0"},
     }
     for group, values in flux_overrides.items():
         groups[group] = {**groups.get(group, {}), **values}

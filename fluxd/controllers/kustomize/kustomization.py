@@ -233,6 +233,13 @@ class KustomizationReconciler:
             patcher.mark_reconciling(
                 PROGRESSING, f"Fetching manifests for revision {artifact.revision} "
                              f"with a timeout of {format_duration(timeout)}")
+        if patcher.get_field("lastAppliedRevision") != artifact.revision:
+            # a new revision: commit-status providers show it as pending (Gitea) until
+            # the final event says how it went
+            await self.event(obj, patcher, type="Normal", reason=PROGRESSING,
+                             message=f"Reconciliation in progress for revision "
+                                     f"{artifact.revision}", revision=artifact.revision,
+                             extra={"commit_status": "update"}, notify_only=True)
 
         deadline = self.clock.monotonic() + timeout
         client = self.client_for(obj)
@@ -629,7 +636,7 @@ class KustomizationReconciler:
                          message=f"Reconciliation finished in {elapsed}, next run in "
                                  f"{format_duration(interval)}",
                          revision=artifact.revision,
-                         extra={"commit_status": "update"}, trace=True)
+                         extra={"commit_status": "update"})
         return Result(requeue_after=interval)
 
     def record_history(self, patcher: StatusPatcher, digest: str, started: float,
@@ -643,7 +650,8 @@ class KustomizationReconciler:
 
     async def event(self, obj: Obj, patcher: StatusPatcher, *, type: str, reason: str,
                     message: str, revision: str | None = None,
-                    extra: Mapping[str, str] | None = None, trace: bool = False) -> None:
+                    extra: Mapping[str, str] | None = None, trace: bool = False,
+                    notify_only: bool = False) -> None:
         metadata: dict[str, str] = {}
         revision = revision or patcher.get_field("lastAttemptedRevision")
         if revision:
@@ -654,7 +662,7 @@ class KustomizationReconciler:
         metadata.update(extra or {})
         await self.recorder.event(obj, type="Warning" if type == "Warning" else "Normal",
                                   reason=reason, message=message, metadata=metadata,
-                                  trace=trace)
+                                  trace=trace, notify_only=notify_only)
 
     # --- finalizer ---------------------------------------------------------------------
 

@@ -1,0 +1,82 @@
+"""Flux's notification-controller: events matched against Alerts and sent through
+Providers; Receivers turning webhooks into reconcile requests.
+
+Every controller's events arrive over the in-process event bus (a subscription taken at
+start-up, so nothing is lost while the caches sync); events from controllers outside the
+process arrive on Flux's intake endpoint (``[notification] events_address``). Alerts and
+Providers have no status in ``v1beta3``: they are cached and read at dispatch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fluxd.api.notification import API_VERSION_V1BETA3
+from fluxd.controllers.notification import events_server, receiver
+from fluxd.controllers.notification.dispatch import Dispatcher
+from fluxd.listen import serve_app
+from fluxd.runtime.manager import ControllerContext, ControllerSpec
+
+log = logging.getLogger("fluxd.notification")
+
+CONTROLLER = "notification-controller"
+
+
+def controllers(context: ControllerContext) -> list[ControllerSpec]:
+    settings = context.settings
+    dispatcher = Dispatcher(
+        client=context.client,
+        alerts=context.cache.informer(API_VERSION_V1BETA3, "Alert"),
+        provider_objects=context.cache.informer(API_VERSION_V1BETA3, "Provider"),
+        recorder=context.recorder(CONTROLLER), clock=context.clock,
+        window=float(settings.notification.rate_limit_interval),
+        concurrency=settings.notification.concurrent_sends,
+        no_cross_namespace_refs=settings.access.no_cross_namespace_refs)
+    subscription = context.events.subscribe(CONTROLLER, maxsize=10_000)
+
+    async def consume() -> None:
+        async for event in subscription:
+            dispatcher.submit(event)
+
+    @contextlib.asynccontextmanager
+    async def dispatch() -> AsyncIterator[object]:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(_supervised(dispatcher.run, "dispatch"),
+                                       name="notification dispatch"),
+                     group.create_task(_supervised(consume, "bus"),
+                                       name="notification bus")]
+            try:
+                yield dispatcher
+            finally:
+                for task in tasks:
+                    task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def intake() -> AsyncIterator[object]:
+        async with serve_app(settings.notification.events_address,
+                             events_server.create_app(dispatcher),
+                             what="event intake", log=log, lingering_time=0) as server:
+            context.listeners["event intake"] = server.url
+            try:
+                yield server
+            finally:
+                context.listeners.pop("event intake", None)
+
+    context.services.append(("notification dispatcher", dispatch))
+    context.services.append(("event intake", intake))
+    return receiver.controllers(context, registry=context.registry)
+
+
+async def _supervised(run: Callable[[], Awaitable[None]], what: str) -> None:
+    """Run ``run`` until cancelled; a bug in it is logged and it starts again a second
+    later, so it never takes the process down."""
+    while True:
+        try:
+            await run()
+            return
+        except Exception:
+            log.exception("notification %s failed; restarting it", what)
+            await asyncio.sleep(1.0)

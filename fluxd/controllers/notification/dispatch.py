@@ -1,0 +1,486 @@
+"""From events to notifications: rate limiting, Alert matching, Provider dispatch.
+
+Events reach ``Dispatcher.submit`` from the in-process event bus and from the HTTP
+intake (``events_server``). The contract, as Flux's notification-controller
+(``internal/server/event_handlers.go``, ``event_server.go``):
+
+- ``clean_metadata``: only keys prefixed ``event.toolkit.fluxcd.io/`` or the involved
+  object's ``<group>/`` are kept; ``<group>/checksum`` and ``<group>/digest`` are dropped.
+- Duplicates are dropped: one event per ``event_key`` (object, message, revisions,
+  token) per ``window`` seconds (Flux's 5 minutes). ``submit`` says whether it took the
+  event; the HTTP intake answers 429 for a duplicate.
+- ``submit`` never blocks: events wait in a bounded queue (the oldest is dropped when it
+  is full, and counted); trace events are never dispatched.
+- Matching (``alert_matches``): not suspended; an event source of the event's kind and
+  namespace (the Alert's by default), name equal or ``*``, labels when ``matchLabels``
+  (read from the API); severity (``info`` takes all, ``error`` only errors); the
+  inclusion list (when set, one must match) and the exclusion list (any match drops;
+  it wins); with ``no_cross_namespace_refs``, events from another namespace are refused.
+- Provider gates: suspended Providers get nothing; commit-status update events go only
+  to Git and generic Providers; Git Providers get only events with a commit, a
+  commit-status update or severity error; comment Providers need ``change_request``.
+- Metadata merge (RFC 0008, lowest first): ``event.toolkit.fluxcd.io/*`` (prefix
+  stripped), the Alert's ``eventMetadata``, its ``summary``, ``<group>/*`` (prefix
+  stripped); the ``<group>/token`` key never leaves.
+- Sending runs beside the matching, at most ``concurrency`` at once, each bounded by the
+  Provider's timeout; retryable failures are tried again with doubling delays (1 s, 2 s,
+  4 s), then a Warning event ``NotificationDispatchFailed`` goes on the Alert. Nothing
+  here waits on a reconcile, and no reconcile waits on a send.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import dataclasses
+import functools
+import hashlib
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import yaml
+
+from fluxd.api.notification import API_VERSION_V1BETA3, GIT_PROVIDER_TYPES
+from fluxd.clock import Clock
+from fluxd.config import parse_duration
+from fluxd.controllers.notification import providers
+from fluxd.controllers.notification.notifier import (
+    ConfigError,
+    HTTPClient,
+    ProviderSettings,
+    SendError,
+)
+from fluxd.kube import KubeClient, KubeError, NotFound
+from fluxd.runtime import cel
+from fluxd.runtime.events import EVENT_GROUP, SEVERITY_ERROR, SEVERITY_TRACE, Event
+from fluxd.runtime.informer import Informer
+
+log = logging.getLogger("fluxd.notification")
+
+Obj = dict[str, Any]
+
+COMMENT_PROVIDER_TYPES = ("githubpullrequestcomment", "gitlabmergerequestcomment",
+                          "giteapullrequestcomment")
+RETRY_DELAYS = (1.0, 2.0, 4.0)
+EVENT_SOURCE_INDEX = "eventSource"
+
+
+# --------------------------------------------------------------------------- events
+
+
+def clean_metadata(event: Event) -> Event:
+    """The event with only its emitter's and Flux's event keys, checksum and digest
+    dropped (Flux's intake clean-up)."""
+    group = event.involved_object.group
+    kept: dict[str, str] = {}
+    for key, value in event.metadata.items():
+        if key.startswith(f"{EVENT_GROUP}/") or (group and key.startswith(f"{group}/") and \
+                key not in (f"{group}/checksum", f"{group}/digest")):
+            kept[key] = value
+    if kept == event.metadata:
+        return event
+    return dataclasses.replace(event, metadata=kept)
+
+
+def event_key(event: Event) -> str:
+    """Flux's rate-limit key: the object, the message, and the revisions and token the
+    emitter sent."""
+    ref = event.involved_object
+    group = ref.group
+    parts = [f"event/name={ref.name}/namespace={ref.namespace}/kind={ref.kind}"
+             f"/message={event.message}"]
+    for name in ("originRevision", "revision", "token"):
+        value = event.metadata.get(f"{group}/{name}")
+        if value:
+            parts.append(f"/{name}={value}")
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+class RateLimiter:
+    """One event per key per ``window`` seconds; remembers at most ``size`` keys."""
+
+    def __init__(self, clock: Clock, window: float, size: int = 100_000) -> None:
+        self._clock = clock
+        self.window = window
+        self._size = size
+        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
+
+    def allow(self, key: str) -> bool:
+        if self.window <= 0:
+            return True
+        now = self._clock.monotonic()
+        # forget what has expired (the oldest first; bounded work per call)
+        for _ in range(16):
+            if not self._seen:
+                break
+            oldest, since = next(iter(self._seen.items()))
+            if now - since < self.window and len(self._seen) <= self._size:
+                break
+            self._seen.pop(oldest)
+        last = self._seen.get(key)
+        if last is not None and now - last < self.window:
+            return False
+        self._seen[key] = now
+        self._seen.move_to_end(key)
+        return True
+
+
+# --------------------------------------------------------------------------- matching
+
+
+@functools.lru_cache(maxsize=4096)
+def _regex(pattern: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        log.warning("ignoring invalid regular expression %r: %s", pattern, exc)
+        return None
+
+
+def _regexes(patterns: list[str] | None) -> list[re.Pattern[str]]:
+    return [r for r in map(_regex, patterns or []) if r is not None]
+
+
+def event_source_index(alert: Mapping[str, Any]) -> list[str]:
+    """Alerts by ``<namespace>/<kind>`` of each of their event sources: an event is
+    matched only against the Alerts that can take it."""
+    meta = alert.get("metadata") or {}
+    namespace = str(meta.get("namespace") or "")
+    return sorted({f"{s.get('namespace') or namespace}/{s.get('kind')}"
+                   for s in (alert.get("spec") or {}).get("eventSources") or []})
+
+
+LabelReader = Callable[[Event], Awaitable[Mapping[str, str] | None]]
+
+
+async def alert_matches(alert: Mapping[str, Any], event: Event, *, labels: LabelReader,
+                        no_cross_namespace_refs: bool = False) -> bool:
+    """Whether ``alert`` takes ``event`` (see the module docstring)."""
+    spec = alert.get("spec") or {}
+    if spec.get("suspend"):
+        return False
+    ref = event.involved_object
+    alert_ns = str((alert.get("metadata") or {}).get("namespace") or "")
+    if no_cross_namespace_refs and ref.namespace != alert_ns:
+        return False
+    if spec.get("eventSeverity") == SEVERITY_ERROR and event.severity != SEVERITY_ERROR:
+        return False
+    matched = False
+    for source in spec.get("eventSources") or []:
+        if str(source.get("namespace") or alert_ns) != ref.namespace:
+            continue
+        if source.get("kind") != ref.kind:
+            continue
+        name = str(source.get("name") or "")
+        if name not in ("*", ref.name):
+            continue
+        wanted = source.get("matchLabels") or {}
+        if wanted:
+            found = await labels(event)
+            if found is None or any(found.get(k) != v for k, v in wanted.items()):
+                continue
+        matched = True
+        break
+    if not matched:
+        return False
+    inclusion = _regexes(spec.get("inclusionList"))
+    if inclusion and not any(r.search(event.message) for r in inclusion):
+        return False
+    return not any(r.search(event.message) for r in _regexes(spec.get("exclusionList")))
+
+
+def merged_metadata(event: Event, alert: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+    """The metadata an Alert sends (RFC 0008 precedence) and the keys whose values
+    conflicted (the emitter's value is kept)."""
+    group = event.involved_object.group
+    merged: dict[str, str] = {}
+    conflicts: list[str] = []
+
+    def put(key: str, value: str) -> None:
+        if key in merged and merged[key] != value:
+            conflicts.append(key)
+        merged[key] = value
+
+    for key, value in event.metadata.items():
+        if key.startswith(f"{EVENT_GROUP}/"):
+            put(key[len(EVENT_GROUP) + 1:], value)
+    spec = alert.get("spec") or {}
+    for key, value in (spec.get("eventMetadata") or {}).items():
+        put(str(key), str(value))
+    if spec.get("summary"):
+        put("summary", str(spec["summary"]))
+    for key, value in event.metadata.items():
+        if group and key.startswith(f"{group}/") and key != f"{group}/token":
+            put(key[len(group) + 1:], value)
+    return merged, conflicts
+
+
+def provider_takes(provider_type: str, event: Event, metadata: Mapping[str, str]) -> bool:
+    """Flux's gates between an event and a Provider type (see the module docstring)."""
+    group = event.involved_object.group
+    status_update = event.metadata.get(f"{group}/commit_status") == "update"
+    if provider_type in GIT_PROVIDER_TYPES:
+        return ("commit" in metadata or f"{group}/commit" in event.metadata
+                or status_update or event.severity == SEVERITY_ERROR)
+    if provider_type in COMMENT_PROVIDER_TYPES:
+        return "change_request" in metadata
+    if status_update:
+        return provider_type in ("generic", "generic-hmac")
+    return True
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+@dataclass
+class DispatchStats:
+    received: int = 0
+    duplicates: int = 0
+    dropped: int = 0
+    matched: int = 0
+    sent: int = 0
+    failed: int = 0
+
+
+@dataclass
+class Dispatcher:
+    client: KubeClient
+    alerts: Informer
+    provider_objects: Informer
+    recorder: Any
+    clock: Clock
+    window: float = 300.0
+    concurrency: int = 16
+    queue_size: int = 10_000
+    no_cross_namespace_refs: bool = False
+    retry_delays: tuple[float, ...] = RETRY_DELAYS
+    stats: DispatchStats = field(default_factory=DispatchStats)
+    _queue: collections.deque[Event] = field(default_factory=collections.deque)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _limiter: RateLimiter | None = None
+    _session: aiohttp.ClientSession | None = None
+
+    def __post_init__(self) -> None:
+        self._limiter = RateLimiter(self.clock, self.window)
+        self.alerts.add_index(EVENT_SOURCE_INDEX, event_source_index)
+
+    # --- intake ----------------------------------------------------------------------
+
+    def submit(self, event: Event) -> bool:
+        """Queue ``event``; False when it is a duplicate within the window (nothing is
+        queued then). Never blocks."""
+        if event.severity == SEVERITY_TRACE:
+            return True
+        self.stats.received += 1
+        event = clean_metadata(event)
+        assert self._limiter is not None
+        if not self._limiter.allow(event_key(event)):
+            self.stats.duplicates += 1
+            return False
+        if len(self._queue) >= self.queue_size:
+            self._queue.popleft()
+            self.stats.dropped += 1
+        self._queue.append(event)
+        self._wake.set()
+        return True
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Match and send until cancelled."""
+        limit = asyncio.Semaphore(self.concurrency)
+        async with aiohttp.ClientSession(trust_env=False) as session, \
+                asyncio.TaskGroup() as sends:
+            self._session = session
+            while True:
+                if not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                event = self._queue.popleft()
+                for alert, provider in await self.matches(event):
+                    await limit.acquire()
+                    sends.create_task(self._send_released(limit, event, alert, provider))
+
+    async def matches(self, event: Event) -> list[tuple[Obj, Obj]]:
+        """The (Alert, Provider) pairs that take ``event``."""
+        found: list[tuple[Obj, Obj]] = []
+        labels_cache: dict[str, Mapping[str, str] | None] = {}
+
+        async def labels(ev: Event) -> Mapping[str, str] | None:
+            if "labels" not in labels_cache:
+                labels_cache["labels"] = await self._labels(ev)
+            return labels_cache["labels"]
+
+        source = event.involved_object
+        for alert in self.alerts.by_index(EVENT_SOURCE_INDEX,
+                                          f"{source.namespace}/{source.kind}"):
+            if not await alert_matches(alert, event, labels=labels,
+                                       no_cross_namespace_refs=self.no_cross_namespace_refs):
+                continue
+            meta = alert["metadata"]
+            ref = str(((alert.get("spec") or {}).get("providerRef") or {}).get("name") or "")
+            provider = self.provider_objects.get(meta.get("namespace", ""), ref)
+            if provider is None:
+                log.info("Alert %s/%s: provider %r not found", meta.get("namespace"),
+                         meta.get("name"), ref)
+                continue
+            if (provider.get("spec") or {}).get("suspend"):
+                continue
+            found.append((alert, provider))
+        self.stats.matched += len(found)
+        return found
+
+    async def _labels(self, event: Event) -> Mapping[str, str] | None:
+        ref = event.involved_object
+        try:
+            obj = await self.client.get(ref.api_version, ref.kind, ref.name,
+                                        ref.namespace or None)
+        except KubeError:
+            return None
+        found: Mapping[str, str] = (obj.get("metadata") or {}).get("labels") or {}
+        return found
+
+    async def _send_released(self, limit: asyncio.Semaphore, event: Event, alert: Obj,
+                             provider: Obj) -> None:
+        try:
+            await self.send(event, alert, provider)
+        except Exception:
+            # a bug in a provider must not end the dispatcher
+            self.stats.failed += 1
+            log.exception("sending a notification failed unexpectedly")
+        finally:
+            limit.release()
+
+    async def send(self, event: Event, alert: Obj, provider: Obj) -> None:
+        """One notification: metadata merged, the Provider resolved, sent with retries;
+        a final failure is a Warning event on the Alert."""
+        metadata, conflicts = merged_metadata(event, alert)
+        if conflicts:
+            await self.recorder.event(
+                alert, type="Warning", reason="MetadataAppendFailed",
+                message=f"metadata keys {sorted(set(conflicts))} conflict; the emitter's "
+                        "values are kept")
+        spec = provider.get("spec") or {}
+        provider_type = str(spec.get("type") or "")
+        if not provider_takes(provider_type, event, metadata):
+            return
+        outgoing = dataclasses.replace(event, metadata=metadata)
+        ref = event.involved_object
+        subject = f"{ref.kind}/{ref.namespace}/{ref.name}" if ref.namespace else \
+            f"{ref.kind}/{ref.name}"
+        try:
+            settings = await self.settings_for(provider, outgoing, alert)
+            notifier = providers.build(settings)
+        except (ConfigError, KubeError, cel.CELError) as exc:
+            self.stats.failed += 1
+            await self._failed(alert, subject, str(exc))
+            return
+        assert self._session is not None
+        client = HTTPClient(settings, self._session)
+        error: SendError | None = None
+        for attempt, delay in enumerate((0.0, *self.retry_delays)):
+            if delay:
+                await self.clock.sleep(delay)
+            try:
+                await notifier.post(outgoing, client)
+            except SendError as exc:
+                error = exc
+                log.info("notification to %s failed (attempt %d): %s",
+                         provider_type, attempt + 1, exc)
+                if not exc.retryable:
+                    break
+                continue
+            self.stats.sent += 1
+            return
+        self.stats.failed += 1
+        await self._failed(alert, subject, str(error))
+
+    async def _failed(self, alert: Obj, subject: str, why: str) -> None:
+        await self.recorder.event(alert, type="Warning", reason="NotificationDispatchFailed",
+                                  message=f"failed to send notification for {subject}: {why}")
+
+    async def settings_for(self, provider: Obj, event: Event, alert: Obj) -> ProviderSettings:
+        """The Provider's spec with its Secrets read (Secret keys win)."""
+        meta = provider["metadata"]
+        spec = provider.get("spec") or {}
+        ns = str(meta.get("namespace") or "")
+        address = str(spec.get("address") or "")
+        channel, username = str(spec.get("channel") or ""), str(spec.get("username") or "")
+        token = password = ""
+        headers: dict[str, str] = {}
+        proxy = str(spec.get("proxy") or "") or None
+        ca_pem = cert_pem = key_pem = None
+        if (spec.get("secretRef") or {}).get("name"):
+            data = await self._secret(ns, str(spec["secretRef"]["name"]))
+            address = data.get("address", address).strip() or address
+            token = data.get("token", "").strip()
+            username = data.get("username", username) or username
+            password = data.get("password", "")
+            channel = data.get("channel", channel) or channel
+            proxy = data.get("proxy", "").strip() or proxy
+            if data.get("headers"):
+                try:
+                    parsed = yaml.safe_load(data["headers"]) or {}
+                except yaml.YAMLError as exc:
+                    raise ConfigError(f"invalid headers in secret: {exc}") from exc
+                if not isinstance(parsed, dict):
+                    raise ConfigError("invalid headers in secret: not a map")
+                headers = {str(k): str(v) for k, v in parsed.items()}
+            if data.get("ca.crt"):
+                ca_pem = data["ca.crt"].encode()
+        if (spec.get("certSecretRef") or {}).get("name"):
+            data = await self._secret(ns, str(spec["certSecretRef"]["name"]))
+            ca_pem = (data.get("ca.crt") or data.get("caFile") or "").encode() or ca_pem
+            cert_pem = (data.get("tls.crt") or data.get("certFile") or "").encode() or None
+            key_pem = (data.get("tls.key") or data.get("keyFile") or "").encode() or None
+        if (spec.get("proxySecretRef") or {}).get("name"):
+            data = await self._secret(ns, str(spec["proxySecretRef"]["name"]))
+            proxy = _proxy_url(data) or proxy
+        commit_status = None
+        if spec.get("commitStatusExpr"):
+            expression = cel.Expression.compile(str(spec["commitStatusExpr"]),
+                                                variables=("event", "provider", "alert"))
+            value = expression.evaluate({"event": event.to_json(), "provider": provider,
+                                         "alert": alert})
+            if not isinstance(value, str):
+                raise cel.CELError("commitStatusExpr must evaluate to a string")
+            commit_status = value
+        timeout = parse_duration(spec["timeout"]) if spec.get("timeout") else 15.0
+        return ProviderSettings(
+            type=str(spec.get("type") or ""), name=str(meta.get("name") or ""), namespace=ns,
+            uid=str(meta.get("uid") or ""), address=address, channel=channel,
+            username=username, token=token, password=password, headers=headers,
+            ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem, proxy=proxy,
+            timeout=timeout, commit_status=commit_status)
+
+    async def _secret(self, namespace: str, name: str) -> dict[str, str]:
+        try:
+            secret = await self.client.get("v1", "Secret", name, namespace)
+        except NotFound as exc:
+            raise ConfigError(f"secret '{namespace}/{name}' not found") from exc
+        return {k: base64.b64decode(v).decode(errors="replace")
+                for k, v in (secret.get("data") or {}).items()}
+
+
+def _proxy_url(data: Mapping[str, str]) -> str | None:
+    address = data.get("address", "").strip()
+    if not address:
+        return None
+    user, password = data.get("username", ""), data.get("password", "")
+    if user:
+        scheme, sep, rest = address.partition("://")
+        if sep:
+            from urllib.parse import quote
+            return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
+    return address
+
+
+__all__ = ["API_VERSION_V1BETA3", "Dispatcher", "RateLimiter",
+           "alert_matches", "clean_metadata", "event_key", "merged_metadata",
+           "provider_takes"]

@@ -1,0 +1,160 @@
+"""Alert matching, metadata merge, provider gates and the rate limiter, as tables."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from fluxd.clock import FakeClock
+from fluxd.controllers.notification.dispatch import (
+    RateLimiter,
+    alert_matches,
+    clean_metadata,
+    event_key,
+    merged_metadata,
+    provider_takes,
+)
+from fluxd.runtime.events import Event, ObjectReference
+
+pytestmark = pytest.mark.anyio
+
+KS = "kustomize.toolkit.fluxcd.io"
+
+
+def event(*, kind: str = "Kustomization", name: str = "app", namespace: str = "apps",
+          severity: str = "info", message: str = "Applied revision: main@sha1:abc",
+          metadata: Mapping[str, str] | None = None) -> Event:
+    api = f"{KS}/v1" if kind == "Kustomization" else "source.toolkit.fluxcd.io/v1"
+    return Event(involved_object=ObjectReference(kind=kind, name=name, namespace=namespace,
+                                                 api_version=api),
+                 severity=severity,
+                 timestamp=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+                 message=message, reason="ReconciliationSucceeded",
+                 reporting_controller="kustomize-controller", metadata=dict(metadata or {}))
+
+
+def alert(*sources: dict[str, Any], namespace: str = "apps", **spec: Any) -> dict[str, Any]:
+    return {"metadata": {"name": "a", "namespace": namespace},
+            "spec": {"providerRef": {"name": "p"}, "eventSources": list(sources), **spec}}
+
+
+async def no_labels(ev: Event) -> Mapping[str, str] | None:
+    return None
+
+
+def labels_of(found: Mapping[str, str]) -> Any:
+    async def read(ev: Event) -> Mapping[str, str] | None:
+        return found
+    return read
+
+
+@pytest.mark.parametrize("the_alert, the_event, matched", [
+    (alert({"kind": "Kustomization", "name": "app"}), event(), True),
+    (alert({"kind": "Kustomization", "name": "*"}), event(), True),
+    (alert({"kind": "Kustomization", "name": "other"}), event(), False),
+    (alert({"kind": "GitRepository", "name": "*"}), event(), False),
+    (alert({"kind": "Kustomization", "name": "*", "namespace": "elsewhere"}), event(), False),
+    (alert({"kind": "Kustomization", "name": "*"}, namespace="flux-system"), event(), False),
+    (alert({"kind": "Kustomization", "name": "*", "namespace": "apps"},
+           namespace="flux-system"), event(), True),
+    (alert({"kind": "Kustomization", "name": "*"}, eventSeverity="error"), event(), False),
+    (alert({"kind": "Kustomization", "name": "*"}, eventSeverity="error"),
+     event(severity="error"), True),
+    (alert({"kind": "Kustomization", "name": "*"}, eventSeverity="info"),
+     event(severity="error"), True),
+    (alert({"kind": "Kustomization", "name": "*"}, suspend=True), event(), False),
+    (alert({"kind": "Kustomization", "name": "*"}, inclusionList=["^Applied"]), event(), True),
+    (alert({"kind": "Kustomization", "name": "*"}, inclusionList=["^Health"]), event(), False),
+    (alert({"kind": "Kustomization", "name": "*"}, exclusionList=["sha1"]), event(), False),
+    (alert({"kind": "Kustomization", "name": "*"}, inclusionList=["Applied"],
+           exclusionList=["main@"]), event(), False),
+    (alert({"kind": "Kustomization", "name": "*"}, exclusionList=["[invalid"]), event(), True),
+])
+async def test_alert_matching(the_alert: dict[str, Any], the_event: Event,
+                              matched: bool) -> None:
+    assert await alert_matches(the_alert, the_event, labels=no_labels) is matched
+
+
+async def test_match_labels_are_read_from_the_object() -> None:
+    source = {"kind": "Kustomization", "name": "*", "matchLabels": {"team": "a"}}
+    assert await alert_matches(alert(source), event(), labels=labels_of({"team": "a"}))
+    assert not await alert_matches(alert(source), event(), labels=labels_of({"team": "b"}))
+    assert not await alert_matches(alert(source), event(), labels=no_labels)
+
+
+async def test_cross_namespace_events_are_refused_when_locked_down() -> None:
+    cross = alert({"kind": "Kustomization", "name": "*", "namespace": "apps"},
+                  namespace="flux-system")
+    assert not await alert_matches(cross, event(), labels=no_labels,
+                                   no_cross_namespace_refs=True)
+
+
+def test_metadata_is_cleaned_to_the_emitter_s_and_flux_s_keys() -> None:
+    ev = clean_metadata(event(metadata={
+        f"{KS}/revision": "r", f"{KS}/checksum": "c", f"{KS}/digest": "d",
+        "event.toolkit.fluxcd.io/team": "a", "other.io/x": "y", "plain": "z"}))
+    assert ev.metadata == {f"{KS}/revision": "r", "event.toolkit.fluxcd.io/team": "a"}
+
+
+def test_metadata_merge_follows_rfc_0008_precedence() -> None:
+    ev = event(metadata={f"{KS}/revision": "r1", f"{KS}/token": "secret",
+                         "event.toolkit.fluxcd.io/cluster": "from-object",
+                         "event.toolkit.fluxcd.io/revision": "object-says"})
+    merged, conflicts = merged_metadata(ev, alert(
+        {"kind": "Kustomization", "name": "*"},
+        eventMetadata={"cluster": "from-alert", "env": "prod"}, summary="eu-west down"))
+    assert merged == {"cluster": "from-alert", "env": "prod", "summary": "eu-west down",
+                      "revision": "r1"}
+    assert sorted(conflicts) == ["cluster", "revision"]
+
+
+@pytest.mark.parametrize("provider_type, metadata, severity, takes", [
+    ("slack", {f"{KS}/revision": "r"}, "info", True),
+    ("slack", {f"{KS}/commit_status": "update"}, "info", False),
+    ("generic", {f"{KS}/commit_status": "update"}, "info", True),
+    ("gitea", {f"{KS}/revision": "r"}, "info", False),
+    ("gitea", {f"{KS}/commit_status": "update"}, "info", True),
+    ("gitea", {f"{KS}/revision": "r"}, "error", True),
+    ("gitea", {f"{KS}/commit": "abc"}, "info", True),
+    ("githubpullrequestcomment", {f"{KS}/revision": "r"}, "info", False),
+    ("githubpullrequestcomment", {f"{KS}/change_request": "42"}, "info", True),
+])
+def test_providers_take_the_events_flux_gives_them(
+        provider_type: str, metadata: dict[str, str], severity: str, takes: bool) -> None:
+    ev = event(metadata=metadata, severity=severity)
+    merged, _ = merged_metadata(ev, alert({"kind": "Kustomization", "name": "*"}))
+    assert provider_takes(provider_type, ev, merged) is takes
+
+
+def test_the_rate_limit_key_is_the_object_message_and_revisions() -> None:
+    base = event(metadata={f"{KS}/revision": "r1"})
+    assert event_key(base) == event_key(event(metadata={f"{KS}/revision": "r1"}))
+    assert event_key(base) != event_key(event(metadata={f"{KS}/revision": "r2"}))
+    assert event_key(base) != event_key(event(message="other"))
+    assert event_key(base) != event_key(event(name="other"))
+    assert event_key(base) == event_key(event(metadata={f"{KS}/revision": "r1",
+                                                        f"{KS}/other": "x"}))
+
+
+def test_a_duplicate_is_refused_within_the_window_only() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock, window=300)
+    assert limiter.allow("k")
+    assert not limiter.allow("k")
+    assert limiter.allow("other")
+    clock.advance(299)
+    assert not limiter.allow("k")
+    clock.advance(2)
+    assert limiter.allow("k")
+
+
+def test_the_limiter_forgets_old_keys_and_stays_bounded() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock, window=10, size=100)
+    for i in range(1000):
+        limiter.allow(f"k{i}")
+        clock.advance(1)
+    assert len(limiter._seen) <= 100 + 16
