@@ -158,3 +158,84 @@ def test_the_limiter_forgets_old_keys_and_stays_bounded() -> None:
         limiter.allow(f"k{i}")
         clock.advance(1)
     assert len(limiter._seen) <= 100 + 16
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def _secret(name: str, namespace: str, **data: str) -> dict[str, Any]:
+    import base64
+    return {"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+async def test_provider_settings_come_from_the_spec_and_its_secrets(
+        cluster: Any, namespace: str) -> None:
+    from fluxd.clock import SystemClock
+    from fluxd.controllers.notification.dispatch import Dispatcher
+    from fluxd.kube import KubeClient
+    from fluxd.runtime.informer import InformerCache
+
+    async with await KubeClient.connect(clock=SystemClock(),
+                                        kubeconfig=str(cluster.kubeconfig)) as client:
+        for secret in (
+                _secret("creds", namespace, token=" t0ken \n", address="https://hooks/x",
+                        username="bot", headers="X-Team: a\nX-Env: prod\n"),
+                _secret("tls", namespace, **{"ca.crt": "CA", "tls.crt": "CRT",
+                                             "tls.key": "KEY"}),
+                _secret("proxy", namespace, address="http://proxy:3128", username="u",
+                        password="p w")):
+            await client.create(secret)
+        cache = InformerCache(client, clock=SystemClock())
+        dispatcher = Dispatcher(
+            client=client, alerts=cache.informer("notification.toolkit.fluxcd.io/v1beta3",
+                                                 "Alert"),
+            provider_objects=cache.informer("notification.toolkit.fluxcd.io/v1beta3",
+                                            "Provider"),
+            recorder=None, clock=SystemClock())
+        provider = {"metadata": {"name": "p", "namespace": namespace,
+                                 "uid": "1234-5678"},
+                    "spec": {"type": "gitea", "address": "https://spec/address",
+                             "channel": "general", "timeout": "3s",
+                             "secretRef": {"name": "creds"},
+                             "certSecretRef": {"name": "tls"},
+                             "proxySecretRef": {"name": "proxy"},
+                             "commitStatusExpr": "event.involvedObject.name + '/' + "
+                                                 "provider.metadata.name + '/' + "
+                                                 "alert.metadata.name"}}
+        settings = await dispatcher.settings_for(provider, event(), alert(
+            {"kind": "Kustomization", "name": "*"}))
+    assert settings.address == "https://hooks/x"  # the Secret wins
+    assert settings.token == "t0ken"
+    assert settings.username == "bot"
+    assert settings.channel == "general"
+    assert settings.headers == {"X-Team": "a", "X-Env": "prod"}
+    assert (settings.ca_pem, settings.cert_pem, settings.key_pem) == (b"CA", b"CRT", b"KEY")
+    assert settings.proxy == "http://u:p%20w@proxy:3128"
+    assert settings.timeout == 3.0
+    assert settings.commit_status == "app/p/a"
+    assert settings.uid == "1234-5678"
+
+
+async def test_a_missing_provider_secret_is_a_config_error(
+        cluster: Any, namespace: str) -> None:
+    from fluxd.clock import SystemClock
+    from fluxd.controllers.notification.dispatch import Dispatcher
+    from fluxd.controllers.notification.notifier import ConfigError
+    from fluxd.kube import KubeClient
+    from fluxd.runtime.informer import InformerCache
+
+    async with await KubeClient.connect(clock=SystemClock(),
+                                        kubeconfig=str(cluster.kubeconfig)) as client:
+        cache = InformerCache(client, clock=SystemClock())
+        dispatcher = Dispatcher(
+            client=client, alerts=cache.informer("notification.toolkit.fluxcd.io/v1beta3",
+                                                 "Alert"),
+            provider_objects=cache.informer("notification.toolkit.fluxcd.io/v1beta3",
+                                            "Provider"),
+            recorder=None, clock=SystemClock())
+        provider = {"metadata": {"name": "p", "namespace": namespace},
+                    "spec": {"type": "slack", "secretRef": {"name": "absent"}}}
+        with pytest.raises(ConfigError, match=f"secret '{namespace}/absent' not found"):
+            await dispatcher.settings_for(provider, event(), alert())
