@@ -1,0 +1,276 @@
+"""Bearer-token (JWT) verification for the OIDC-authenticated Receiver types
+(``gcr``, ``generic-oidc``): the issuer's discovery document and key set (cached,
+fetched again for an unknown key id), the signature (RSA, RSA-PSS, ECDSA, Ed25519) and
+the ``iss``/``aud``/``exp``/``nbf`` claims. Also ``read_capped``, the bounded read both
+this module and the webhook server use for bodies from strangers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import re
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
+from fluxd.clock import Clock
+
+log = logging.getLogger("fluxd.notification.receiver")
+
+_CHUNK = 64 * 1024
+
+
+async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
+    """The whole stream, or None as soon as it goes past ``limit`` bytes (nothing more is
+    kept than ``limit`` plus one chunk)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in stream.iter_chunked(_CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class OIDCError(Exception):
+    """A bearer token that could not be verified (the message says why)."""
+
+
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | Ed25519PublicKey
+SUPPORTED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
+                        "ES384", "ES512", "EdDSA")
+_DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {
+    "256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
+_CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "P-256": ec.SECP256R1, "P-384": ec.SECP384R1, "P-521": ec.SECP521R1}
+_ES_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
+
+
+def _b64url(text: str) -> bytes:
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
+        raise ValueError("not base64url")
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _b64url_int(text: Any) -> int:
+    if not isinstance(text, str):
+        raise ValueError("not a string")
+    return int.from_bytes(_b64url(text), "big")
+
+
+def public_key(jwk: Mapping[str, Any]) -> PublicKey:
+    """A JWK's public key (RSA, EC P-256/384/521, OKP Ed25519); ``ValueError`` otherwise."""
+    kty = jwk.get("kty")
+    if kty == "RSA":
+        return rsa.RSAPublicNumbers(_b64url_int(jwk.get("e")),
+                                    _b64url_int(jwk.get("n"))).public_key()
+    if kty == "EC":
+        curve = _CURVES.get(str(jwk.get("crv")))
+        if curve is None:
+            raise ValueError(f"unsupported curve {jwk.get('crv')!r}")
+        return ec.EllipticCurvePublicNumbers(_b64url_int(jwk.get("x")), _b64url_int(
+            jwk.get("y")), curve()).public_key()
+    if kty == "OKP" and jwk.get("crv") == "Ed25519":
+        return Ed25519PublicKey.from_public_bytes(_b64url(str(jwk.get("x"))))
+    raise ValueError(f"unsupported key type {kty!r}")
+
+
+def signature_valid(key: PublicKey, alg: str, data: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is ``key``'s JWS signature with ``alg`` over ``data``."""
+    try:
+        if alg.startswith(("RS", "PS")) and isinstance(key, rsa.RSAPublicKey):
+            digest = _DIGESTS[alg[2:]]()
+            pad: padding.AsymmetricPadding = padding.PKCS1v15() if alg[0] == "R" else \
+                padding.PSS(mgf=padding.MGF1(digest), salt_length=padding.PSS.AUTO)
+            key.verify(signature, data, pad, digest)
+            return True
+        if alg in _ES_CURVES and isinstance(key, ec.EllipticCurvePublicKey):
+            if key.curve.name != _ES_CURVES[alg]:
+                return False
+            size = (key.curve.key_size + 7) // 8
+            if len(signature) != 2 * size:
+                return False
+            r = int.from_bytes(signature[:size], "big")
+            s = int.from_bytes(signature[size:], "big")
+            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(_DIGESTS[alg[2:]]()))
+            return True
+        if alg == "EdDSA" and isinstance(key, Ed25519PublicKey):
+            key.verify(signature, data)
+            return True
+    except InvalidSignature:
+        return False
+    return False
+
+
+@dataclass(frozen=True)
+class _Key:
+    kid: str | None
+    alg: str | None
+    key: PublicKey
+
+
+@dataclass(frozen=True)
+class _KeySet:
+    keys: tuple[_Key, ...]
+    algorithms: tuple[str, ...]
+    fetched: float
+
+
+def unverified_claims(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
+    """A compact JWS's header, claims, signing input and signature, unverified."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise OIDCError("token is not a JWT")
+    try:
+        header = json.loads(_b64url(parts[0]))
+        claims = json.loads(_b64url(parts[1]))
+        signature = _b64url(parts[2])
+    except (ValueError, RecursionError) as exc:
+        raise OIDCError(f"failed to parse token: {exc}") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise OIDCError("failed to parse token: not a JSON object")
+    return header, claims, f"{parts[0]}.{parts[1]}".encode(), signature
+
+
+class OIDCVerifier:
+    """Verifies ID tokens against issuers' published keys, as go-oidc does: discovery at
+    ``<issuer>/.well-known/openid-configuration`` (its ``issuer`` must match), keys from
+    its ``jwks_uri`` (kept ``ttl`` seconds; fetched again for an unknown ``kid``, at most
+    every ``refresh`` seconds), then signature, ``iss``, ``aud``, ``exp`` and ``nbf``
+    (five minutes of leeway). Only issuers named by Receivers are ever fetched."""
+
+    def __init__(self, *, clock: Clock, timeout: float = 10.0, ttl: float = 600.0,
+                 refresh: float = 30.0, max_document: int = 1024 * 1024,
+                 max_issuers: int = 64) -> None:
+        self._clock = clock
+        self._timeout = timeout
+        self._ttl = ttl
+        self._refresh = refresh
+        self._max_document = max_document
+        self._max_issuers = max_issuers
+        self._sets: OrderedDict[str, _KeySet] = OrderedDict()
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def verify(self, token: str, *, issuer: str, audience: str | None,
+                     issuers: Collection[str] | None = None) -> dict[str, Any]:
+        """The claims of ``token`` once verified; ``OIDCError`` otherwise. ``issuers``
+        lists the accepted ``iss`` values (``issuer`` alone by default)."""
+        header, claims, signing_input, signature = unverified_claims(token)
+        alg, kid = header.get("alg"), header.get("kid")
+        if not isinstance(alg, str) or alg not in SUPPORTED_ALGORITHMS:
+            raise OIDCError(f"unsupported signing algorithm {alg!r}")
+        keys = await self._keys(issuer)
+        if alg not in keys.algorithms:
+            raise OIDCError(f"signing algorithm {alg!r} is not one the issuer uses")
+        candidates = self._candidates(keys, alg, kid)
+        if not candidates and kid is not None and \
+                self._clock.monotonic() - keys.fetched >= self._refresh:
+            keys = await self._keys(issuer, again=True)
+            candidates = self._candidates(keys, alg, kid)
+        if not any(signature_valid(k.key, alg, signing_input, signature) for k in candidates):
+            raise OIDCError("failed to verify signature")
+        self._check_claims(claims, issuers or (issuer,), audience)
+        return claims
+
+    @staticmethod
+    def _candidates(keys: _KeySet, alg: str, kid: Any) -> list[_Key]:
+        return [k for k in keys.keys
+                if (kid is None or k.kid == kid) and (k.alg is None or k.alg == alg)]
+
+    def _check_claims(self, claims: Mapping[str, Any], issuers: Collection[str],
+                      audience: str | None) -> None:
+        if claims.get("iss") not in issuers:
+            raise OIDCError(f"id token issued by a different provider: {claims.get('iss')!r}")
+        aud = claims.get("aud")
+        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if audience is not None and audience not in audiences:
+            raise OIDCError(f"expected audience {audience!r} got {audiences!r}")
+        now = self._clock.now().timestamp()
+        exp = claims.get("exp")
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or exp < now:
+            raise OIDCError("token is expired")
+        nbf = claims.get("nbf")
+        if isinstance(nbf, int | float) and not isinstance(nbf, bool) and nbf > now + 300:
+            raise OIDCError("token is not valid yet")
+
+    async def _keys(self, issuer: str, *, again: bool = False) -> _KeySet:
+        """The issuer's keys: cached ones younger than ``ttl`` (``refresh`` when asked
+        ``again``: another request may have just fetched them), else fetched."""
+        lock = self._locks.setdefault(issuer, asyncio.Lock())
+        async with lock:
+            cached = self._sets.get(issuer)
+            if cached is not None and self._clock.monotonic() - cached.fetched < (
+                    self._refresh if again else self._ttl):
+                return cached
+            keys = await self._fetch(issuer)
+            self._sets[issuer] = keys
+            self._sets.move_to_end(issuer)
+            while len(self._sets) > self._max_issuers:
+                old, _ = self._sets.popitem(last=False)
+                self._locks.pop(old, None)
+            return keys
+
+    async def _fetch(self, issuer: str) -> _KeySet:
+        config = await self._get_json(issuer.rstrip("/") + "/.well-known/openid-configuration")
+        if config.get("issuer") != issuer:
+            raise OIDCError(f"issuer did not match the issuer returned by provider, expected "
+                            f"{issuer!r} got {config.get('issuer')!r}")
+        jwks_uri = config.get("jwks_uri")
+        if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
+            raise OIDCError("the provider's discovery document has no jwks_uri")
+        listed = config.get("id_token_signing_alg_values_supported")
+        algorithms = tuple(a for a in listed if a in SUPPORTED_ALGORITHMS) \
+            if isinstance(listed, list) else ()
+        document = await self._get_json(jwks_uri)
+        keys = []
+        for jwk in document.get("keys") or []:
+            if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
+                continue
+            try:
+                key = public_key(jwk)
+            except (ValueError, TypeError) as exc:
+                log.debug("skipping a JWK: %s", exc)
+                continue
+            kid, alg = jwk.get("kid"), jwk.get("alg")
+            keys.append(_Key(kid if isinstance(kid, str) else None,
+                             alg if isinstance(alg, str) else None, key))
+        return _KeySet(tuple(keys), algorithms or ("RS256",), self._clock.monotonic())
+
+    async def _get_json(self, url: str) -> dict[str, Any]:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        try:
+            async with asyncio.timeout(self._timeout), self._session.get(
+                    url, headers={"Accept": "application/json"}) as resp:
+                if resp.status != 200:
+                    raise OIDCError(f"GET {url}: HTTP {resp.status}")
+                body = await read_capped(resp.content, self._max_document)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise OIDCError(f"GET {url}: {exc or type(exc).__name__}") from None
+        if body is None:
+            raise OIDCError(f"GET {url}: the document is too large")
+        try:
+            document = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise OIDCError(f"GET {url}: {exc}") from None
+        if not isinstance(document, dict):
+            raise OIDCError(f"GET {url}: not a JSON object")
+        return document
