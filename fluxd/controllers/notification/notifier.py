@@ -13,7 +13,7 @@ looked up by type in ``providers.build``. The contract:
   429 and 5xx (the dispatcher retries those with backoff), not retryable for any other
   answer. Messages never contain the token: ``HTTPClient`` masks it.
 - ``HTTPClient`` carries a Provider's TLS (``ca.crt``, client certificate), proxy and
-  timeout. Notifiers use ``request`` and nothing else for I/O, so a test can point any
+  timeout, and for the generic types the Secret's extra ``headers``. Notifiers use ``request`` and nothing else for I/O, so a test can point any
   provider at a loopback server.
 """
 
@@ -30,8 +30,11 @@ import aiohttp
 
 from fluxd.runtime.events import Event
 
-__all__ = ["ConfigError", "HTTPClient", "Notifier", "ProviderSettings", "Response",
-           "SendError"]
+__all__ = ["GENERIC_TYPES", "ConfigError", "HTTPClient", "Notifier", "ProviderSettings",
+           "Response", "SendError"]
+
+#: the Provider types that send the Secret's ``headers`` (Flux's forwarder)
+GENERIC_TYPES = frozenset({"generic", "generic-hmac"})
 
 
 class ConfigError(ValueError):
@@ -124,7 +127,9 @@ class HTTPClient:
         ``SendError`` (retryable for 429 and 5xx); so do timeouts and connection errors
         (retryable)."""
         body = data
-        sent_headers = {**self.settings.headers, **(headers or {})}
+        # the Secret's extra headers are for the generic webhooks only, as in Flux
+        extra = self.settings.headers if self.settings.type in GENERIC_TYPES else {}
+        sent_headers = {**extra, **(headers or {})}
         if json_body is not None:
             body = json.dumps(json_body, separators=(",", ":")).encode()
             sent_headers.setdefault("Content-Type", "application/json")
