@@ -13,8 +13,9 @@ looked up by type in ``providers.build``. The contract:
   429 and 5xx (the dispatcher retries those with backoff), not retryable for any other
   answer. Messages never contain the token: ``HTTPClient`` masks it.
 - ``HTTPClient`` carries a Provider's TLS (``ca.crt``, client certificate), proxy and
-  timeout, and for the generic types the Secret's extra ``headers``. Notifiers use ``request`` and nothing else for I/O, so a test can point any
-  provider at a loopback server.
+  timeout, and for the generic types the Secret's extra ``headers``. Notifiers use
+  ``request`` and nothing else for I/O, so a test can point any provider at a loopback
+  server.
 """
 
 from __future__ import annotations
