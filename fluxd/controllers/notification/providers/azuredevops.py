@@ -27,20 +27,16 @@ from fluxd.controllers.notification.notifier import (
     SendError,
 )
 from fluxd.controllers.notification.providers import gitcommon
-from fluxd.runtime.events import SEVERITY_ERROR, SEVERITY_INFO, Event
+from fluxd.runtime.events import Event
 
 API_VERSION = "6.0"
 GENRE = "fluxcd"
 
 
 def state(severity: str) -> str:
-    if severity == SEVERITY_INFO:
-        return "succeeded"
-    if severity == SEVERITY_ERROR:
-        return "error"
-    raise SendError(f"can't convert severity {severity!r} to an azure devops state",
-                    retryable=False)
-
+    return gitcommon.severity_state(
+        severity, success="succeeded", failure="error",
+        refusal="can't convert severity {severity} to an azure devops state")
 
 def genre(event: Event) -> str:
     summary = event.metadata.get("summary")
@@ -63,9 +59,7 @@ class AzureDevOps:
         self.headers = {"Authorization": gitcommon.basic_auth("", settings.token)}
 
     async def post(self, event: Event, client: HTTPClient) -> None:
-        if event.reason == gitcommon.PROGRESSING:
-            return
-        sha = gitcommon.commit_sha(event)
+        sha = gitcommon.status_commit(event)
         if sha is None:
             return
         name, kind = gitcommon.status_id(self.settings, event), genre(event)

@@ -22,10 +22,9 @@ from fluxd.controllers.notification.notifier import (
     HTTPClient,
     Notifier,
     ProviderSettings,
-    SendError,
 )
 from fluxd.controllers.notification.providers import gitcommon
-from fluxd.runtime.events import SEVERITY_ERROR, SEVERITY_INFO, Event
+from fluxd.runtime.events import Event
 
 API = "https://api.bitbucket.org/2.0"
 STATUS_URL = "https://bitbucket.org"
@@ -33,13 +32,9 @@ BEARER_USERS = frozenset({"x-token-auth", "x-bitbucket-api-token-auth"})
 
 
 def state(severity: str) -> str:
-    if severity == SEVERITY_INFO:
-        return "SUCCESSFUL"
-    if severity == SEVERITY_ERROR:
-        return "FAILED"
-    raise SendError(f"can't convert severity {severity!r} to a bitbucket state",
-                    retryable=False)
-
+    return gitcommon.severity_state(
+        severity, success="SUCCESSFUL", failure="FAILED",
+        refusal="can't convert severity {severity} to a bitbucket state")
 
 class Bitbucket:
     """Posts build statuses to one Bitbucket Cloud repository."""
@@ -60,9 +55,7 @@ class Bitbucket:
         self.headers = {"Authorization": auth}
 
     async def post(self, event: Event, client: HTTPClient) -> None:
-        if event.reason == gitcommon.PROGRESSING:
-            return
-        sha = gitcommon.commit_sha(event)
+        sha = gitcommon.status_commit(event)
         if sha is None:
             return
         status = {"key": gitcommon.sha1_hex(gitcommon.status_id(self.settings, event)),

@@ -23,10 +23,9 @@ from fluxd.controllers.notification.notifier import (
     HTTPClient,
     Notifier,
     ProviderSettings,
-    SendError,
 )
 from fluxd.controllers.notification.providers import gitcommon
-from fluxd.runtime.events import SEVERITY_ERROR, SEVERITY_INFO, Event
+from fluxd.runtime.events import Event
 
 CLONE_MARKER = "/scm/"
 
@@ -47,13 +46,10 @@ def parse_clone_url(address: str) -> tuple[str, str, str]:
 
 
 def state(severity: str) -> str:
-    if severity == SEVERITY_INFO:
-        return "SUCCESSFUL"
-    if severity == SEVERITY_ERROR:
-        return "FAILED"
-    raise SendError("couldn't convert to bitbucket server state: bitbucket server state "
-                    "generated on info or error events only", retryable=False)
-
+    return gitcommon.severity_state(
+        severity, success="SUCCESSFUL", failure="FAILED",
+        refusal="couldn't convert to bitbucket server state: bitbucket server state "
+                "generated on info or error events only")
 
 class BitbucketServer:
     """Posts build statuses to one Bitbucket Server / Data Center repository."""
@@ -72,9 +68,7 @@ class BitbucketServer:
                         "x-requested-with": "XMLHttpRequest"}
 
     async def post(self, event: Event, client: HTTPClient) -> None:
-        if event.reason == gitcommon.PROGRESSING:
-            return
-        sha = gitcommon.commit_sha(event)
+        sha = gitcommon.status_commit(event)
         if sha is None:
             return
         description = gitcommon.describe(event)

@@ -38,7 +38,7 @@ from fluxd.controllers.notification.notifier import (
     Response,
     SendError,
 )
-from fluxd.runtime.events import EVENT_GROUP, SEVERITY_ERROR, Event
+from fluxd.runtime.events import EVENT_GROUP, SEVERITY_ERROR, SEVERITY_INFO, Event
 
 __all__ = ["CHANGE_REQUEST_KEY", "PROGRESSING", "REVISION_KEYS", "GitAddress",
            "authenticated_user", "basic_auth", "call", "change_request", "comment_body",
@@ -166,6 +166,24 @@ def commit_sha(event: Event) -> str | None:
         return parse_revision(revision)
     except ValueError as exc:
         raise SendError(str(exc), retryable=False) from None
+
+
+def status_commit(event: Event) -> str | None:
+    """The commit a status is about; None when the event names none, and for a
+    Progressing event (only Gitea shows those, as pending)."""
+    if event.reason == PROGRESSING:
+        return None
+    return commit_sha(event)
+
+
+def severity_state(severity: str, *, success: str, failure: str, refusal: str) -> str:
+    """A forge's status state for an event's severity: ``success`` for info, ``failure``
+    for error; anything else is refused with ``refusal``."""
+    if severity == SEVERITY_INFO:
+        return success
+    if severity == SEVERITY_ERROR:
+        return failure
+    raise SendError(refusal.format(severity=repr(severity)), retryable=False)
 
 
 def split_camel_case(text: str) -> list[str]:

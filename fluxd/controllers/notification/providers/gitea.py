@@ -21,10 +21,9 @@ from fluxd.controllers.notification.notifier import (
     HTTPClient,
     Notifier,
     ProviderSettings,
-    SendError,
 )
 from fluxd.controllers.notification.providers import gitcommon
-from fluxd.runtime.events import SEVERITY_ERROR, SEVERITY_INFO, Event
+from fluxd.runtime.events import Event
 
 #: how many of a commit's statuses are read to find duplicates
 STATUS_PAGE = 50
@@ -47,15 +46,12 @@ def repository_settings(settings: ProviderSettings, kind: str) -> tuple[str, str
 
 
 def state(event: Event) -> str:
-    """The Gitea status state for an event."""
+    """The Gitea status state for an event: pending while Progressing."""
     if event.reason == gitcommon.PROGRESSING:
         return "pending"
-    if event.severity == SEVERITY_INFO:
-        return "success"
-    if event.severity == SEVERITY_ERROR:
-        return "failure"
-    raise SendError(f"can't convert severity {event.severity!r} to a gitea state",
-                    retryable=False)
+    return gitcommon.severity_state(
+        event.severity, success="success", failure="failure",
+        refusal="can't convert severity {severity} to a gitea state")
 
 
 class Gitea:

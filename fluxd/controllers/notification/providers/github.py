@@ -23,10 +23,9 @@ from fluxd.controllers.notification.notifier import (
     HTTPClient,
     Notifier,
     ProviderSettings,
-    SendError,
 )
 from fluxd.controllers.notification.providers import gitcommon
-from fluxd.runtime.events import SEVERITY_ERROR, SEVERITY_INFO, Event
+from fluxd.runtime.events import Event
 
 STATUS_PAGE = 50
 PUBLIC_API = "https://api.github.com"
@@ -55,13 +54,9 @@ def repository_settings(settings: ProviderSettings) -> tuple[str, str, str, dict
 
 
 def state(severity: str) -> str:
-    if severity == SEVERITY_INFO:
-        return "success"
-    if severity == SEVERITY_ERROR:
-        return "failure"
-    raise SendError(f"can't convert severity {severity!r} to a github state",
-                    retryable=False)
-
+    return gitcommon.severity_state(
+        severity, success="success", failure="failure",
+        refusal="can't convert severity {severity} to a github state")
 
 class GitHub:
     """Posts commit statuses to one GitHub repository."""
@@ -75,9 +70,7 @@ class GitHub:
                 f"{gitcommon.segment(self.repo)}")
 
     async def post(self, event: Event, client: HTTPClient) -> None:
-        if event.reason == gitcommon.PROGRESSING:
-            return
-        sha = gitcommon.commit_sha(event)
+        sha = gitcommon.status_commit(event)
         if sha is None:
             return
         status = {"state": state(event.severity), "description": gitcommon.describe(event),

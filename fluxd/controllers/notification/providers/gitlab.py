@@ -22,10 +22,9 @@ from fluxd.controllers.notification.notifier import (
     HTTPClient,
     Notifier,
     ProviderSettings,
-    SendError,
 )
 from fluxd.controllers.notification.providers import gitcommon
-from fluxd.runtime.events import SEVERITY_ERROR, SEVERITY_INFO, Event
+from fluxd.runtime.events import Event
 
 
 def api_base(host: str) -> str:
@@ -47,13 +46,9 @@ def project_settings(settings: ProviderSettings) -> tuple[str, str, dict[str, st
 
 
 def state(severity: str) -> str:
-    if severity == SEVERITY_INFO:
-        return "success"
-    if severity == SEVERITY_ERROR:
-        return "failed"
-    raise SendError(f"can't convert severity {severity!r} to a gitlab state",
-                    retryable=False)
-
+    return gitcommon.severity_state(
+        severity, success="success", failure="failed",
+        refusal="can't convert severity {severity} to a gitlab state")
 
 class GitLab:
     """Posts commit statuses to one GitLab project."""
@@ -63,9 +58,7 @@ class GitLab:
         _, self.project, self.headers = project_settings(settings)
 
     async def post(self, event: Event, client: HTTPClient) -> None:
-        if event.reason == gitcommon.PROGRESSING:
-            return
-        sha = gitcommon.commit_sha(event)
+        sha = gitcommon.status_commit(event)
         if sha is None:
             return
         name = gitcommon.status_id(self.settings, event)
