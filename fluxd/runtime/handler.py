@@ -9,6 +9,7 @@ resync, and when it is deleted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from fluxd.runtime.reconcile import ObjectKey
@@ -53,3 +54,36 @@ class EnqueueHandler:
 
     def on_delete(self, obj: Obj) -> None:
         self._queue.add(key_for(self._kind, obj))
+
+
+class Indexed(Protocol):
+    def by_index(self, name: str, value: str) -> list[Obj]: ...
+
+
+class ReferrersHandler:
+    """For an informer of referenced objects (e.g. watched Secrets): when one is created,
+    changed or deleted — not on the initial list or a resync — enqueue the objects of
+    ``kind`` that refer to it, found in ``referrers`` under ``index`` by ``key(obj)``."""
+
+    def __init__(self, queue: Adder, kind: str, referrers: Indexed, index: str,
+                 key: Callable[[Obj], str]) -> None:
+        self._queue = queue
+        self._kind = kind
+        self._referrers = referrers
+        self._index = index
+        self._key = key
+
+    def _enqueue(self, obj: Obj) -> None:
+        for referrer in self._referrers.by_index(self._index, self._key(obj)):
+            self._queue.add(key_for(self._kind, referrer))
+
+    def on_add(self, obj: Obj, *, initial: bool) -> None:
+        if not initial:
+            self._enqueue(obj)
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        if old is not new:
+            self._enqueue(new)
+
+    def on_delete(self, obj: Obj) -> None:
+        self._enqueue(obj)

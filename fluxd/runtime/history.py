@@ -41,7 +41,3 @@ def upsert(history: Sequence[Mapping[str, Any]] | None, *, digest: str,
     # newest first; the entry just written wins ties (same second)
     out.sort(key=lambda s: (str(s.get("lastReconciled") or ""), s is found), reverse=True)
     return out[:HISTORY_MAX_SIZE]
-
-
-def latest(history: Sequence[Mapping[str, Any]] | None) -> Mapping[str, Any] | None:
-    return history[0] if history else None

@@ -9,12 +9,13 @@ What enqueues a Kustomization, besides its own spec changes and reconcile reques
   (cache index on ``dependsOn``), at once — Flux polls every 30 s here; the 30 s requeue
   stays only as a fallback;
 * a change to a ConfigMap or Secret it takes substitution variables from, when that
-  object is labelled ``reconcile.fluxcd.io/watch: Enabled`` (watched metadata-only: their
-  data is never cached).
+  object matches ``[watch] configs_label_selector`` (``reconcile.fluxcd.io/watch=Enabled``;
+  watched metadata-only: their data is never cached).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from fluxd.api import source as source_api
@@ -27,6 +28,7 @@ from fluxd.controllers.kustomize.kustomization import (
     source_index,
 )
 from fluxd.runtime import conditions as cond
+from fluxd.runtime.handler import ReferrersHandler
 from fluxd.runtime.manager import ControllerContext, ControllerSpec
 from fluxd.runtime.reconcile import ObjectKey
 
@@ -34,8 +36,11 @@ Obj = dict[str, Any]
 
 #: the source kinds fluxd serves that a Kustomization can take artifacts from
 SOURCE_KINDS = ("GitRepository", "OCIRepository")
-#: ConfigMaps and Secrets with this label reconcile the Kustomizations using them
-WATCH_SELECTOR = "reconcile.fluxcd.io/watch=Enabled"
+
+
+def _config_key(kind: str, obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{kind}/{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 def substitute_from_index(obj: Obj) -> list[str]:
@@ -71,39 +76,13 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
     context.artifact_bus.subscribe(new_artifact)
     informer.add_handler(DependentsHandler(informer, context))
     for kind in ("ConfigMap", "Secret"):
-        context.cache.metadata_informer("v1", kind, label_selector=WATCH_SELECTOR) \
-            .add_handler(ConfigHandler(kind, informer, context))
+        context.cache.metadata_informer(
+            "v1", kind, label_selector=context.settings.watch.configs_label_selector,
+        ).add_handler(ReferrersHandler(context.queue, KIND, informer, "substituteFrom",
+                                       functools.partial(_config_key, kind)))
     return [ControllerSpec(API_VERSION, KIND, "kustomize", reconciler,
                            indexes={"source": source_index, "dependsOn": dependency_index,
                                     "substituteFrom": substitute_from_index})]
-
-
-class ConfigHandler:
-    """Enqueues the Kustomizations that take variables from a watched ConfigMap or
-    Secret when it is created, changed or deleted (not on the initial list or resync)."""
-
-    def __init__(self, kind: str, informer: Any, context: ControllerContext) -> None:
-        self._kind = kind
-        self._informer = informer
-        self._queue = context.queue
-
-    def _enqueue(self, obj: Obj) -> None:
-        meta = obj.get("metadata") or {}
-        key = f"{self._kind}/{meta.get('namespace', '')}/{meta.get('name', '')}"
-        for user in self._informer.by_index("substituteFrom", key):
-            um = user["metadata"]
-            self._queue.add(ObjectKey(KIND, um["namespace"], um["name"]))
-
-    def on_add(self, obj: Obj, *, initial: bool) -> None:
-        if not initial:
-            self._enqueue(obj)
-
-    def on_update(self, old: Obj, new: Obj) -> None:
-        if old is not new:
-            self._enqueue(new)
-
-    def on_delete(self, obj: Obj) -> None:
-        self._enqueue(obj)
 
 
 class DependentsHandler:

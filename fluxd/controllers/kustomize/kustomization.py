@@ -41,7 +41,6 @@ from fluxd.controllers.kustomize.ssa import (
     Action,
     ApplyError,
     ChangeSet,
-    ChangeSetEntry,
     IgnoreRule,
     ObjMeta,
     ResourceManager,
@@ -65,7 +64,6 @@ CONTROLLER = "kustomize-controller"
 FINALIZER = "finalizers.fluxcd.io"
 NAME_LABEL = f"{GROUP}/name"
 NAMESPACE_LABEL = f"{GROUP}/namespace"
-SOURCE_API_GROUP = "source.toolkit.fluxcd.io"
 #: the artifact metadata key of the revision an OCI artifact was built from
 ORIGIN_REVISION = "org.opencontainers.image.revision"
 
@@ -109,8 +107,6 @@ class _PendingHealth:
     started: float
     targets: list[tuple[ObjMeta, str]]
     changed: bool
-    change_set: ChangeSet
-    inventory: list[Obj]
     origin_revision: str | None
     applied_at: float
     #: objects as the apply left them, used once for the first round of checks
@@ -279,7 +275,7 @@ class KustomizationReconciler:
         pending = _PendingHealth(
             generation=patcher.generation, revision=artifact.revision, digest=digest,
             deadline=self.clock.monotonic() + timeout, started=started, targets=targets,
-            changed=change_set.has_changes(), change_set=change_set, inventory=inventory,
+            changed=change_set.has_changes(),
             origin_revision=artifact.origin_revision, applied_at=self.clock.monotonic(),
             known={e.meta: e.object for e in change_set.entries if e.object is not None})
         patcher.mark_reconciling(
@@ -770,5 +766,5 @@ def dependency_index(obj: Obj) -> list[str]:
             for d in (obj.get("spec") or {}).get("dependsOn") or [] if d.get("name")]
 
 
-__all__ = ["CONTROLLER", "KIND", "ChangeSetEntry", "KustomizationReconciler",
+__all__ = ["CONTROLLER", "KIND", "KustomizationReconciler",
            "dependency_index", "source_index"]

@@ -10,7 +10,7 @@ intake (``events_server``). The contract, as Flux's notification-controller
   token) per ``window`` seconds (Flux's 5 minutes). ``submit`` says whether it took the
   event; the HTTP intake answers 429 for a duplicate.
 - ``submit`` never blocks: events wait in a bounded queue (the oldest is dropped when it
-  is full, and counted); trace events are never dispatched.
+  is full, with a warning); trace events are never dispatched.
 - Matching (``alert_matches``): not suspended; an event source of the event's kind and
   namespace (the Alert's by default), name equal or ``*``, labels when ``matchLabels``
   (read from the API); severity (``info`` takes all, ``error`` only errors); the
@@ -45,7 +45,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from fluxd.api.notification import API_VERSION_V1BETA3, GIT_PROVIDER_TYPES
+from fluxd.api.notification import GIT_PROVIDER_TYPES
 from fluxd.clock import Clock
 from fluxd.config import parse_duration
 from fluxd.controllers.notification import providers
@@ -238,16 +238,6 @@ def provider_takes(provider_type: str, event: Event, metadata: Mapping[str, str]
 
 
 @dataclass
-class DispatchStats:
-    received: int = 0
-    duplicates: int = 0
-    dropped: int = 0
-    matched: int = 0
-    sent: int = 0
-    failed: int = 0
-
-
-@dataclass
 class Dispatcher:
     client: KubeClient
     alerts: Informer
@@ -259,7 +249,6 @@ class Dispatcher:
     queue_size: int = 10_000
     no_cross_namespace_refs: bool = False
     retry_delays: tuple[float, ...] = RETRY_DELAYS
-    stats: DispatchStats = field(default_factory=DispatchStats)
     _queue: collections.deque[Event] = field(default_factory=collections.deque)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _limiter: RateLimiter | None = None
@@ -276,15 +265,14 @@ class Dispatcher:
         queued then). Never blocks."""
         if event.severity == SEVERITY_TRACE:
             return True
-        self.stats.received += 1
         event = clean_metadata(event)
         assert self._limiter is not None
         if not self._limiter.allow(event_key(event)):
-            self.stats.duplicates += 1
             return False
         if len(self._queue) >= self.queue_size:
-            self._queue.popleft()
-            self.stats.dropped += 1
+            dropped = self._queue.popleft()
+            log.warning("notification queue full: dropped the oldest event, about %s/%s",
+                        dropped.involved_object.kind, dropped.involved_object.name)
         self._queue.append(event)
         self._wake.set()
         return True
@@ -333,7 +321,6 @@ class Dispatcher:
             if (provider.get("spec") or {}).get("suspend"):
                 continue
             found.append((alert, provider))
-        self.stats.matched += len(found)
         return found
 
     async def _labels(self, event: Event) -> Mapping[str, str] | None:
@@ -352,7 +339,6 @@ class Dispatcher:
             await self.send(event, alert, provider)
         except Exception:
             # a bug in a provider must not end the dispatcher
-            self.stats.failed += 1
             log.exception("sending a notification failed unexpectedly")
         finally:
             limit.release()
@@ -378,7 +364,6 @@ class Dispatcher:
             settings = await self.settings_for(provider, outgoing, alert)
             notifier = providers.build(settings)
         except (ConfigError, KubeError, cel.CELError) as exc:
-            self.stats.failed += 1
             await self._failed(alert, subject, str(exc))
             return
         assert self._session is not None
@@ -396,9 +381,7 @@ class Dispatcher:
                 if not exc.retryable:
                     break
                 continue
-            self.stats.sent += 1
             return
-        self.stats.failed += 1
         await self._failed(alert, subject, str(error))
 
     async def _failed(self, alert: Obj, subject: str, why: str) -> None:
@@ -481,6 +464,6 @@ def _proxy_url(data: Mapping[str, str]) -> str | None:
     return address
 
 
-__all__ = ["API_VERSION_V1BETA3", "Dispatcher", "RateLimiter",
+__all__ = ["Dispatcher", "RateLimiter",
            "alert_matches", "clean_metadata", "event_key", "merged_metadata",
            "provider_takes"]

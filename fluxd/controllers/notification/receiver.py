@@ -46,6 +46,7 @@ from fluxd.kube import KubeClient, KubeError, NotFound
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.cel import CELError
 from fluxd.runtime.events import EventRecorder
+from fluxd.runtime.handler import ReferrersHandler
 from fluxd.runtime.informer import Informer
 from fluxd.runtime.manager import ControllerContext, ControllerSpec
 from fluxd.runtime.reconcile import ObjectKey, ReconcileError, Result
@@ -239,31 +240,9 @@ def finalize_status(patcher: StatusPatcher) -> None:
                                  cond.message_of(conditions, cond.RECONCILING))
 
 
-class SecretHandler:
-    """Reconciles the Receivers whose token Secret (watched metadata-only) was created,
-    changed or deleted; not on the initial list or resync."""
-
-    def __init__(self, informer: Informer, context: ControllerContext) -> None:
-        self._informer = informer
-        self._queue = context.queue
-
-    def _enqueue(self, obj: Obj) -> None:
-        meta = obj.get("metadata") or {}
-        key = f"{meta.get('namespace', '')}/{meta.get('name', '')}"
-        for receiver in self._informer.by_index(SECRET_REF_INDEX, key):
-            rm = receiver["metadata"]
-            self._queue.add(ObjectKey(KIND, rm.get("namespace", ""), rm["name"]))
-
-    def on_add(self, obj: Obj, *, initial: bool) -> None:
-        if not initial:
-            self._enqueue(obj)
-
-    def on_update(self, old: Obj, new: Obj) -> None:
-        if old is not new:
-            self._enqueue(new)
-
-    def on_delete(self, obj: Obj) -> None:
-        self._enqueue(obj)
+def _secret_key(obj: Obj) -> str:
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', '')}/{meta.get('name', '')}"
 
 
 @dataclass(frozen=True)
@@ -302,7 +281,8 @@ def build(context: ControllerContext, *,
     context.services.append(("webhook receiver", serve_webhooks))
     context.cache.metadata_informer(
         "v1", "Secret", label_selector=context.settings.watch.configs_label_selector,
-    ).add_handler(SecretHandler(informer, context))
+    ).add_handler(ReferrersHandler(context.queue, KIND, informer, SECRET_REF_INDEX,
+                                   _secret_key))
     spec = ControllerSpec(API_VERSION_V1, KIND, "notification", reconciler,
                           indexes={WEBHOOK_PATH_INDEX: webhook_path_index,
                                    SECRET_REF_INDEX: secret_ref_index})
