@@ -13,9 +13,7 @@ import asyncio
 import inspect
 import json
 import os
-import shutil
 import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,16 +24,14 @@ from typing import Any
 import pytest
 
 from fluxd.devcluster.runner import DevCluster
+from fluxd.tools import find_tool
 
 REAL_KUBECONFIG = os.environ.get("FLUXD_TEST_KUBECONFIG", "")
 
 
 def tool(name: str) -> str:
     """A tool binary: next to the running interpreter (.venv/bin), else on PATH."""
-    local = Path(sys.executable).parent / name
-    if local.exists():
-        return str(local)
-    found = shutil.which(name)
+    found = find_tool(name)
     if not found:
         pytest.fail(f"{name} not found: run the README's test command, which installs it")
     return found

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import sys
 from pathlib import Path
+
+from fluxd import tools
 
 #: how long one kubectl command may take
 TIMEOUT = 60.0
 
 
 def find_tool(name: str, configured: str | None = None) -> str:
-    """A tool binary: the configured path, else next to this Python (a venv), else PATH."""
-    if configured:
-        return configured
-    beside = Path(sys.executable).parent / name
-    if beside.exists():
-        return str(beside)
-    found = shutil.which(name)
+    """A tool binary (``fluxd.tools.find_tool``); the demo cannot go on without it."""
+    found = tools.find_tool(name, configured)
     if found is None:
         raise SystemExit(f"{name} not found: install it or run `make demo`, which does")
     return found

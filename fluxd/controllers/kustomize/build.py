@@ -39,13 +39,14 @@ import re
 import shutil
 import signal
 import stat
-import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from fluxd.tools import find_tool
 
 Obj = dict[str, Any]
 
@@ -713,11 +714,5 @@ def format_object(obj: Obj) -> str:
 
 
 def find_kubectl(configured: str | None) -> str | None:
-    """The kubectl binary: the configured path, else next to this Python (a venv), else
-    on PATH; None when there is none."""
-    if configured:
-        return configured
-    beside = Path(sys.executable).parent / "kubectl"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("kubectl")
+    """The kubectl binary (``fluxd.tools.find_tool``); None when there is none."""
+    return find_tool("kubectl", configured)

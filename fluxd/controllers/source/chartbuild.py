@@ -41,7 +41,6 @@ import os
 import posixpath
 import re
 import shutil
-import sys
 import tarfile
 import tempfile
 import zlib
@@ -61,6 +60,7 @@ from fluxd.controllers.source.chartrepo import (
     Remote,
     RepositoryError,
 )
+from fluxd.tools import find_tool
 
 __all__ = [
     "Build", "BuildError", "BuildOptions", "BuildReason", "Dependencies", "HelmCLI",
@@ -479,14 +479,8 @@ def overwrite_default_values(chart_dir: Path, values: Mapping[str, Any] | None) 
 
 
 def find_helm(configured: str | None) -> str | None:
-    """The helm binary: the configured path, else next to this Python (a venv), else on
-    PATH; None when there is none."""
-    if configured:
-        return configured
-    beside = Path(sys.executable).parent / "helm"
-    if beside.exists():
-        return str(beside)
-    return shutil.which("helm")
+    """The helm binary (``fluxd.tools.find_tool``); None when there is none."""
+    return find_tool("helm", configured)
 
 
 @dataclass(frozen=True)
