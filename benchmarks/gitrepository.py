@@ -30,8 +30,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-
 from benchmarks.devcluster import Server
 from fluxd import app
 from fluxd.artifacts.storage import ArtifactStore
@@ -39,9 +37,8 @@ from fluxd.clock import SystemClock
 from fluxd.config import Settings
 from fluxd.controllers.source.git import Ref, Remote
 from fluxd.kube import KubeClient
-from fluxd.metrics import Metrics
 from fluxd.runtime.reconcile import ObjectKey
-from tests.controllers.conftest import install_crds
+from tests.controllers.conftest import install_crds, running_flux
 from tests.support.gitserver import GitServer, git
 
 API = "source.toolkit.fluxcd.io/v1"
@@ -105,19 +102,8 @@ async def with_manager(kubeconfig: Path, storage: Path, concurrency: int,
     async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig),
                                         qps=500, burst=1000) as client:
         await install_crds(client)
-        registry = CollectorRegistry()
-        manager, context = app.assemble(settings, client=client, clock=clock,
-                                        registry=registry,
-                                        metrics=Metrics(registry, process_metrics=False),
-                                        controllers=app.flux_controllers)
-        stop = asyncio.Event()
-        runner = asyncio.create_task(manager.run(stop))
-        try:
-            return await body(client, manager)
-        finally:
-            stop.set()
-            await asyncio.wait_for(runner, 60)
-            context.events.close()
+        async with running_flux(settings, client, clock, storage, stop_within=60) as flux:
+            return await body(client, flux.manager)
 
 
 def ready(obj: dict[str, Any]) -> bool:

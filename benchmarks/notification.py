@@ -28,7 +28,6 @@ from typing import Any
 
 import aiohttp
 import yaml
-from prometheus_client import CollectorRegistry
 
 from benchmarks.devcluster import Server
 from fluxd import app
@@ -36,10 +35,9 @@ from fluxd.clock import SystemClock
 from fluxd.config import Settings
 from fluxd.controllers.notification.dispatch import Dispatcher
 from fluxd.kube import KubeClient, NotFound
-from fluxd.metrics import Metrics
 from fluxd.runtime.events import Event, ObjectReference
 from fluxd.runtime.informer import InformerCache
-from tests.controllers.conftest import install_crds
+from tests.controllers.conftest import install_crds, running_flux
 from tests.controllers.notification.test_receiver import gitea_headers, gitea_push
 from tests.support.gitserver import GitServer, commit, head
 
@@ -148,14 +146,9 @@ async def webhooks(kubeconfig: Path, tmp: Path, pushes: int) -> dict[str, float]
             await client.apply({"apiVersion": "v1", "kind": "Namespace",
                                 "metadata": {"name": "bench"}}, force=True)
             await client.apply(secret("hook", HOOK_TOKEN), force=True)
-            registry = CollectorRegistry()
-            manager, context = app.assemble(settings, client=client, clock=clock,
-                                            registry=registry,
-                                            metrics=Metrics(registry, process_metrics=False),
-                                            controllers=app.flux_controllers)
-            stop = asyncio.Event()
-            runner = asyncio.ensure_future(manager.run(stop))
-            try:
+            async with running_flux(settings, client, clock, tmp / "storage",
+                                    stop_within=60) as flux:
+                context = flux.context
                 await client.create({
                     "apiVersion": f"{GROUP}/v1", "kind": "Receiver",
                     "metadata": {"name": "push", "namespace": "bench"},
@@ -197,10 +190,6 @@ async def webhooks(kubeconfig: Path, tmp: Path, pushes: int) -> dict[str, float]
                                 await asyncio.sleep(0.01)
                         times.append(time.perf_counter() - started)
                         before = after
-            finally:
-                stop.set()
-                await asyncio.wait_for(runner, 60)
-                context.events.close()
     times.sort()
     return {"pushes": pushes, "p50_s": round(statistics.median(times), 3),
             "p95_s": round(times[max(0, int(len(times) * 0.95) - 1)], 3),

@@ -9,6 +9,7 @@ loopback port, and runs it until the test ends. The CRDs are applied from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from fluxd import app
-from fluxd.clock import SystemClock
+from fluxd.clock import Clock, SystemClock
 from fluxd.config import Settings
 from fluxd.kube import KubeClient, NotFound
 from fluxd.metrics import Metrics
@@ -84,6 +85,29 @@ async def install_crds(client: KubeClient) -> None:
     await client.refresh_mapping()
 
 
+@contextlib.asynccontextmanager
+async def running_flux(settings: Settings, client: KubeClient, clock: Clock, storage: Path, *,
+                       controllers: app.ControllersFactory = app.flux_controllers,
+                       stop_within: float = 30) -> AsyncIterator[Flux]:
+    """The manager ``fluxd run`` assembles, running until the block ends."""
+    registry = CollectorRegistry()
+    manager, context = app.assemble(settings, client=client, clock=clock, registry=registry,
+                                    metrics=Metrics(registry, process_metrics=False),
+                                    controllers=controllers)
+    stop = asyncio.Event()
+    # a plain task, not a task group: a manager that fails must fail the test with its
+    # own error, not cancel the test's task
+    runner = asyncio.create_task(manager.run(stop), name="fluxd manager")
+    try:
+        yield Flux(client, manager, context, storage, runner)
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(runner, stop_within)
+        finally:
+            context.events.close()
+
+
 @pytest.fixture
 def flux_overrides(request: pytest.FixtureRequest) -> dict[str, dict[str, Any]]:
     """Settings groups laid over the ``flux`` fixture's; a test sets them with
@@ -112,21 +136,5 @@ async def flux(cluster: Cluster, tmp_path: Path,
     async with await KubeClient.connect(clock=clock, kubeconfig=str(cluster.kubeconfig),
                                         field_manager="source-controller") as client:
         await install_crds(client)
-        registry = CollectorRegistry()
-        manager, context = app.assemble(settings, client=client, clock=clock,
-                                        registry=registry,
-                                        metrics=Metrics(registry, process_metrics=False),
-                                        controllers=app.flux_controllers)
-        stop = asyncio.Event()
-        # a plain task, not a task group: a manager that fails must fail the test with its
-        # own error, not cancel the test's task
-        runner = asyncio.create_task(manager.run(stop), name="fluxd manager")
-        flux = Flux(client, manager, context, tmp_path / "storage", runner)
-        try:
+        async with running_flux(settings, client, clock, tmp_path / "storage") as flux:
             yield flux
-        finally:
-            stop.set()
-            try:
-                await asyncio.wait_for(runner, 30)
-            finally:
-                context.events.close()

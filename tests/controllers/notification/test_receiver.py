@@ -29,7 +29,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from fluxd import app
 from fluxd.clock import SystemClock
 from fluxd.config import Settings
 from fluxd.controllers import kustomize, source
@@ -40,10 +39,9 @@ from fluxd.controllers.notification.receiver_server import (
     webhook_path,
 )
 from fluxd.kube import KubeClient, NotFound
-from fluxd.metrics import Metrics
 from fluxd.runtime.manager import ControllerContext, ControllerSpec
 from tests.conftest import Cluster
-from tests.controllers.conftest import Flux, condition, install_crds
+from tests.controllers.conftest import Flux, condition, install_crds, running_flux
 from tests.support.gitserver import GitServer, commit, head
 
 pytestmark = pytest.mark.anyio
@@ -178,23 +176,10 @@ async def hub(cluster: Cluster, tmp_path: Path, namespace: str,
     async with await KubeClient.connect(clock=clock, kubeconfig=str(cluster.kubeconfig),
                                         field_manager="fluxd-tests") as client:
         await install_crds(client)
-        manager, context = app.assemble(settings_, client=client, clock=clock,
-                                        registry=CollectorRegistry(),
-                                        metrics=Metrics(CollectorRegistry(),
-                                                        process_metrics=False),
-                                        controllers=controllers)
-        stop = asyncio.Event()
-        runner = asyncio.create_task(manager.run(stop), name="fluxd manager")
-        flux = Flux(client, manager, context, tmp_path / "storage", runner)
-        try:
-            async with aiohttp.ClientSession() as session:
-                yield Hub(flux, built[0], registry, namespace, session)
-        finally:
-            stop.set()
-            try:
-                await asyncio.wait_for(runner, 30)
-            finally:
-                context.events.close()
+        async with running_flux(settings_, client, clock, tmp_path / "storage",
+                                controllers=controllers) as flux, \
+                aiohttp.ClientSession() as session:
+            yield Hub(flux, built[0], registry, namespace, session)
 
 
 def sign(token: str, body: bytes, algorithm: str = "sha256") -> str:
