@@ -11,55 +11,17 @@ created (``POST /repos/{owner}/{repo}/issues/{number}/comments``).
 
 from __future__ import annotations
 
-from fluxd.controllers.notification.notifier import (
-    ConfigError,
-    HTTPClient,
-    Notifier,
-    ProviderSettings,
+from fluxd.controllers.notification.notifier import Notifier, ProviderSettings
+from fluxd.controllers.notification.providers import gitea
+from fluxd.controllers.notification.providers.githubpullrequestcomment import (
+    COMMENT_PAGE,
+    PullRequestComments,
 )
-from fluxd.controllers.notification.providers import gitcommon, gitea
-from fluxd.runtime.events import Event
-
-MARKER_PREFIX = "flux-pr-comment-key"
-COMMENT_PAGE = 100
-
-
-class GiteaPullRequestComment:
-    """Keeps one comment per object on Gitea pull requests."""
-
-    def __init__(self, settings: ProviderSettings) -> None:
-        if not settings.uid:
-            raise ConfigError("provider UID cannot be empty")
-        self.settings = settings
-        self.api, owner, repo, token = gitea.repository_settings(settings, "gitea")
-        self.headers = {"Authorization": f"token {token}"}
-        self.repository = (f"{self.api}/repos/{gitcommon.segment(owner)}/"
-                           f"{gitcommon.segment(repo)}")
-        self._login: str | None = None
-
-    async def post(self, event: Event, client: HTTPClient) -> None:
-        body = gitcommon.comment_body(MARKER_PREFIX, self.settings.uid, event)
-        number = gitcommon.change_request(event)
-        if self._login is None:
-            self._login = await gitcommon.authenticated_user(
-                client, f"{self.api}/user", "login", self.headers)
-        step = "failed to list pull request comments"
-        listing = await gitcommon.call(
-            client, step, "GET",
-            f"{self.repository}/issues/{number}/comments?limit={COMMENT_PAGE}&page=1",
-            headers=self.headers)
-        found = gitcommon.find_comment(
-            gitcommon.read_list(listing, step), author=("user", "login"), login=self._login,
-            marker=gitcommon.comment_marker(MARKER_PREFIX, self.settings.uid, event))
-        if found is not None:
-            await gitcommon.call(client, "failed to update pull request comment", "PATCH",
-                                 f"{self.repository}/issues/comments/{found}",
-                                 json_body={"body": body}, headers=self.headers)
-        else:
-            await gitcommon.call(client, "failed to create pull request comment", "POST",
-                                 f"{self.repository}/issues/{number}/comments",
-                                 json_body={"body": body}, headers=self.headers)
 
 
 def notifier(settings: ProviderSettings) -> Notifier:
-    return GiteaPullRequestComment(settings)
+    # Gitea's API follows GitHub's; only the base, the auth header and paging differ
+    api, owner, repo, token = gitea.repository_settings(settings, "gitea")
+    return PullRequestComments(settings, api=api, owner=owner, repo=repo,
+                               headers={"Authorization": f"token {token}"},
+                               list_query=f"limit={COMMENT_PAGE}&page=1")

@@ -24,15 +24,18 @@ MARKER_PREFIX = "flux-pr-comment-key"
 COMMENT_PAGE = 100
 
 
-class GitHubPullRequestComment:
-    """Keeps one comment per object on GitHub pull requests."""
+class PullRequestComments:
+    """Keeps one comment per object on pull requests of a GitHub-shaped API (GitHub's,
+    and Gitea's, which follows it): ``api`` and ``headers`` as the forge wants them,
+    ``list_query`` the query that lists an issue's comments."""
 
-    def __init__(self, settings: ProviderSettings) -> None:
+    def __init__(self, settings: ProviderSettings, *, api: str, owner: str, repo: str,
+                 headers: dict[str, str], list_query: str) -> None:
         if not settings.uid:
             raise ConfigError("provider UID cannot be empty")
         self.settings = settings
-        self.api, owner, repo, self.headers = github.repository_settings(settings)
-        self.repository = (f"{self.api}/repos/{gitcommon.segment(owner)}/"
+        self.api, self.headers, self.list_query = api, headers, list_query
+        self.repository = (f"{api}/repos/{gitcommon.segment(owner)}/"
                            f"{gitcommon.segment(repo)}")
         self._login: str | None = None
 
@@ -44,8 +47,8 @@ class GitHubPullRequestComment:
                 client, f"{self.api}/user", "login", self.headers)
         step = "failed to list pull request comments"
         listing = await gitcommon.call(
-            client, step, "GET", f"{self.repository}/issues/{number}/comments"
-            f"?direction=asc&per_page={COMMENT_PAGE}&sort=created", headers=self.headers)
+            client, step, "GET", f"{self.repository}/issues/{number}/comments?"
+            f"{self.list_query}", headers=self.headers)
         found = gitcommon.find_comment(
             gitcommon.read_list(listing, step), author=("user", "login"), login=self._login,
             marker=gitcommon.comment_marker(MARKER_PREFIX, self.settings.uid, event))
@@ -60,4 +63,7 @@ class GitHubPullRequestComment:
 
 
 def notifier(settings: ProviderSettings) -> Notifier:
-    return GitHubPullRequestComment(settings)
+    api, owner, repo, headers = github.repository_settings(settings)
+    return PullRequestComments(settings, api=api, owner=owner, repo=repo, headers=headers,
+                               list_query=f"direction=asc&per_page={COMMENT_PAGE}"
+                                          "&sort=created")
