@@ -281,12 +281,20 @@ class Matcher:
         far fewer pattern checks. Without pruning it is ``match_parts`` itself."""
         if not self.prunes():
             return self.match_parts
-        names = [p for p in self.patterns if not p.is_glob]
+        names = [p for p in self.patterns if not p.is_glob and p.domain]
         globs = [p for p in reversed(self.patterns) if p.is_glob]
+        # name patterns of the root (Flux's defaults, spec.ignore, the top .sourceignore)
+        # apply at every depth: one alternation each for files and directories
+        root = [p for p in self.patterns if not p.is_glob and not p.domain
+                and p._compiled[0] is not None]
+        for_files = _alternation([p for p in root if not p.dir_only])
+        for_dirs = _alternation(root)
 
         def excluded(parts: Sequence[str], is_dir: bool) -> bool:
             leaf = parts[-1]
             depth = len(parts)
+            if (for_dirs if is_dir else for_files).match(leaf) is not None:
+                return True
             for pattern in names:
                 domain = pattern.domain
                 if domain and (depth <= len(domain) or tuple(parts[:len(domain)]) != domain):
@@ -316,6 +324,17 @@ class Matcher:
 
     def __repr__(self) -> str:
         return f"Matcher({[p.text for p in self.patterns]!r})"
+
+
+def _alternation(patterns: Sequence[Pattern]) -> re.Pattern[str]:
+    """One regex matching a name when any of the (non-glob) ``patterns`` does."""
+    if not patterns:
+        return _NEVER
+    return re.compile("|".join(f"(?:{p._compiled[0].pattern})" for p in patterns
+                               if p._compiled[0] is not None), re.DOTALL)
+
+
+_NEVER = re.compile(r"(?!)")
 
 
 def read_patterns(text: str, domain: Sequence[str] = ()) -> list[Pattern]:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fluxd.artifacts.ignore import (
     Matcher,
+    Pattern,
     load_ignore_patterns,
     read_patterns,
     source_ignore_matcher,
@@ -178,6 +181,31 @@ def test_the_root_itself_is_never_ignored() -> None:
 def test_pruning_is_allowed_only_without_negations() -> None:
     assert matcher("a/\nb").prunes()
     assert not matcher("a/\n!a/b").prunes()
+
+
+_NAMES = ["a", "b", "x.yaml", "y.jpg", "[ab]", "*.yaml", "?", "*", "**", "x*", "a\\b", "[",
+          ".git"]
+_PATTERN_LINES = st.builds(
+    lambda parts, lead, trail: ("/" if lead else "") + "/".join(parts) + ("/" if trail else ""),
+    st.lists(st.sampled_from(_NAMES), min_size=1, max_size=3), st.booleans(), st.booleans())
+_DOMAINS = st.lists(st.sampled_from(["a", "b", "x.yaml"]), max_size=2).map(tuple)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines=st.lists(st.tuples(_PATTERN_LINES, _DOMAINS), min_size=1, max_size=8),
+       path=st.lists(st.sampled_from(["a", "b", "x.yaml", "y.jpg", "ab", "c"]), min_size=1,
+                     max_size=4),
+       is_dir=st.booleans())
+def test_the_walk_checker_agrees_with_the_full_matcher_below_kept_directories(
+        lines: list[tuple[str, tuple[str, ...]]], path: list[str], is_dir: bool) -> None:
+    """The tree walk asks ``walk_checker`` only about entries whose directories were kept;
+    for those its shortcuts (one alternation for the root's name patterns, leaf-only name
+    checks) must give the full matcher's answer."""
+    m = Matcher(Pattern.parse(line, domain) for line, domain in lines)
+    assert m.prunes()
+    if any(m.match_parts(path[:i], True) for i in range(1, len(path))):
+        return  # an ancestor is excluded: the walk never gets here
+    assert m.walk_checker()(path, is_dir) is m.match_parts(path, is_dir)
 
 
 def test_a_sourceignore_that_is_a_directory_gives_no_patterns(tmp_path: Path) -> None:

@@ -36,7 +36,6 @@ from dulwich.client import (
 from dulwich.config import ConfigFile, parse_submodules
 from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 from dulwich.objects import Blob, Commit, Tag, Tree
-from dulwich.repo import Repo
 
 from fluxd import semver
 from fluxd.artifacts.ignore import (
@@ -47,6 +46,13 @@ from fluxd.artifacts.ignore import (
     source_ignore_matcher,
 )
 from fluxd.artifacts.storage import ArtifactRecord, ArtifactStore, TreeEntry
+from fluxd.controllers.source.gitpack import (
+    NoHaves,
+    PackError,
+    PackObjects,
+    PackSpool,
+    fetch_objects,
+)
 from fluxd.logging import strip_url_credentials
 
 DEFAULT_BRANCH = "master"
@@ -274,10 +280,10 @@ class Remote:
         sha = refs.get(full + "^{}") or refs[full]
         return Head(full, sha, f"{tag}@sha1:{sha}")
 
-    def fetch(self, head: Head, work: Path, *, depth: int | None = 1) -> Repo:
-        """Fetch the commit ``head`` names into a bare repository under ``work``."""
-        work.parent.mkdir(parents=True, exist_ok=True)
-        repo = Repo.init_bare(str(work), mkdir=True)
+    def fetch(self, head: Head, work: Path, *, depth: int | None = 1) -> PackObjects:
+        """Fetch the commit ``head`` names: its objects, resolved from the pack in memory
+        (spilling to files under ``work`` for large packs)."""
+        work.mkdir(parents=True, exist_ok=True)
         client, path = self.client()
         wanted = head.commit
 
@@ -290,28 +296,36 @@ class Remote:
                     return [tip]
             return [wanted.encode()] if wanted else []
 
+        def every_head(refs: Any, depth: int | None = None) -> Any:
+            return sorted({sha for name, sha in refs.items()
+                           if sha is not None and not name.endswith(b"^{}")})
+
+        def receive(wants: Any, depth: int | None) -> Callable[[PackSpool], object]:
+            return lambda spool: client.fetch_pack(path.encode(), wants, NoHaves(),
+                                                   spool.write, depth=depth)
+
         try:
             with _errors(self.url):
                 try:
-                    client.fetch(path.encode(), repo, determine_wants=determine_wants,
-                                 depth=depth)
-                except GitProtocolError:
-                    if depth is None or head.ref is not None:
-                        raise
-                    # a bare commit the server won't serve shallowly: fetch all heads
-                    client.fetch(path.encode(), repo, depth=None)
-        except BaseException:
-            repo.close()
-            raise
+                    try:
+                        return fetch_objects(receive(determine_wants, depth),
+                                             spill_dir=work)
+                    except GitProtocolError:
+                        if depth is None or head.ref is not None:
+                            raise
+                        # a bare commit the server won't serve shallowly: fetch all heads
+                        return fetch_objects(receive(every_head, None), spill_dir=work)
+                except PackError as exc:
+                    raise GitError(f"invalid pack from '{strip_url_credentials(self.url)}':"
+                                   f" {exc}") from None
         finally:
             client.close()
-        return repo
 
     def checkout(self, head: Head, dest: Path, *, sparse: list[str] | None = None,
                  submodules: bool = False) -> Checkout:
         """Materialise the tree of ``head`` in ``dest`` (created; must not exist)."""
         with tempfile.TemporaryDirectory(prefix="fluxd-clone-") as tmp:
-            repo = self.fetch(head, Path(tmp) / "repo.git")
+            repo = self.fetch(head, Path(tmp))
             try:
                 commit = _commit_of(repo, head)
                 if head.commit and head.ref is None and commit.id.decode() != head.commit:
@@ -332,7 +346,7 @@ class Remote:
         """Fetch ``head`` and archive its tree straight from the Git objects: the bytes
         ``checkout`` + ``ArtifactStore.archive`` would give, without writing every file to
         disk and reading it back. (Submodules and includes need the checkout path.)"""
-        repo = self.fetch(head, work / "repo.git")
+        repo = self.fetch(head, work)
         try:
             commit = _commit_of(repo, head)
             keep = sparse_filter(sparse)
@@ -349,7 +363,7 @@ class Remote:
         return (Checkout(commit=sha, revision=head.revision, subject=_subject(commit),
                          author=commit.author.decode(errors="replace")), record)
 
-    def _submodules(self, repo: Repo, commit: Commit, dest: Path) -> None:
+    def _submodules(self, repo: PackObjects, commit: Commit, dest: Path) -> None:
         tree = repo[commit.tree]
         assert isinstance(tree, Tree)
         modules_blob = _lookup(repo, tree, ".gitmodules")
@@ -429,7 +443,7 @@ class _errors:
         return False
 
 
-def _commit_of(repo: Repo, head: Head) -> Commit:
+def _commit_of(repo: PackObjects, head: Head) -> Commit:
     sha = head.commit
     if head.ref is not None and not sha:
         raise GitError(f"no commit for {head.ref}")
@@ -466,7 +480,7 @@ def sparse_filter(dirs: list[str] | None) -> Callable[[str], bool]:
     return inside
 
 
-def _write_tree(repo: Repo, tree_id: bytes, dest: Path, keep: Callable[[str], bool],
+def _write_tree(repo: PackObjects, tree_id: bytes, dest: Path, keep: Callable[[str], bool],
                 prefix: str = "") -> None:
     tree = repo[tree_id]
     assert isinstance(tree, Tree)
@@ -504,7 +518,7 @@ def _is_dir(mode: int) -> bool:
     return mode & 0o170000 == 0o040000
 
 
-def _tree_ignore_patterns(repo: Repo, tree_id: bytes, keep: Callable[[str], bool],
+def _tree_ignore_patterns(repo: PackObjects, tree_id: bytes, keep: Callable[[str], bool],
                           domain: tuple[str, ...] = ()) -> list[Pattern]:
     """``.sourceignore`` patterns of a Git tree, as ``load_ignore_patterns`` reads them
     from a checkout: a directory's own file, then its subdirectories in name order."""
@@ -529,7 +543,7 @@ def _tree_ignore_patterns(repo: Repo, tree_id: bytes, keep: Callable[[str], bool
     return patterns
 
 
-def _tree_entries(repo: Repo, tree_id: bytes, matcher: Matcher,
+def _tree_entries(repo: PackObjects, tree_id: bytes, matcher: Matcher,
                   keep: Callable[[str], bool]) -> Iterator[TreeEntry]:
     """The entries ``ArtifactStore.archive`` would take from the checked-out tree, in the
     same order: root first, depth first, names in byte order; symlinks left out;
@@ -558,16 +572,16 @@ def _tree_entries(repo: Repo, tree_id: bytes, matcher: Matcher,
                 if entry.mode != _GITLINK and not (excluded and prune):
                     yield from visit(entry.sha, child)
             elif not excluded:
-                blob = repo[entry.sha]
-                assert isinstance(blob, Blob)
+                if repo.type_of(entry.sha) != Blob.type_num:
+                    raise GitError(f"tree entry '{rel}' is not a blob")
                 yield TreeEntry(rel, False, executable=bool(entry.mode & 0o111),
-                                data=blob.data)
+                                data=repo.data(entry.sha))
 
     yield TreeEntry(".", True)
     yield from visit(tree_id, [])
 
 
-def _lookup_entry(repo: Repo, tree: Tree, path: str) -> tuple[int, str] | None:
+def _lookup_entry(repo: PackObjects, tree: Tree, path: str) -> tuple[int, str] | None:
     """(mode, object id) of the entry at ``path`` in ``tree``."""
     node: Tree = tree
     parts = PurePosixPath(path).parts
@@ -585,7 +599,7 @@ def _lookup_entry(repo: Repo, tree: Tree, path: str) -> tuple[int, str] | None:
     return None
 
 
-def _lookup(repo: Repo, tree: Tree, path: str) -> Blob | None:
+def _lookup(repo: PackObjects, tree: Tree, path: str) -> Blob | None:
     entry = _lookup_entry(repo, tree, path)
     if entry is None:
         return None

@@ -1,0 +1,344 @@
+"""A fetched Git pack, resolved in one pass into a table of objects.
+
+A GitRepository reconcile needs one commit's tree, once. Fetching into a repository on
+disk makes dulwich write the pack, index it (one full inflate of every object), verify
+it, and then every object read looks the sha up in the index and inflates it again,
+following delta chains each time. Here the pack is received into memory (spilling to a
+temporary file past a budget), walked once front to back — every object inflated
+exactly once, deltas applied against bases already resolved — and its contents kept in
+an arena that also spills to a file past the budget. Reading a blob is then a dict
+look-up and a slice.
+
+The pack format (``Documentation/gitformat-pack.txt``): ``PACK``, version 2 or 3, the
+object count, then per object a type and size varint header, for ``OFS_DELTA`` a
+negative offset to its base, for ``REF_DELTA`` the base's object id, and zlib data; the
+pack ends with the SHA-1 of everything before it, which is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mmap
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from dulwich.objects import ShaFile
+from dulwich.pack import apply_delta
+
+if TYPE_CHECKING:
+    from dulwich.objects import ObjectID
+
+__all__ = ["NoHaves", "PackError", "PackObjects", "PackSpool", "fetch_objects"]
+
+_COMMIT, _TREE, _BLOB, _TAG = 1, 2, 3, 4
+_OFS_DELTA, _REF_DELTA = 6, 7
+_TYPE_NAMES = {_COMMIT: b"commit", _TREE: b"tree", _BLOB: b"blob", _TAG: b"tag"}
+
+#: bytes of pack and of inflated objects kept in memory before spilling to a file
+DEFAULT_MEMORY_BUDGET = 32 * 1024 * 1024
+
+
+class PackError(Exception):
+    """The pack is malformed, truncated, or refers to objects it does not hold."""
+
+
+class NoHaves:
+    """A graph walker for a fetch into nothing: no ``have`` lines, nothing shallow."""
+
+    shallow: frozenset[bytes] = frozenset()
+
+    def __next__(self) -> ObjectID | None:
+        return None
+
+    def ack(self, sha: ObjectID, /) -> None:
+        return None
+
+    def nak(self) -> None:
+        return None
+
+
+class _Spill:
+    """Byte strings appended to memory, then to an unlinked temporary file."""
+
+    def __init__(self, directory: Path | None, budget: int) -> None:
+        self._dir = directory
+        self._budget = budget
+        self._held = 0
+        self._memory: list[bytes] = []
+        self._file: Any = None
+        self._end = 0
+
+    def _spill_file(self) -> Any:
+        if self._file is None:
+            # held across calls and closed by close()
+            self._file = tempfile.TemporaryFile(  # noqa: SIM115
+                prefix="fluxd-pack-", dir=str(self._dir) if self._dir else None)
+        return self._file
+
+    def put(self, data: bytes) -> int | tuple[int, int]:
+        """Store ``data``; the handle is a list index (memory) or (offset, length)."""
+        if self._held + len(data) <= self._budget:
+            self._held += len(data)
+            self._memory.append(data)
+            return len(self._memory) - 1
+        file = self._spill_file()
+        file.write(data)
+        offset = self._end
+        self._end += len(data)
+        return (offset, len(data))
+
+    def get(self, handle: int | tuple[int, int]) -> bytes:
+        if isinstance(handle, int):
+            return self._memory[handle]
+        offset, length = handle
+        self._file.flush()
+        data: bytes = os.pread(self._file.fileno(), length, offset)
+        if len(data) != length:
+            raise PackError("spilled object data is truncated")
+        return data
+
+    def close(self) -> None:
+        self._memory.clear()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class PackSpool:
+    """The receiving end of ``fetch_pack``'s ``pack_data`` callback."""
+
+    def __init__(self, directory: Path | None = None,
+                 budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        self._dir = directory
+        self._budget = budget
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._file: Any = None
+
+    def write(self, data: bytes) -> int:
+        if self._file is None and self._size + len(data) > self._budget:
+            # held across calls and closed by close()
+            self._file = tempfile.TemporaryFile(  # noqa: SIM115
+                prefix="fluxd-pack-", dir=str(self._dir) if self._dir else None)
+            for chunk in self._chunks:
+                self._file.write(chunk)
+            self._chunks.clear()
+        if self._file is not None:
+            self._file.write(data)
+        else:
+            self._chunks.append(bytes(data))
+        self._size += len(data)
+        return len(data)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def buffer(self) -> bytes | mmap.mmap:
+        if self._file is None:
+            data = b"".join(self._chunks)
+            self._chunks = [data]
+            return data
+        self._file.flush()
+        return mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def close(self) -> None:
+        self._chunks.clear()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _inflate(buf: memoryview, pos: int, size: int) -> tuple[bytes, int]:
+    """Inflate the zlib stream at ``pos`` that must yield ``size`` bytes; returns the data
+    and the position just past the stream."""
+    inflater = zlib.decompressobj()
+    # deflate grows incompressible data by a few bytes per 16 KiB block
+    step = size + (size >> 10) + 64
+    fed = pos
+    parts: list[bytes] = []
+    total = 0
+    try:
+        while not inflater.eof:
+            if fed >= len(buf):
+                raise PackError("pack is truncated inside an object")
+            chunk = buf[fed:fed + step]
+            fed += len(chunk)
+            out = inflater.decompress(chunk, size + 1 - total)
+            parts.append(out)
+            total += len(out)
+            if total > size:
+                raise PackError("object inflates past the size in its header")
+            # data left unconsumed because of max_length is not possible here: the
+            # stream would then exceed ``size``
+    except zlib.error as exc:
+        raise PackError(f"corrupt object data: {exc}") from None
+    if total != size:
+        raise PackError("object inflates short of the size in its header")
+    end = fed - len(inflater.unused_data)
+    return parts[0] if len(parts) == 1 else b"".join(parts), end
+
+
+class PackObjects:
+    """Every object of one pack, by hex object id, with ``repo[sha]``-style access."""
+
+    def __init__(self, spill_dir: Path | None = None,
+                 budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+        self._arena = _Spill(spill_dir, budget)
+        #: hex id → (type number, arena handle)
+        self._objects: dict[bytes, tuple[int, int | tuple[int, int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def __contains__(self, sha: object) -> bool:
+        return sha in self._objects
+
+    def type_of(self, sha: bytes) -> int:
+        return self._objects[sha][0]
+
+    def data(self, sha: bytes) -> bytes:
+        """The object's content (a blob's bytes, a tree's raw entries, …)."""
+        _type, handle = self._objects[sha]
+        return self._arena.get(handle)
+
+    def __getitem__(self, sha: bytes) -> ShaFile:
+        type_num, handle = self._objects[sha]
+        return ShaFile.from_raw_string(type_num, self._arena.get(handle),
+                                       sha=cast("ObjectID", sha))
+
+    def close(self) -> None:
+        self._objects.clear()
+        self._arena.close()
+
+    def __enter__(self) -> PackObjects:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _add(self, type_num: int, content: bytes) -> bytes:
+        header = b"%s %d\x00" % (_TYPE_NAMES[type_num], len(content))
+        digest = hashlib.sha1(header)
+        digest.update(content)
+        sha = digest.hexdigest().encode()
+        if sha not in self._objects:
+            self._objects[sha] = (type_num, self._arena.put(content))
+        return sha
+
+    def load(self, pack: bytes | mmap.mmap) -> None:
+        """Resolve every object of ``pack`` (a whole pack stream) into the table."""
+        buf = memoryview(pack)
+        try:
+            self._load(buf)
+        finally:
+            buf.release()
+
+    def _load(self, buf: memoryview) -> None:
+        if len(buf) < 32 or bytes(buf[:4]) != b"PACK":
+            raise PackError("not a Git pack")
+        version, count = struct.unpack(">II", buf[4:12])
+        if version not in (2, 3):
+            raise PackError(f"unsupported pack version {version}")
+        end = len(buf) - 20
+        if hashlib.sha1(buf[:end]).digest() != buf[end:]:
+            raise PackError("pack checksum mismatch: the pack is corrupt or truncated")
+        by_offset: dict[int, bytes] = {}
+        waiting: list[tuple[bytes, bytes, int]] = []  # REF_DELTA with a later base
+        pos = 12
+        for _ in range(count):
+            start = pos
+            if pos >= end:
+                raise PackError("pack holds fewer objects than its header says")
+            byte = buf[pos]
+            pos += 1
+            type_num = (byte >> 4) & 7
+            size = byte & 15
+            shift = 4
+            while byte & 0x80:
+                byte = buf[pos]
+                pos += 1
+                size |= (byte & 0x7F) << shift
+                shift += 7
+            if type_num == _OFS_DELTA:
+                byte = buf[pos]
+                pos += 1
+                back = byte & 0x7F
+                while byte & 0x80:
+                    byte = buf[pos]
+                    pos += 1
+                    back = ((back + 1) << 7) | (byte & 0x7F)
+                delta, pos = _inflate(buf, pos, size)
+                base_sha = by_offset.get(start - back)
+                if base_sha is None:
+                    raise PackError(f"delta at {start} refers to no object before it")
+                by_offset[start] = self._apply(base_sha, delta)
+            elif type_num == _REF_DELTA:
+                base_id = bytes(buf[pos:pos + 20]).hex().encode()
+                pos += 20
+                delta, pos = _inflate(buf, pos, size)
+                if base_id in self._objects:
+                    by_offset[start] = self._apply(base_id, delta)
+                else:
+                    waiting.append((base_id, delta, start))
+            elif type_num in _TYPE_NAMES:
+                content, pos = _inflate(buf, pos, size)
+                by_offset[start] = self._add(type_num, content)
+            else:
+                raise PackError(f"unknown object type {type_num} at {start}")
+        if pos != end:
+            raise PackError("pack has data after its last object")
+        self._resolve_waiting(waiting)
+
+    def _apply(self, base_sha: bytes, delta: bytes) -> bytes:
+        type_num, handle = self._objects[base_sha]
+        try:
+            content = b"".join(apply_delta(self._arena.get(handle), delta))
+        except Exception as exc:  # dulwich raises ApplyDeltaError/AssertionError
+            raise PackError(f"delta against {base_sha.decode()} does not apply: {exc}") \
+                from None
+        return self._add(type_num, content)
+
+    def _resolve_waiting(self, waiting: list[tuple[bytes, bytes, int]]) -> None:
+        # a base may itself be a REF_DELTA later in the pack: a pass per chain level
+        while waiting:
+            left = []
+            for item in waiting:
+                if item[0] in self._objects:
+                    self._apply(item[0], item[1])
+                else:
+                    left.append(item)
+            if len(left) == len(waiting):
+                missing = sorted({base.decode() for base, _d, _s in left})
+                raise PackError(f"pack refers to objects it does not hold: "
+                                f"{', '.join(missing[:3])}")
+            waiting = left
+
+
+def fetch_objects(fetch_pack: Callable[[PackSpool], object], *,
+                  spill_dir: Path | None = None,
+                  budget: int = DEFAULT_MEMORY_BUDGET) -> PackObjects:
+    """Run ``fetch_pack`` (which writes the pack into the spool it is given) and resolve
+    what it received."""
+    spool = PackSpool(spill_dir, budget)
+    objects = PackObjects(spill_dir, budget)
+    try:
+        fetch_pack(spool)
+        if spool.size:
+            buffer = spool.buffer()
+            try:
+                objects.load(buffer)
+            finally:
+                if isinstance(buffer, mmap.mmap):
+                    buffer.close()
+    except BaseException:
+        objects.close()
+        raise
+    finally:
+        spool.close()
+    return objects

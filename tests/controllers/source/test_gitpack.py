@@ -1,0 +1,187 @@
+"""The one-pass pack reader, against packs written by the real ``git pack-objects``."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+import zlib
+from pathlib import Path
+
+import pytest
+
+from fluxd.controllers.source.gitpack import PackError, PackObjects, PackSpool, fetch_objects
+from tests.support.gitserver import _run_git, git
+
+
+def make_history(root: Path) -> Path:
+    """A repository whose files change a little per commit, so packs carry delta chains."""
+    repo = root / "src"
+    git("init", "--quiet", "--initial-branch=main", repo)
+    rng = random.Random(7)
+    lines = [f"line {i}: {rng.random()}\n" for i in range(400)]
+    for round_ in range(6):
+        for f in range(8):
+            lines[rng.randrange(len(lines))] = f"changed {round_} {f}\n"
+            (repo / f"file{f}.txt").write_text("".join(lines[f:] + lines[:f]))
+        (repo / "bin.dat").write_bytes(rng.randbytes(3000))
+        (repo / "empty").write_bytes(b"")
+        git("add", "-A", cwd=repo)
+        git("commit", "--quiet", "-m", f"round {round_}", cwd=repo)
+    git("tag", "-a", "v1", "-m", "annotated", cwd=repo)
+    return repo
+
+
+def pack_of(repo: Path, revs: str, *flags: str) -> bytes:
+    listed = _run_git(("rev-list", "--objects", *revs.split()), cwd=repo,
+                      input=None, env=None, timeout=60, check=True).stdout
+    done = _run_git(("pack-objects", "--stdout", *flags), cwd=repo, input=listed, env=None,
+                    timeout=60, check=True)
+    return done.stdout
+
+
+def all_objects(repo: Path) -> dict[bytes, tuple[str, bytes]]:
+    ids = git("rev-list", "--objects", "--all", cwd=repo).stdout.split()
+    ids = [i for i in ids if len(i) == 40]
+    out: dict[bytes, tuple[str, bytes]] = {}
+    for sha in ids:
+        kind = git("cat-file", "-t", sha, cwd=repo).stdout.strip()
+        data = _run_git(("cat-file", kind, sha), cwd=repo, input=None, env=None, timeout=60,
+                        check=True).stdout
+        out[sha.encode()] = (kind, data)
+    return out
+
+
+@pytest.fixture(scope="module")
+def history(
+        tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[bytes, tuple[str, bytes]]]:
+    repo = make_history(tmp_path_factory.mktemp("pack"))
+    return repo, all_objects(repo)
+
+
+KINDS = {"commit": 1, "tree": 2, "blob": 3, "tag": 4}
+
+
+@pytest.mark.parametrize("flags", [("--delta-base-offset",), (), ("--depth=50",
+                                                                  "--window=50")],
+                         ids=["ofs-delta", "ref-delta", "long-chains"])
+@pytest.mark.parametrize("budget", [1 << 30, 2048], ids=["in-memory", "spilled"])
+def test_every_object_matches_git_cat_file(history: tuple[Path, dict[bytes, tuple[str, bytes]]],
+                                           flags: tuple[str, ...], budget: int,
+                                           tmp_path: Path) -> None:
+    repo, expected = history
+    data = pack_of(repo, "--all", *flags)
+    with PackObjects(tmp_path, budget=budget) as objects:
+        objects.load(data)
+        assert len(objects) == len(expected)
+        for sha, (kind, content) in expected.items():
+            assert objects.type_of(sha) == KINDS[kind]
+            assert objects.data(sha) == content
+        tag = objects[git("rev-parse", "v1", cwd=repo).stdout.strip().encode()]
+        assert tag.type_name == b"tag"
+        if budget < 4096:
+            assert list(tmp_path.iterdir()) == []  # spilled to an unlinked file
+
+
+def test_the_pack_really_holds_both_kinds_of_delta(
+        history: tuple[Path, dict[bytes, tuple[str, bytes]]]) -> None:
+    repo, _ = history
+    for flags, delta_type in ((("--delta-base-offset",), 6), ((), 7)):
+        types = _object_types(pack_of(repo, "--all", *flags))
+        assert delta_type in types, types
+
+
+def _object_types(pack: bytes) -> set[int]:
+    """The pack types at each object start, walking with zlib (independent of the reader)."""
+    count = struct.unpack(">I", pack[8:12])[0]
+    pos, types = 12, set()
+    for _ in range(count):
+        byte = pack[pos]
+        pos += 1
+        kind = (byte >> 4) & 7
+        while byte & 0x80:
+            byte = pack[pos]
+            pos += 1
+        if kind == 6:
+            while pack[pos] & 0x80:
+                pos += 1
+            pos += 1
+        elif kind == 7:
+            pos += 20
+        d = zlib.decompressobj()
+        d.decompress(pack[pos:])
+        pos = len(pack) - len(d.unused_data)
+        types.add(kind)
+    return types
+
+
+def with_checksum(body: bytes) -> bytes:
+    return body + hashlib.sha1(body).digest()
+
+
+def one_object_pack(kind: int, declared: int, payload: bytes) -> bytes:
+    header = bytearray()
+    byte = (kind << 4) | (declared & 15)
+    declared >>= 4
+    while declared:
+        header.append(byte | 0x80)
+        byte = declared & 0x7F
+        declared >>= 7
+    header.append(byte)
+    return with_checksum(b"PACK" + struct.pack(">II", 2, 1) + bytes(header)
+                         + zlib.compress(payload))
+
+
+def test_a_corrupt_or_truncated_pack_is_refused(
+        history: tuple[Path, dict[bytes, tuple[str, bytes]]], tmp_path: Path) -> None:
+    repo, _ = history
+    data = bytearray(pack_of(repo, "--all", "--delta-base-offset"))
+    data[len(data) // 2] ^= 0xFF
+    with PackObjects(tmp_path) as objects, pytest.raises(PackError, match="checksum"):
+        objects.load(bytes(data))
+    with PackObjects(tmp_path) as objects, pytest.raises(PackError, match="checksum"):
+        objects.load(bytes(data[: len(data) // 3]))
+    with PackObjects(tmp_path) as objects, pytest.raises(PackError, match="not a Git pack"):
+        objects.load(b"<html>login</html>" * 3)
+
+
+@pytest.mark.parametrize("declared, payload, message", [
+    (5, b"hello world", "past the size"),
+    (50, b"hello world", "short of the size"),
+])
+def test_an_object_whose_size_lies_is_refused(declared: int, payload: bytes,
+                                              message: str) -> None:
+    with PackObjects() as objects, pytest.raises(PackError, match=message):
+        objects.load(one_object_pack(3, declared, payload))
+
+
+def test_a_pack_with_fewer_objects_than_announced_is_refused() -> None:
+    body = one_object_pack(3, 5, b"hello")[:-20]
+    body = body[:8] + struct.pack(">I", 2) + body[12:]
+    with PackObjects() as objects, pytest.raises(PackError, match="fewer objects"):
+        objects.load(with_checksum(body))
+
+
+def test_a_thin_pack_missing_its_bases_is_refused(
+        history: tuple[Path, dict[bytes, tuple[str, bytes]]]) -> None:
+    repo, _ = history
+    thin = _run_git(("pack-objects", "--stdout", "--thin", "--revs"), cwd=repo,
+                    input=b"HEAD\n^HEAD~1\n", env=None, timeout=60, check=True).stdout
+    assert 7 in _object_types(thin)
+    with PackObjects() as objects, pytest.raises(PackError, match="does not hold"):
+        objects.load(thin)
+
+
+def test_a_large_pack_spools_to_a_file_and_resolves_the_same(
+        history: tuple[Path, dict[bytes, tuple[str, bytes]]], tmp_path: Path) -> None:
+    repo, expected = history
+    data = pack_of(repo, "--all", "--delta-base-offset")
+
+    def receive(spool: PackSpool) -> None:
+        for i in range(0, len(data), 1000):
+            spool.write(data[i:i + 1000])
+
+    with fetch_objects(receive, spill_dir=tmp_path, budget=4096) as objects:
+        assert {sha: objects.data(sha) for sha in expected} == {
+            sha: content for sha, (_kind, content) in expected.items()}
+    assert list(tmp_path.iterdir()) == []
