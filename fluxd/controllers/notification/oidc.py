@@ -15,16 +15,14 @@ import re
 from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from fluxd.clock import Clock
+
+if TYPE_CHECKING:
+    from fluxd.controllers.notification.jws import PublicKey
 
 log = logging.getLogger("fluxd.notification.receiver")
 
@@ -48,70 +46,20 @@ class OIDCError(Exception):
     """A bearer token that could not be verified (the message says why)."""
 
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | Ed25519PublicKey
 SUPPORTED_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256",
                         "ES384", "ES512", "EdDSA")
-_DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {
-    "256": hashes.SHA256, "384": hashes.SHA384, "512": hashes.SHA512}
-_CURVES: dict[str, type[ec.EllipticCurve]] = {
-    "P-256": ec.SECP256R1, "P-384": ec.SECP384R1, "P-521": ec.SECP521R1}
-_ES_CURVES = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 
 
-def _b64url(text: str) -> bytes:
+def b64url(text: str) -> bytes:
     if not re.fullmatch(r"[A-Za-z0-9_-]*", text):
         raise ValueError("not base64url")
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _b64url_int(text: Any) -> int:
+def b64url_int(text: Any) -> int:
     if not isinstance(text, str):
         raise ValueError("not a string")
-    return int.from_bytes(_b64url(text), "big")
-
-
-def public_key(jwk: Mapping[str, Any]) -> PublicKey:
-    """A JWK's public key (RSA, EC P-256/384/521, OKP Ed25519); ``ValueError`` otherwise."""
-    kty = jwk.get("kty")
-    if kty == "RSA":
-        return rsa.RSAPublicNumbers(_b64url_int(jwk.get("e")),
-                                    _b64url_int(jwk.get("n"))).public_key()
-    if kty == "EC":
-        curve = _CURVES.get(str(jwk.get("crv")))
-        if curve is None:
-            raise ValueError(f"unsupported curve {jwk.get('crv')!r}")
-        return ec.EllipticCurvePublicNumbers(_b64url_int(jwk.get("x")), _b64url_int(
-            jwk.get("y")), curve()).public_key()
-    if kty == "OKP" and jwk.get("crv") == "Ed25519":
-        return Ed25519PublicKey.from_public_bytes(_b64url(str(jwk.get("x"))))
-    raise ValueError(f"unsupported key type {kty!r}")
-
-
-def signature_valid(key: PublicKey, alg: str, data: bytes, signature: bytes) -> bool:
-    """Whether ``signature`` is ``key``'s JWS signature with ``alg`` over ``data``."""
-    try:
-        if alg.startswith(("RS", "PS")) and isinstance(key, rsa.RSAPublicKey):
-            digest = _DIGESTS[alg[2:]]()
-            pad: padding.AsymmetricPadding = padding.PKCS1v15() if alg[0] == "R" else \
-                padding.PSS(mgf=padding.MGF1(digest), salt_length=padding.PSS.AUTO)
-            key.verify(signature, data, pad, digest)
-            return True
-        if alg in _ES_CURVES and isinstance(key, ec.EllipticCurvePublicKey):
-            if key.curve.name != _ES_CURVES[alg]:
-                return False
-            size = (key.curve.key_size + 7) // 8
-            if len(signature) != 2 * size:
-                return False
-            r = int.from_bytes(signature[:size], "big")
-            s = int.from_bytes(signature[size:], "big")
-            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(_DIGESTS[alg[2:]]()))
-            return True
-        if alg == "EdDSA" and isinstance(key, Ed25519PublicKey):
-            key.verify(signature, data)
-            return True
-    except InvalidSignature:
-        return False
-    return False
+    return int.from_bytes(b64url(text), "big")
 
 
 @dataclass(frozen=True)
@@ -134,9 +82,9 @@ def unverified_claims(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes
     if len(parts) != 3:
         raise OIDCError("token is not a JWT")
     try:
-        header = json.loads(_b64url(parts[0]))
-        claims = json.loads(_b64url(parts[1]))
-        signature = _b64url(parts[2])
+        header = json.loads(b64url(parts[0]))
+        claims = json.loads(b64url(parts[1]))
+        signature = b64url(parts[2])
     except (ValueError, RecursionError) as exc:
         raise OIDCError(f"failed to parse token: {exc}") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
@@ -185,7 +133,10 @@ class OIDCVerifier:
                 self._clock.monotonic() - keys.fetched >= self._refresh:
             keys = await self._keys(issuer, again=True)
             candidates = self._candidates(keys, alg, kid)
-        if not any(signature_valid(k.key, alg, signing_input, signature) for k in candidates):
+        from fluxd.controllers.notification import jws  # cryptography, on first use
+
+        if not any(jws.signature_valid(k.key, alg, signing_input, signature)
+                   for k in candidates):
             raise OIDCError("failed to verify signature")
         self._check_claims(claims, issuers or (issuer,), audience)
         return claims
@@ -240,12 +191,14 @@ class OIDCVerifier:
         algorithms = tuple(a for a in listed if a in SUPPORTED_ALGORITHMS) \
             if isinstance(listed, list) else ()
         document = await self._get_json(jwks_uri)
+        from fluxd.controllers.notification import jws  # cryptography, on first use
+
         keys = []
         for jwk in document.get("keys") or []:
             if not isinstance(jwk, dict) or jwk.get("use", "sig") != "sig":
                 continue
             try:
-                key = public_key(jwk)
+                key = jws.public_key(jwk)
             except (ValueError, TypeError) as exc:
                 log.debug("skipping a JWK: %s", exc)
                 continue
