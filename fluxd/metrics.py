@@ -20,7 +20,10 @@ reconcile :meth:`Metrics.reconcile_started` and :meth:`Metrics.reconcile_finishe
 
 from __future__ import annotations
 
+import bisect
 import math
+import threading
+from array import array
 from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from typing import Protocol
@@ -34,8 +37,9 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
+from prometheus_client.utils import floatToGoString
 
 __all__ = [
     "GOTK_RECONCILE_DURATION_BUCKETS",
@@ -43,6 +47,7 @@ __all__ = [
     "WORKQUEUE_DURATION_BUCKETS",
     "KindStats",
     "Metrics",
+    "ObjectHistogram",
     "Outcome",
     "WorkqueueCollector",
     "exponential_buckets",
@@ -209,6 +214,62 @@ class WorkqueueCollector:
         ]
 
 
+def _le_label(bound: float) -> str:
+    """A bucket bound as ``prometheus_client``'s own histograms write it."""
+    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]  # untyped upstream
+    return text
+
+
+class ObjectHistogram:
+    """A histogram with one series per object (Flux's ``gotk_reconcile_duration_seconds
+    {kind,name,namespace}``), each kept as one array of bucket counts and the sum.
+
+    A ``prometheus_client`` child holds a value object and a lock per bucket, about 2 KiB
+    per object; these series grow with the number of Flux objects, so they are kept
+    flat here and turned into samples only when scraped. No ``_created`` series, as
+    the Go client exposes none.
+    """
+
+    def __init__(self, name: str, documentation: str, labels: list[str],
+                 buckets: Iterable[float]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labels = labels
+        self._bounds = [b for b in buckets if b != math.inf]
+        self._le = [_le_label(b) for b in self._bounds] + ["+Inf"]
+        #: label values → per-bucket (not cumulative) counts, then the sum
+        self._series: dict[tuple[str, ...], array[float]] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, values: tuple[str, ...], amount: float) -> None:
+        with self._lock:
+            counts = self._series.get(values)
+            if counts is None:
+                counts = self._series[values] = array("d", bytes(8 * (len(self._le) + 1)))
+            counts[bisect.bisect_left(self._bounds, amount)] += 1
+            counts[-1] += amount
+
+    def remove(self, values: tuple[str, ...]) -> None:
+        with self._lock:
+            self._series.pop(values, None)
+
+    def describe(self) -> Iterable[Metric]:
+        return [HistogramMetricFamily(self._name, self._documentation, labels=self._labels)]
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labels)
+        with self._lock:
+            series = [(values, counts.tolist()) for values, counts in self._series.items()]
+        for values, counts in sorted(series):
+            cumulative = 0.0
+            buckets = []
+            for le, count in zip(self._le, counts, strict=False):
+                cumulative += count
+                buckets.append((le, cumulative))
+            family.add_metric(list(values), buckets, counts[-1])
+        return [family]
+
+
 class Metrics:
     """All of fluxd's metrics, registered on ``registry``.
 
@@ -273,11 +334,11 @@ class Metrics:
             "How long in seconds processing an item from workqueue takes.",
             ["name", "controller"], buckets=WORKQUEUE_DURATION_BUCKETS, registry=r)
 
-        self.gotk_reconcile_duration = Histogram(
+        self.gotk_reconcile_duration = ObjectHistogram(
             "gotk_reconcile_duration_seconds",
             "The duration in seconds of a GitOps Toolkit resource reconciliation.",
-            ["kind", "name", "namespace"], buckets=GOTK_RECONCILE_DURATION_BUCKETS,
-            registry=r)
+            ["kind", "name", "namespace"], buckets=GOTK_RECONCILE_DURATION_BUCKETS)
+        r.register(self.gotk_reconcile_duration)
 
         self.leader_election_master_status = Gauge(
             "leader_election_master_status",
@@ -346,11 +407,11 @@ class Metrics:
         else:
             self.reconcile_total.labels(controller, outcome.value).inc()
         if kind is not None:
-            self.gotk_reconcile_duration.labels(kind, name, namespace).observe(seconds)
+            self.gotk_reconcile_duration.observe((kind, name, namespace), seconds)
 
     def object_deleted(self, kind: str, name: str, namespace: str) -> None:
         """Drop the object's ``gotk_*`` series (Flux deletes them with the object)."""
-        self.gotk_reconcile_duration.remove(kind, name, namespace)
+        self.gotk_reconcile_duration.remove((kind, name, namespace))
 
     # -- workqueue hooks ---------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from fluxd.metrics import (
     RECONCILE_TIME_BUCKETS,
     WORKQUEUE_DURATION_BUCKETS,
     Metrics,
+    ObjectHistogram,
     Outcome,
     exponential_buckets_range,
     go_pow,
@@ -341,3 +342,34 @@ def test_config_reloads_count_by_result_and_stamp_the_last_success(
     assert value(registry, "fluxd_config_reloads_total", result="failure") == 1
     assert value(registry, "fluxd_config_last_reload_success_timestamp_seconds") == (
         1_700_000_000.5)
+
+
+def test_the_per_object_histogram_exposes_what_a_prometheus_client_histogram_would() -> None:
+    """``ObjectHistogram`` keeps a flat array per object; its scrape must be the samples of
+    a ``prometheus_client`` Histogram fed the same observations (less ``_created``)."""
+    ours_registry, theirs_registry = CollectorRegistry(), CollectorRegistry()
+    ours = ObjectHistogram("d_seconds", "help", ["kind", "name", "namespace"],
+                           buckets=GOTK_RECONCILE_DURATION_BUCKETS)
+    ours_registry.register(ours)
+    theirs = prometheus_client.Histogram("d_seconds", "help", ["kind", "name", "namespace"],
+                                         buckets=GOTK_RECONCILE_DURATION_BUCKETS,
+                                         registry=theirs_registry)
+    observations = [(("Kustomization", "a", "x"), s) for s in (0.001, 0.01, 0.5, 3.0, 3.0, 5e4)]
+    observations += [(("GitRepository", "b", "y"), 0.2), (("GitRepository", "c", "y"), 9.0)]
+    for values, seconds in observations:
+        ours.observe(values, seconds)
+        theirs.labels(*values).observe(seconds)
+    ours.remove(("GitRepository", "c", "y"))
+    theirs.remove("GitRepository", "c", "y")
+
+    def samples(registry: CollectorRegistry) -> list[tuple[str, tuple[tuple[str, str], ...],
+                                                              float]]:
+        return sorted((s.name, tuple(sorted(s.labels.items())), s.value)
+                      for f in registry.collect() for s in f.samples
+                      if not s.name.endswith("_created"))
+
+    assert samples(ours_registry) == samples(theirs_registry)
+    assert len(samples(ours_registry)) == 2 * (len(GOTK_RECONCILE_DURATION_BUCKETS) + 3)
+    text = generate_latest(ours_registry).decode()
+    assert "# TYPE d_seconds histogram" in text
+    assert 'd_seconds_count{kind="Kustomization",name="a",namespace="x"} 6.0' in text
