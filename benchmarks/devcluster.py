@@ -55,8 +55,13 @@ def deployment(i: int, image: str) -> dict[str, Any]:
 class Server:
     def __init__(self, tmp: Path) -> None:
         self.kubeconfig = tmp / "kubeconfig"
+        # FLUXD_BENCH_SERVER_PROFILE=<file>: run the server under cProfile, its stats
+        # written to <file>.<name of tmp> when it stops
+        profile = os.environ.get("FLUXD_BENCH_SERVER_PROFILE")
+        wrap = ["-m", "cProfile", "-o", f"{profile}.{tmp.name}"] if profile else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fluxd", "--log-level", "warning", "dev-cluster", "--port",
+            [sys.executable, *wrap, "-m", "fluxd", "--log-level", "warning", "dev-cluster",
+             "--port",
              "0", "--kubeconfig", str(self.kubeconfig), "--ready-delay", "3600"],
             stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import json
 import os
 import re
@@ -151,6 +152,89 @@ async def raw_loop(cluster: Cluster, count: int, namespace: str, *,
     return time.perf_counter() - started
 
 
+FLOOR_GROUP = "bench.fluxd.io"
+
+
+def floor_crd() -> dict[str, Any]:
+    """The Kustomization CRD under another group: the same schema to validate and default,
+    but no controller watches it."""
+    crd = copy.deepcopy(next(d for d in CRDS if d["spec"]["names"]["kind"] == "Kustomization"))
+    crd["metadata"] = {"name": f"kustomizations.{FLOOR_GROUP}"}
+    crd["spec"]["group"] = FLOOR_GROUP
+    return crd
+
+
+async def floor_loop(cluster: Cluster, count: int, sample: dict[str, Any],
+                     events: list[dict[str, Any]]) -> float:
+    """Send, per app, the requests fluxd's reconcile of a new Kustomization sends, with no
+    controller: create the Kustomization, add the finalizer, dry-run the 4 objects, apply
+    them, write the status fluxd wrote, create the Events fluxd created. ``sample`` and
+    ``events`` are fluxd's own for app-0000; 16 apps at a time, each app's objects in
+    parallel. This is the least time any implementation of Flux's reconcile could take
+    against this server, and what fluxd is compared with in ``ratio_to_floor``."""
+    namespace = f"floor-{count}"
+    await cluster.namespace(namespace)
+    api = f"/apis/{FLOOR_GROUP}/v1/namespaces/{NAMESPACE}/kustomizations"
+    labels = {"kustomize.toolkit.fluxcd.io/name": "", "kustomize.toolkit.fluxcd.io/namespace":
+              NAMESPACE}
+    status_text = json.dumps({"status": sample["status"]}).replace(
+        f"apps-{count}", namespace)
+    semaphore = asyncio.Semaphore(16)
+
+    async def one(i: int) -> None:
+        name = f"app-{i:04d}"
+        spec = kustomization(i, "floor", f"./apps/{name}")
+        spec["apiVersion"] = f"{FLOOR_GROUP}/v1"
+        async with semaphore:
+            created = await cluster.apply(f"{api}/{name}", spec)
+            await cluster.send("PATCH", f"{api}/{name}",
+                               {"metadata": {"finalizers": sample["metadata"]["finalizers"]}},
+                               content_type="application/merge-patch+json")
+            objects = []
+            for obj in app_objects(i, namespace):
+                obj["metadata"] = {**obj["metadata"],
+                                   "labels": {**obj["metadata"]["labels"], **labels,
+                                              "kustomize.toolkit.fluxcd.io/name": name}}
+                objects.append(obj)
+            for query in ("&dryRun=All", ""):
+                await asyncio.gather(*(cluster.send(
+                    "PATCH", f"{object_path(o)}?fieldManager=kustomize-controller&force=true"
+                    f"{query}", o, content_type="application/apply-patch+yaml")
+                    for o in objects))
+            await cluster.send("PATCH", f"{api}/{name}/status",
+                               json.loads(status_text.replace("app-0000", name)),
+                               content_type="application/merge-patch+json")
+            uid = created["metadata"]["uid"]
+            await asyncio.gather(*(cluster.send(
+                "POST", f"/api/v1/namespaces/{NAMESPACE}/events",
+                {**event, "metadata": {**event["metadata"], "name": f"{name}.{n}"},
+                 "involvedObject": {**event["involvedObject"], "name": name, "uid": uid,
+                                    "apiVersion": f"{FLOOR_GROUP}/v1"}})
+                for n, event in enumerate(events)))
+
+    started = time.perf_counter()
+    async with asyncio.timeout(1800):
+        await asyncio.gather(*(one(i) for i in range(count)))
+    return time.perf_counter() - started
+
+
+async def fluxd_sample(cluster: Cluster) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """fluxd's app-0000 Kustomization and the Events it created for it."""
+    obj = await cluster.send("GET", f"/apis/{KS_API}/namespaces/{NAMESPACE}/kustomizations/"
+                                    "app-0000")
+    listed = await cluster.send("GET", f"/api/v1/namespaces/{NAMESPACE}/events")
+    events = []
+    for event in listed["items"]:
+        if event["involvedObject"].get("name") != "app-0000":
+            continue
+        meta = {k: v for k, v in event["metadata"].items()
+                if k in ("namespace", "annotations", "labels")}
+        events.append({k: v for k, v in event.items()
+                       if k not in ("metadata", "count", "lastTimestamp", "firstTimestamp")}
+                      | {"apiVersion": "v1", "kind": "Event", "metadata": meta})
+    return obj, events
+
+
 def is_ready_at(obj: dict[str, Any], revision: str) -> bool:
     status = obj.get("status") or {}
     return status.get("lastAppliedRevision") == revision and any(
@@ -271,10 +355,17 @@ async def scale(cluster: Cluster, git: GitServer, fluxd: subprocess.Popen[bytes]
     took = time.perf_counter() - started
     cpu_after, peak = proc_stat(fluxd.pid)
     fluxd_server_cpu = proc_stat(cluster.server.proc.pid)[0] - server_cpu
+    sample, events = await fluxd_sample(cluster)
+    server_cpu = proc_stat(cluster.server.proc.pid)[0]
+    floor = await floor_loop(cluster, count, sample, events)
+    floor_server_cpu = proc_stat(cluster.server.proc.pid)[0] - server_cpu
     return {"n": count, "raw_apply_s": round(raw, 2), "fluxd_s": round(took, 2),
             "ratio": round(took / raw, 2),
             "raw_dry_run_then_apply_s": round(raw_checked, 2),
             "ratio_to_dry_run_then_apply": round(took / raw_checked, 2),
+            "floor_s": round(floor, 2), "ratio_to_floor": round(took / floor, 2),
+            "requests_per_app_floor": 3 + 2 * len(app_objects(0, "x")) + len(events),
+            "api_server_cpu_s_floor": round(floor_server_cpu, 1),
             "fluxd_cpu_s": round(cpu_after - cpu_before, 1),
             "fluxd_peak_rss_mib": round(peak, 1),
             "api_server_cpu_s_raw": round(raw_server_cpu, 1),
@@ -323,7 +414,7 @@ async def with_cluster(tmp: Path, git: GitServer, body: Any) -> Any:
         async with aiohttp.ClientSession(connector=connector) as session:
             cluster = Cluster(server, session)
             await cluster.namespace(NAMESPACE)
-            for doc in CRDS:
+            for doc in [*CRDS, floor_crd()]:
                 await cluster.apply("/apis/apiextensions.k8s.io/v1/"
                                     f"customresourcedefinitions/{doc['metadata']['name']}", doc)
             fluxd, _ = start_fluxd(tmp, server)
