@@ -13,12 +13,16 @@ Deployment, StatefulSet, DaemonSet, ReplicaSet; batch Job, CronJob. Every pod sp
 carry (``.spec``, ``.spec.template.spec``, ``.spec.jobTemplate.spec.template.spec``) gets the
 PodSpec and container defaults. Any other kind is returned as an unchanged copy.
 
+A Secret's ``stringData`` is merged into ``data`` here too (the real server does it in
+the Secret's conversion): it is write-only.
+
 Not done here: anything that needs allocation or a controller (``spec.clusterIP``,
 node ports, a Job's generated selector and labels, service-account admission).
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -162,6 +166,14 @@ def _namespace(obj: Obj) -> None:
 
 def _secret(obj: Obj) -> None:
     _default(obj, "type", "Opaque")
+    # write-only: the API's conversion of a Secret merges stringData into data (a key in
+    # both takes the stringData value) and never stores or returns stringData itself
+    string_data = obj.pop("stringData", None)
+    if isinstance(string_data, dict) and string_data:
+        data = _child(obj, "data")
+        for key, value in string_data.items():
+            if isinstance(value, str):
+                data[key] = base64.b64encode(value.encode()).decode()
 
 
 def _service(obj: Obj) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
 import uuid
 
+import pytest
 import yaml
 
 from tests.conftest import Cluster, tool
@@ -116,6 +118,36 @@ def test_client_side_apply_creates_then_updates_a_deployment(cluster: Cluster,
     assert container["image"] == "nginx:1.28"
     assert container["env"] == [{"name": "A", "value": "1"}]
     assert dep["metadata"]["generation"] == 2
+
+
+SECRET = """\
+apiVersion: v1
+kind: Secret
+metadata:
+  name: creds
+data:
+  user: b2xk
+  host: ZGI=
+stringData:
+  user: admin
+  token: s3cr3t
+"""
+
+
+@pytest.mark.parametrize("mode", [[], ["--server-side"]], ids=["client-side", "server-side"])
+def test_secret_string_data_is_merged_into_data_and_never_stored(
+        cluster: Cluster, namespace: str, mode: list[str]) -> None:
+    cluster.kubectl("apply", *mode, "-n", namespace, "-f", "-", input=SECRET)
+    secret = cluster.kubectl_json("get", "secret", "creds", "-n", namespace)
+    assert "stringData" not in secret
+    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
+        "user": "admin", "host": "db", "token": "s3cr3t"}
+    assert secret["type"] == "Opaque"
+    # applying the same manifest again changes nothing stored
+    cluster.kubectl("apply", *mode, "-n", namespace, "-f", "-", input=SECRET)
+    again = cluster.kubectl_json("get", "secret", "creds", "-n", namespace)
+    assert again["data"] == secret["data"]
+    assert again["metadata"]["resourceVersion"] == secret["metadata"]["resourceVersion"]
 
 
 def test_server_side_apply_of_crd_and_custom_object(cluster: Cluster, namespace: str) -> None:
