@@ -110,13 +110,14 @@ class _Spill:
 
 
 class PackSpool:
-    """The receiving end of ``fetch_pack``'s ``pack_data`` callback."""
+    """The receiving end of ``fetch_pack``'s ``pack_data`` callback: one growing buffer in
+    memory, moved to an unlinked temporary file once it passes the budget."""
 
     def __init__(self, directory: Path | None = None,
                  budget: int = DEFAULT_MEMORY_BUDGET) -> None:
         self._dir = directory
         self._budget = budget
-        self._chunks: list[bytes] = []
+        self._buffer = bytearray()
         self._size = 0
         self._file: Any = None
 
@@ -125,13 +126,12 @@ class PackSpool:
             # held across calls and closed by close()
             self._file = tempfile.TemporaryFile(  # noqa: SIM115
                 prefix="fluxd-pack-", dir=str(self._dir) if self._dir else None)
-            for chunk in self._chunks:
-                self._file.write(chunk)
-            self._chunks.clear()
+            self._file.write(self._buffer)
+            self._buffer = bytearray()
         if self._file is not None:
             self._file.write(data)
         else:
-            self._chunks.append(bytes(data))
+            self._buffer += data
         self._size += len(data)
         return len(data)
 
@@ -139,16 +139,14 @@ class PackSpool:
     def size(self) -> int:
         return self._size
 
-    def buffer(self) -> bytes | mmap.mmap:
+    def buffer(self) -> bytearray | mmap.mmap:
         if self._file is None:
-            data = b"".join(self._chunks)
-            self._chunks = [data]
-            return data
+            return self._buffer
         self._file.flush()
         return mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_READ)
 
     def close(self) -> None:
-        self._chunks.clear()
+        self._buffer = bytearray()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -231,7 +229,7 @@ class PackObjects:
             self._objects[sha] = (type_num, self._arena.put(content))
         return sha
 
-    def load(self, pack: bytes | mmap.mmap) -> None:
+    def load(self, pack: bytes | bytearray | mmap.mmap) -> None:
         """Resolve every object of ``pack`` (a whole pack stream) into the table."""
         buf = memoryview(pack)
         try:
