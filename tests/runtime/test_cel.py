@@ -296,7 +296,7 @@ def test_compiling_health_checks_rejects_two_entries_for_one_group_and_kind() ->
 def test_the_namespaces_are_those_of_the_engine_s_extensions() -> None:
     from cel.stdlib import EXTENSIONS
 
-    from fluxd.runtime.cel import _NAMESPACES
+    from fluxd.cel import _NAMESPACES
     found = {name.split(".")[0] for library in ("strings", "sets", "encoders")
              for name in EXTENSIONS[library] if "." in name}
     assert found == _NAMESPACES
