@@ -230,7 +230,7 @@ class Cluster:
         causes = self._name_errors(rt, meta)
         if rt.crd and rt.openapi:
             causes += [(e.type, e.field, e.message)
-                       for e in validation.validate(obj, rt.openapi)]
+                       for e in validation.validate(obj, rt.openapi, old)]
         causes += self._kind_errors(rt, obj)
         if old is not None and not rt.crd:
             causes += immutable.update_errors(rt.group, rt.kind, obj, old)

@@ -32,6 +32,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+from fluxd.devcluster import celrules
 from fluxd.devcluster.gotext import quote
 from fluxd.jsonvalue import clone
 
@@ -352,17 +353,36 @@ def _child(path: str, name: str) -> str:
 # --------------------------------------------------------------------------- validation
 
 
-def validate(obj: dict[str, Any], schema: Schema) -> list[FieldError]:
-    """Every way ``obj`` breaks ``schema``, as the server's 422 causes, in a stable order.
+#: schema errors after which the server does not run the CEL rules (``hasBlockingErr``)
+_BLOCKING = frozenset({"FieldValueNotSupported", "FieldValueRequired", "FieldValueTooLong",
+                       "FieldValueTooMany", "FieldValueTypeInvalid"})
+_RULES_SKIPPED = ("some validation rules were not checked because the object was invalid; "
+                  "correct the existing errors to complete validation")
+
+
+def validate(obj: dict[str, Any], schema: Schema,
+             old: dict[str, Any] | None = None) -> list[FieldError]:
+    """Every way ``obj`` (an update of ``old``, or a create) breaks ``schema``, as the
+    server's 422 causes, in a stable order.
 
     After a type mismatch nothing else is checked for that value. List-type (map/set)
     duplicates come after all schema errors, as on a real server. ``anyOf``/``oneOf``/
     ``not`` report one composite error; ``allOf`` reports its branches' errors plus the
-    composite. ``x-kubernetes-validations`` (CEL) rules are skipped silently.
+    composite. Then the ``x-kubernetes-validations`` (CEL) rules (``celrules``), unless a
+    blocking schema error came first: that adds the server's fieldless "some validation
+    rules were not checked" cause instead.
     """
     checker = _Validator()
     checker.node(obj, schema, "", root=True)
-    return checker.errors + checker.list_errors
+    errors = checker.errors + checker.list_errors
+    if celrules.has_rules(schema):
+        if any(e.type in _BLOCKING for e in errors):
+            errors.append(FieldError("FieldValueInvalid", "<nil>",
+                                     f"Invalid value: {_render(None)}: {_RULES_SKIPPED}"))
+        else:
+            errors += [FieldError(*cause) for cause in celrules.check(obj, schema, old,
+                                                                      _render)]
+    return errors
 
 
 class _Validator:

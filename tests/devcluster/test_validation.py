@@ -630,10 +630,12 @@ def test_not_rejects_values_matching_its_schema() -> None:
         'spec.f: Invalid value: "forbidden": "spec.f" must not validate the schema (not)']
 
 
-def test_cel_validation_rules_are_skipped_silently() -> None:
+def test_cel_validation_rules_are_checked_too() -> None:
+    """The rules themselves are tested in test_celrules.py."""
     schema = {"type": "string", "x-kubernetes-validations": [
         {"rule": "self == 'never'", "message": "must be never"}]}
-    assert errors_for(schema, "anything") == []
+    assert texts(errors_for(schema, "anything")) == [
+        'spec.f: Invalid value: "anything": must be never']
 
 
 # --------------------------------------------------------------------------- messages
@@ -692,13 +694,19 @@ GIT_REPOSITORY: Schema = obj_schema({
         "suspend": {"type": "boolean"},
         "ignore": {"type": "string"},
     }, required=["interval", "url"], **{"x-kubernetes-validations": [
-        {"rule": "!has(self.ref) || has(self.ref.branch)", "message": "never evaluated"}]}),
+        {"rule": "!has(self.ref) || !has(self.ref.commit) || !has(self.ref.semver)",
+         "message": "commit and semver are exclusive"}]}),
     "status": obj_schema({
         "observedGeneration": {"type": "integer", "format": "int64"},
         "conditions": {"type": "array", "items": CONDITION,
                        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     }, default={"observedGeneration": -1}),
 })
+
+
+#: what the server adds after an error that keeps it from running a schema's CEL rules
+RULES_SKIPPED = ('<nil>: Invalid value: "null": some validation rules were not checked because '
+                 "the object was invalid; correct the existing errors to complete validation")
 
 
 def git_repository(spec: dict[str, Any], **extra: Any) -> dict[str, Any]:
@@ -747,6 +755,7 @@ def test_a_bad_git_repository_gets_the_errors_a_real_server_gives() -> None:
         '"generic", "azure", "github"',
         'spec.suspend: Invalid value: "string": spec.suspend in body must be of type boolean: '
         '"string"',
+        RULES_SKIPPED,
     ]
     assert invalid_message("GitRepository.source.toolkit.fluxcd.io", "podinfo", errors) == (
         'GitRepository.source.toolkit.fluxcd.io "podinfo" is invalid: [' + ", ".join(texts(errors))
@@ -755,11 +764,11 @@ def test_a_bad_git_repository_gets_the_errors_a_real_server_gives() -> None:
 
 def test_a_git_repository_without_url_and_interval_gets_required_values() -> None:
     _, errors = admit(git_repository({"ref": {"tag": "v1"}}))
-    assert errors == [FieldError("FieldValueRequired", "spec.interval", "Required value"),
-                      FieldError("FieldValueRequired", "spec.url", "Required value")]
+    assert errors[:2] == [FieldError("FieldValueRequired", "spec.interval", "Required value"),
+                          FieldError("FieldValueRequired", "spec.url", "Required value")]
     assert invalid_message("GitRepository.source.toolkit.fluxcd.io", "podinfo", errors) == (
         'GitRepository.source.toolkit.fluxcd.io "podinfo" is invalid: '
-        "[spec.interval: Required value, spec.url: Required value]")
+        f"[spec.interval: Required value, spec.url: Required value, {RULES_SKIPPED}]")
 
 
 def test_git_repository_status_conditions_are_a_map_keyed_by_type() -> None:
@@ -775,7 +784,14 @@ def test_git_repository_status_conditions_are_a_map_keyed_by_type() -> None:
         'status.conditions[1].lastTransitionTime: Invalid value: "now": '
         'status.conditions[1].lastTransitionTime in body must be of type date-time: "now"',
         'status.conditions[1]: Duplicate value: {"type":"Ready"}',
+        RULES_SKIPPED,
     ]
+
+
+def test_the_rules_run_when_no_error_blocks_them() -> None:
+    _, errors = admit(git_repository({"url": "https://x/y", "interval": "1h",
+                                      "ref": {"commit": "abc", "semver": "1.x"}}))
+    assert texts(errors) == ["spec: Invalid value: commit and semver are exclusive"]
 
 
 def test_a_null_timeout_is_defaulted_and_a_null_ref_dropped() -> None:

@@ -1,0 +1,167 @@
+"""``x-kubernetes-validations``: the CEL rules of a CRD schema, checked as the API server
+checks them after the structural schema (``apiextensions-apiserver`` ``pkg/apiserver/
+schema/cel``).
+
+Each rule is evaluated with ``self`` bound to the value at its schema node: through
+``properties``, ``additionalProperties`` and array ``items`` (path ``spec.list[2]``). A
+rule that reads ``oldSelf`` is a transition rule: it runs only on update, when the old
+object has a value at the same place — reached through properties and map keys (the
+server also correlates the items of ``x-kubernetes-list-type: map`` lists; here transition
+rules below arrays are not evaluated). As on a current server, a failing rule whose value
+did not change in an update is not an error (validation ratcheting), unless it reads
+``oldSelf``.
+
+The error is the server's: ``Invalid value`` with the rule's ``message`` (or
+``messageExpression``, or ``failed rule: <rule>``), at the node's path plus the rule's
+``fieldPath``; ``reason`` turns it into ``Forbidden``, ``Required value`` or ``Duplicate
+value``. Objects and arrays show no value (``Invalid value: <message>``), scalars show
+theirs. An evaluation error reads ``<error> evaluating rule: <rule>``. There is no cost
+budget.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from fluxd.cel import CELError, Expression
+
+__all__ = ["check", "has_rules"]
+
+Schema = dict[str, Any]
+#: (cause type, field path, message)
+Cause = tuple[str, str, str]
+
+_ABSENT = object()
+_OLD_SELF = re.compile(r"\boldSelf\b")
+
+
+def has_rules(schema: Schema) -> bool:
+    """Whether any node of ``schema`` carries ``x-kubernetes-validations``."""
+    # schemas are the registry's parsed CRD documents, the same dict for every write of
+    # a kind: walk each once (the entry holds the schema, so its id is not reused)
+    found = _seen.get(id(schema))
+    if found is None or found[0] is not schema:
+        found = (schema, any(True for _ in _rule_nodes(schema)))
+        if len(_seen) > 512:
+            _seen.clear()
+        _seen[id(schema)] = found
+    return found[1]
+
+
+_seen: dict[int, tuple[Schema, bool]] = {}
+
+
+def _rule_nodes(schema: Any) -> Iterator[Schema]:
+    if not isinstance(schema, dict):
+        return
+    if schema.get("x-kubernetes-validations"):
+        yield schema
+    for child in (schema.get("properties") or {}).values():
+        yield from _rule_nodes(child)
+    for key in ("items", "additionalProperties"):
+        yield from _rule_nodes(schema.get(key))
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(text: str) -> Expression:
+    return Expression.compile(text)
+
+
+def check(obj: dict[str, Any], schema: Schema, old: dict[str, Any] | None,
+          render: Callable[[Any], str]) -> list[Cause]:
+    """The causes ``obj`` (an update of ``old``, or a create) fails by the rules of
+    ``schema``; ``render`` shows a scalar value as the server's messages do."""
+    causes: list[Cause] = []
+    _walk(obj, old if old is not None else _ABSENT, schema, "", causes, render)
+    return causes
+
+
+def _walk(value: Any, old: Any, schema: Any, path: str, causes: list[Cause],
+          render: Callable[[Any], str]) -> None:
+    if not isinstance(schema, dict) or value is None:
+        return
+    rules = schema.get("x-kubernetes-validations")
+    if rules:
+        _rules(value, old, schema, rules, path, causes, render)
+    if isinstance(value, dict):
+        properties = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        for key, child in value.items():
+            sub = properties.get(key)
+            child_path = f"{path}.{key}" if path else key
+            if sub is None and isinstance(extra, dict):
+                sub, child_path = extra, f"{path}[{key}]"
+            if sub is not None:
+                child_old = old.get(key, _ABSENT) if isinstance(old, dict) else _ABSENT
+                _walk(child, child_old, sub, child_path, causes, render)
+    elif isinstance(value, list):
+        items = schema.get("items")
+        for i, item in enumerate(value):
+            _walk(item, _ABSENT, items, f"{path}[{i}]", causes, render)
+
+
+def _rules(value: Any, old: Any, schema: Schema, rules: list[Any], path: str,
+           causes: list[Cause], render: Callable[[Any], str]) -> None:
+    node_type = str(schema.get("type") or "")
+    for rule in rules:
+        if not isinstance(rule, dict) or not rule.get("rule"):
+            continue
+        text = str(rule["rule"])
+        transition = bool(_OLD_SELF.search(text))
+        if transition and old is _ABSENT:
+            continue
+        variables = {"self": value, **({"oldSelf": old} if transition else {})}
+        shown = text.strip() if not rule.get("message") else str(rule["message"]).strip()
+        try:
+            passed = _compile(text).evaluate(variables)
+        except CELError as err:
+            causes.append(("FieldValueInvalid", path or "<nil>",
+                           f"Invalid value: {render(node_type)}: {_engine_error(err)} "
+                           f"evaluating rule: {shown}"))
+            continue
+        if passed is True:
+            continue
+        if not transition and old is not _ABSENT and old == value:
+            continue  # ratcheting: an unchanged value keeps passing
+        causes.append(_failure(value, node_type, path, rule, variables, render))
+
+
+def _engine_error(err: CELError) -> str:
+    text = str(err)
+    marker = "': "
+    return text.split(marker, 1)[1] if marker in text else text
+
+
+def _failure(value: Any, node_type: str, path: str, rule: Schema, variables: dict[str, Any],
+             render: Callable[[Any], str]) -> Cause:
+    field_path = str(rule.get("fieldPath") or "")
+    where = path + field_path if field_path.startswith((".", "[")) else path
+    where = where.lstrip(".") or "<nil>"
+    detail = _message(rule, variables)
+    reason = rule.get("reason")
+    if reason == "FieldValueForbidden":
+        return ("FieldValueForbidden", where, f"Forbidden: {detail}")
+    if reason == "FieldValueRequired":
+        return ("FieldValueRequired", where, f"Required value: {detail}")
+    shown = "" if node_type in ("object", "array") else f"{render(value)}: "
+    if reason == "FieldValueDuplicate":
+        return ("FieldValueDuplicate", where, f"Duplicate value: {shown.rstrip(': ')}"
+                if shown else "Duplicate value")
+    return ("FieldValueInvalid", where, f"Invalid value: {shown}{detail}")
+
+
+def _message(rule: Schema, variables: dict[str, Any]) -> str:
+    expression = rule.get("messageExpression")
+    if expression:
+        try:
+            text = _compile(str(expression)).evaluate(variables)
+        except CELError:
+            text = None
+        if isinstance(text, str) and text.strip() and "\n" not in text.strip():
+            return text.strip()
+    if rule.get("message"):
+        return str(rule["message"]).strip()
+    return f"failed rule: {str(rule['rule']).strip()}"

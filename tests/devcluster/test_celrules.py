@@ -1,0 +1,144 @@
+"""CRD ``x-kubernetes-validations`` rules in the dev server: the causes a current
+kube-apiserver gives, through ``validate`` and through real kubectl with Flux's CRDs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fluxd.devcluster.validation import FieldError, validate
+from tests.conftest import Cluster
+
+Schema = dict[str, Any]
+CRDS = Path(__file__).parents[2] / "deploy" / "crds"
+
+
+def resource(spec: Schema, **root: Any) -> Schema:
+    return {"type": "object", "properties": {
+        "apiVersion": {"type": "string"}, "kind": {"type": "string"},
+        "metadata": {"type": "object"}, "spec": spec}, **root}
+
+
+def obj(spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "x/v1", "kind": "Thing", "metadata": {"name": "a"}, "spec": spec}
+
+
+def causes(errors: list[FieldError]) -> list[tuple[str, str, str]]:
+    return [(e.type, e.field, e.message) for e in errors]
+
+
+EXCLUSIVE = resource({
+    "type": "object",
+    "properties": {"a": {"type": "string"}, "b": {"type": "string"},
+                   "replicas": {"type": "integer",
+                                "x-kubernetes-validations": [{"rule": "self <= 10"}]}},
+    "x-kubernetes-validations": [
+        {"rule": "has(self.a) || has(self.b)", "message": "one of a or b is required"},
+        {"rule": "!(has(self.a) && has(self.b))", "message": "a and b are exclusive",
+         "fieldPath": ".b", "reason": "FieldValueForbidden"},
+    ],
+})
+
+
+def test_object_rules_fail_with_their_message_and_no_value() -> None:
+    assert causes(validate(obj({}), EXCLUSIVE)) == [
+        ("FieldValueInvalid", "spec", "Invalid value: one of a or b is required")]
+    assert causes(validate(obj({"a": "x", "b": "y"}), EXCLUSIVE)) == [
+        ("FieldValueForbidden", "spec.b", "Forbidden: a and b are exclusive")]
+    assert validate(obj({"a": "x"}), EXCLUSIVE) == []
+
+
+def test_a_scalar_rule_without_message_shows_the_value_and_the_rule() -> None:
+    assert causes(validate(obj({"a": "x", "replicas": 11}), EXCLUSIVE)) == [
+        ("FieldValueInvalid", "spec.replicas", "Invalid value: 11: failed rule: self <= 10")]
+
+
+def test_rules_apply_to_each_item_and_map_value_with_their_paths() -> None:
+    schema = resource({"type": "object", "properties": {
+        "list": {"type": "array", "items": {
+            "type": "string", "x-kubernetes-validations": [
+                {"rule": "self.startsWith('v')", "messageExpression": "'bad ' + self"}]}},
+        "map": {"type": "object", "additionalProperties": {
+            "type": "integer", "x-kubernetes-validations": [
+                {"rule": "self > 0", "message": "must be positive",
+                 "reason": "FieldValueRequired"}]}}}})
+    got = causes(validate(obj({"list": ["v1", "x2"], "map": {"ok": 1, "no": 0}}), schema))
+    assert got == [("FieldValueInvalid", "spec.list[1]", 'Invalid value: "x2": bad x2'),
+                   ("FieldValueRequired", "spec.map[no]", "Required value: must be positive")]
+
+
+def test_an_evaluation_error_names_the_rule() -> None:
+    schema = resource({"type": "object", "x-kubernetes-validations": [
+        {"rule": "self.missing == 'x'"}]})
+    (error,) = validate(obj({}), schema)
+    assert error.field == "spec"
+    assert error.message.startswith('Invalid value: "object": ')
+    assert error.message.endswith(" evaluating rule: self.missing == 'x'")
+    assert "missing" in error.message
+
+
+def test_transition_rules_run_on_update_only() -> None:
+    schema = resource({"type": "object", "properties": {"size": {
+        "type": "integer", "x-kubernetes-validations": [
+            {"rule": "self >= oldSelf", "message": "size may not shrink"}]}}})
+    assert validate(obj({"size": 1}), schema) == []  # a create has no oldSelf
+    assert validate(obj({"size": 5}), schema, old=obj({"size": 3})) == []
+    assert causes(validate(obj({"size": 2}), schema, old=obj({"size": 3}))) == [
+        ("FieldValueInvalid", "spec.size", "Invalid value: 2: size may not shrink")]
+    assert validate(obj({"size": 2}), schema, old=obj({})) == []  # nothing to compare with
+
+
+def test_an_unchanged_failing_value_is_ratcheted_on_update() -> None:
+    old = obj({"a": "x", "replicas": 11})
+    assert validate(obj({"a": "x", "replicas": 11}), EXCLUSIVE, old=old) == []
+    assert causes(validate(obj({"a": "x", "replicas": 12}), EXCLUSIVE, old=old)) == [
+        ("FieldValueInvalid", "spec.replicas", "Invalid value: 12: failed rule: self <= 10")]
+
+
+def test_a_blocking_schema_error_skips_the_rules_with_the_servers_notice() -> None:
+    schema = resource({**EXCLUSIVE["properties"]["spec"], "required": ["a"]})
+    got = causes(validate(obj({"b": "y"}), schema))
+    assert got == [
+        ("FieldValueRequired", "spec.a", "Required value"),
+        ("FieldValueInvalid", "<nil>", 'Invalid value: "null": some validation rules were '
+         "not checked because the object was invalid; correct the existing errors to "
+         "complete validation")]
+
+
+def test_flux_crd_rules_are_enforced_through_kubectl(cluster: Cluster, namespace: str) -> None:
+    for name in ("notification.toolkit.fluxcd.io_receivers.yaml",
+                 "source.toolkit.fluxcd.io_helmcharts.yaml"):
+        cluster.kubectl("apply", "--server-side", "-f", str(CRDS / name))
+    for crd in ("receivers.notification.toolkit.fluxcd.io",
+                "helmcharts.source.toolkit.fluxcd.io"):
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=30s")
+    receiver = """\
+apiVersion: notification.toolkit.fluxcd.io/v1
+kind: Receiver
+metadata: {name: hook}
+spec:
+  type: generic-oidc
+  resources: [{kind: GitRepository, name: app}]
+"""
+    done = cluster.kubectl("apply", "--server-side", "-n", namespace, "-f", "-",
+                           input=receiver, check=False)
+    assert done.returncode != 0
+    assert 'The Receiver "hook" is invalid' in done.stderr
+    assert ("spec: Invalid value: generic-oidc receivers must define at least one "
+            "oidcProvider") in done.stderr
+    chart = """\
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmChart
+metadata: {name: app}
+spec:
+  chart: ./charts/app
+  interval: 10m
+  sourceRef: {kind: GitRepository, name: app}
+  verify: {provider: cosign}
+"""
+    done = cluster.kubectl("apply", "-n", namespace, "-f", "-", input=chart, check=False)
+    assert done.returncode != 0
+    assert "spec.verify is only supported when spec.sourceRef.kind is 'HelmRepository'" \
+        in done.stderr
+    fixed = chart.replace("  verify: {provider: cosign}\n", "")
+    cluster.kubectl("apply", "-n", namespace, "-f", "-", input=fixed)
