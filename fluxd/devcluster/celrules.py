@@ -45,7 +45,7 @@ def has_rules(schema: Schema) -> bool:
     found = _seen.get(id(schema))
     if found is None or found[0] is not schema:
         found = (schema, any(True for _ in _rule_nodes(schema)))
-        if len(_seen) > 512:
+        if len(_seen) > 65_536:
             _seen.clear()
         _seen[id(schema)] = found
     return found[1]
@@ -81,8 +81,8 @@ def check(obj: dict[str, Any], schema: Schema, old: dict[str, Any] | None,
 
 def _walk(value: Any, old: Any, schema: Any, path: str, causes: list[Cause],
           render: Callable[[Any], str]) -> None:
-    if not isinstance(schema, dict) or value is None:
-        return
+    if not isinstance(schema, dict) or value is None or not has_rules(schema):
+        return  # nothing below this node has a rule: the walk stays on the rules' paths
     rules = schema.get("x-kubernetes-validations")
     if rules:
         _rules(value, old, schema, rules, path, causes, render)
