@@ -457,14 +457,31 @@ def test_server_rejects_values_the_generated_schema_forbids(api: Api) -> None:
     status, body = api.call("POST", WIDGETS, widget("invalid", spec))
     assert status == 422 and body["reason"] == "Invalid"
     fields = sorted(cause["field"] for cause in body["details"]["causes"])
-    assert fields == ["spec.interval", "spec.mode", "spec.port", "spec.replicas", "spec.url"]
+    # "<nil>": the schema has CEL rules, which a blocking error keeps from running
+    assert fields == ["<nil>", "spec.interval", "spec.mode", "spec.port", "spec.replicas",
+                      "spec.url"]
 
 
 def test_server_requires_the_required_fields(api: Api) -> None:
     status, body = api.call("POST", WIDGETS, widget("empty", {}))
     assert status == 422
-    assert sorted(c["field"] for c in body["details"]["causes"]) == ["spec.interval",
+    assert sorted(c["field"] for c in body["details"]["causes"]) == ["<nil>", "spec.interval",
                                                                      "spec.url"]
+
+
+def test_server_enforces_the_generated_cel_rules(api: Api) -> None:
+    spec = {"url": "https://example.com/w", "interval": "1m"}
+    status, body = api.call("POST", WIDGETS, widget("nokube", {**spec, "kubeConfig": {}}))
+    assert status == 422
+    assert [(c["field"], c["message"]) for c in body["details"]["causes"]] == [
+        ("spec.kubeConfig", "Invalid value: one of configMapRef or secretRef is required")]
+    both = {"configMapRef": {"name": "a"}, "secretRef": {"name": "b"}}
+    status, body = api.call("POST", WIDGETS, widget("both", {**spec, "kubeConfig": both}))
+    assert status == 422
+    assert "configMapRef and secretRef are mutually exclusive" in body["message"]
+    status, body = api.call("POST", WIDGETS, widget("one", {
+        **spec, "kubeConfig": {"secretRef": {"name": "kubeconfig"}}}))
+    assert status == 201, body
 
 
 def test_server_accepts_a_status_written_by_the_runtime(api: Api) -> None:
