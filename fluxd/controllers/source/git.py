@@ -358,6 +358,9 @@ class Remote:
             record = store.archive_entries(
                 kind, namespace, name, _tree_entries(repo, commit.tree, matcher, keep),
                 f"{sha}.tar.gz", revision=head.revision)
+        except KeyError as exc:
+            raise GitError(f"the fetched pack lacks object {exc.args[0]!r} of commit "
+                           f"'{head.commit}'") from None
         finally:
             repo.close()
         return (Checkout(commit=sha, revision=head.revision, subject=_subject(commit),

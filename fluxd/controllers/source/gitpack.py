@@ -17,6 +17,7 @@ pack ends with the SHA-1 of everything before it, which is checked.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mmap
 import os
@@ -234,6 +235,9 @@ class PackObjects:
         buf = memoryview(pack)
         try:
             self._load(buf)
+        except IndexError:
+            # a header running past the end (the checksum only says the sender meant it)
+            raise PackError("pack is truncated inside an object header") from None
         finally:
             buf.release()
 
@@ -246,6 +250,7 @@ class PackObjects:
         end = len(buf) - 20
         if hashlib.sha1(buf[:end]).digest() != buf[end:]:
             raise PackError("pack checksum mismatch: the pack is corrupt or truncated")
+        buf = buf[:end]  # objects only: reading past them is an IndexError
         by_offset: dict[int, bytes] = {}
         waiting: list[tuple[bytes, bytes, int]] = []  # REF_DELTA with a later base
         pos = 12
@@ -333,10 +338,17 @@ def fetch_objects(fetch_pack: Callable[[PackSpool], object], *,
                 objects.load(buffer)
             finally:
                 if isinstance(buffer, mmap.mmap):
-                    buffer.close()
+                    _close_mapping(buffer)
     except BaseException:
         objects.close()
         raise
     finally:
         spool.close()
     return objects
+
+
+def _close_mapping(mapping: mmap.mmap) -> None:
+    """Unmap now, unless a failure's traceback still holds a view of it (the frames of the
+    parser): the mapping then goes when that exception does."""
+    with contextlib.suppress(BufferError):
+        mapping.close()

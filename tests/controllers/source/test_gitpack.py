@@ -185,3 +185,22 @@ def test_a_large_pack_spools_to_a_file_and_resolves_the_same(
         assert {sha: objects.data(sha) for sha in expected} == {
             sha: content for sha, (_kind, content) in expected.items()}
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_header_running_past_the_end_is_refused() -> None:
+    body = b"PACK" + struct.pack(">II", 2, 1) + b"\xb5\xff\xff"  # size varint never ends
+    with PackObjects() as objects, pytest.raises(PackError, match="inside an object header"):
+        objects.load(with_checksum(body))
+
+
+@pytest.mark.parametrize("budget", [1 << 20, 4], ids=["in-memory", "spilled"])
+def test_a_bad_pack_is_a_pack_error_whether_or_not_it_was_spilled(budget: int,
+                                                                 tmp_path: Path) -> None:
+    """A spilled pack is mapped; the failure's traceback still holds views of the mapping
+    while it propagates, which must not turn the error into another one."""
+    for pack in (one_object_pack(3, 50, b"hello world"),
+                 with_checksum(b"PACK" + struct.pack(">II", 2, 1) + b"\xb5\xff\xff")):
+        with pytest.raises(PackError):
+            fetch_objects(lambda spool, pack=pack: spool.write(pack), spill_dir=tmp_path,
+                          budget=budget)
+    assert list(tmp_path.iterdir()) == []
