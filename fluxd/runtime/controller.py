@@ -22,6 +22,7 @@ import asyncio
 import logging
 import random
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -58,6 +59,8 @@ class ControllerMetrics(Protocol):
 
     def reconcile_finished(self, controller: str, outcome: Outcome | str, seconds: float, *,
                            kind: str | None, name: str = "", namespace: str = "") -> None: ...
+
+    def object_deleted(self, kind: str, name: str, namespace: str) -> None: ...
 
 
 @dataclass
@@ -106,8 +109,13 @@ def handle_outcome(queue: WorkQueue, key: ObjectKey, result: Result | None,
 class Controller:
     def __init__(self, *, kind: str, reconciler: Reconciler, queue: WorkQueue,
                  metrics: ControllerMetrics, clock: Clock, tuning: Tuning | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 exists: Callable[[ObjectKey], bool] | None = None) -> None:
+        """``exists`` says whether the object is still in the cache after a reconcile:
+        when it is gone, its per-object metric series are dropped (as Flux does) instead
+        of being recorded again."""
         self.kind = kind
+        self._exists = exists
         self.name = kind.lower()
         self._reconciler = reconciler
         self._queue = queue
@@ -176,6 +184,10 @@ class Controller:
                     with_stacktrace=True, error=f"{type(error).__name__}: {error}"))
             elif error is not None and not isinstance(error, WaitingError):
                 log.error("Reconciler error", extra=fluxlog.fields(error=str(error)))
-            self._metrics.reconcile_finished(self.name, outcome, elapsed, kind=self.kind,
-                                             name=key.name, namespace=key.namespace)
+            if self._exists is not None and not self._exists(key):
+                self._metrics.reconcile_finished(self.name, outcome, elapsed, kind=None)
+                self._metrics.object_deleted(self.kind, key.name, key.namespace)
+            else:
+                self._metrics.reconcile_finished(self.name, outcome, elapsed, kind=self.kind,
+                                                 name=key.name, namespace=key.namespace)
             return outcome

@@ -141,8 +141,10 @@ class Manager:
         for name, func in spec.indexes.items():
             informer.add_index(name, func)
         informer.add_handler(EnqueueHandler(self.queue, spec.kind))
-        controller = Controller(kind=spec.kind, reconciler=spec.reconciler, queue=self.queue,
-                                metrics=self._metrics, clock=self._clock, tuning=self.tuning)
+        controller = Controller(
+            kind=spec.kind, reconciler=spec.reconciler, queue=self.queue,
+            metrics=self._metrics, clock=self._clock, tuning=self.tuning,
+            exists=lambda key: informer.get(key.namespace, key.name) is not None)
         self.controllers.append(controller)
         return controller
 

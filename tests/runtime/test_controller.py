@@ -168,3 +168,21 @@ async def test_workers_run_keys_until_the_queue_shuts_down() -> None:
         q.shut_down()
         await asyncio.wait_for(runner, 5)
         timer.cancel()
+
+
+async def test_a_deleted_objects_duration_series_is_dropped_not_recorded_again() -> None:
+    """Flux deletes an object's gotk_reconcile_duration_seconds series with the object; the
+    last reconcile (which finds it gone) must not bring the series back."""
+    present = {KEY}
+    reconciler = Scripted(Result(), Result())
+    registry = CollectorRegistry()
+    ctl = Controller(kind="Kustomization", reconciler=reconciler, queue=queue(FakeClock()),
+                     metrics=Metrics(registry, process_metrics=False), clock=FakeClock(),
+                     exists=lambda key: key in present)
+    labels = {"kind": "Kustomization", "name": "podinfo", "namespace": "apps"}
+    await ctl.process(KEY)
+    assert registry.get_sample_value("gotk_reconcile_duration_seconds_count", labels) == 1
+    present.clear()
+    await ctl.process(KEY)
+    assert registry.get_sample_value("gotk_reconcile_duration_seconds_count", labels) is None
+    assert count(registry, "success") == 2

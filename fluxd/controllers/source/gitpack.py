@@ -22,6 +22,7 @@ import hashlib
 import mmap
 import os
 import struct
+import sys
 import tempfile
 import zlib
 from collections.abc import Callable
@@ -168,7 +169,8 @@ def _inflate(buf: memoryview, pos: int, size: int) -> tuple[bytes, int]:
                 raise PackError("pack is truncated inside an object")
             chunk = buf[fed:fed + step]
             fed += len(chunk)
-            out = inflater.decompress(chunk, size + 1 - total)
+            # a header may declare any size: zlib's limit must stay a Py_ssize_t
+            out = inflater.decompress(chunk, min(size + 1 - total, sys.maxsize))
             parts.append(out)
             total += len(out)
             if total > size:
