@@ -43,6 +43,10 @@ _TYPE_NAMES = {_COMMIT: b"commit", _TREE: b"tree", _BLOB: b"blob", _TAG: b"tag"}
 
 #: bytes of pack and of inflated objects kept in memory before spilling to a file
 DEFAULT_MEMORY_BUDGET = 32 * 1024 * 1024
+#: the largest Git object fluxd inflates (an object is whole in memory once)
+MAX_OBJECT_SIZE = 128 * 1024 * 1024
+#: the most one fetch may inflate to, all objects together (spilled past the budget)
+MAX_INFLATED = 1024 * 1024 * 1024
 
 
 class PackError(Exception):
@@ -189,8 +193,12 @@ class PackObjects:
     """Every object of one pack, by hex object id, with ``repo[sha]``-style access."""
 
     def __init__(self, spill_dir: Path | None = None,
-                 budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+                 budget: int = DEFAULT_MEMORY_BUDGET, *,
+                 max_object: int = MAX_OBJECT_SIZE, max_total: int = MAX_INFLATED) -> None:
         self._arena = _Spill(spill_dir, budget)
+        self._max_object = max_object
+        self._max_total = max_total
+        self._inflated = 0
         #: hex id → (type number, arena handle)
         self._objects: dict[bytes, tuple[int, int | tuple[int, int]]] = {}
 
@@ -224,6 +232,10 @@ class PackObjects:
         self.close()
 
     def _add(self, type_num: int, content: bytes) -> bytes:
+        self._inflated += len(content)
+        if self._inflated > self._max_total:
+            raise PackError(f"the pack inflates past {_mib(self._max_total)}, fluxd's limit "
+                            "for one fetch")
         header = b"%s %d\x00" % (_TYPE_NAMES[type_num], len(content))
         digest = hashlib.sha1(header)
         digest.update(content)
@@ -240,8 +252,15 @@ class PackObjects:
         except IndexError:
             # a header running past the end (the checksum only says the sender meant it)
             raise PackError("pack is truncated inside an object header") from None
+        except MemoryError:
+            raise PackError("the pack does not fit in memory") from None
         finally:
             buf.release()
+
+    def _check_size(self, size: int, start: int) -> None:
+        if size > self._max_object:
+            raise PackError(f"object at {start} declares {size} bytes, over fluxd's "
+                            f"{_mib(self._max_object)} limit for one Git object")
 
     def _load(self, buf: memoryview) -> None:
         if len(buf) < 32 or bytes(buf[:4]) != b"PACK":
@@ -253,8 +272,7 @@ class PackObjects:
         if hashlib.sha1(buf[:end]).digest() != buf[end:]:
             raise PackError("pack checksum mismatch: the pack is corrupt or truncated")
         buf = buf[:end]  # objects only: reading past them is an IndexError
-        by_offset: dict[int, bytes] = {}
-        waiting: list[tuple[bytes, bytes, int]] = []  # REF_DELTA with a later base
+        resolver = _Resolver(self)
         pos = 12
         for _ in range(count):
             start = pos
@@ -270,6 +288,8 @@ class PackObjects:
                 pos += 1
                 size |= (byte & 0x7F) << shift
                 shift += 7
+                self._check_size(size, start)
+            self._check_size(size, start)
             if type_num == _OFS_DELTA:
                 byte = buf[pos]
                 pos += 1
@@ -278,51 +298,111 @@ class PackObjects:
                     byte = buf[pos]
                     pos += 1
                     back = ((back + 1) << 7) | (byte & 0x7F)
-                delta, pos = _inflate(buf, pos, size)
-                base_sha = by_offset.get(start - back)
-                if base_sha is None:
+                    if back > start:
+                        break
+                if not 0 < back <= start:
                     raise PackError(f"delta at {start} refers to no object before it")
-                by_offset[start] = self._apply(base_sha, delta)
+                delta, pos = _inflate(buf, pos, size)
+                resolver.offset_delta(start, start - back, delta)
             elif type_num == _REF_DELTA:
                 base_id = bytes(buf[pos:pos + 20]).hex().encode()
                 pos += 20
                 delta, pos = _inflate(buf, pos, size)
-                if base_id in self._objects:
-                    by_offset[start] = self._apply(base_id, delta)
-                else:
-                    waiting.append((base_id, delta, start))
+                resolver.ref_delta(start, base_id, delta)
             elif type_num in _TYPE_NAMES:
                 content, pos = _inflate(buf, pos, size)
-                by_offset[start] = self._add(type_num, content)
+                resolver.resolved(start, self._add(type_num, content))
             else:
                 raise PackError(f"unknown object type {type_num} at {start}")
         if pos != end:
             raise PackError("pack has data after its last object")
-        self._resolve_waiting(waiting)
+        resolver.finish()
 
     def _apply(self, base_sha: bytes, delta: bytes) -> bytes:
         type_num, handle = self._objects[base_sha]
+        base = self._arena.get(handle)
+        source, target = _delta_sizes(delta)
+        if source != len(base):
+            raise PackError(f"delta against {base_sha.decode()} expects a base of {source} "
+                            f"bytes, not {len(base)}")
+        if target > self._max_object:
+            raise PackError(f"a delta would make an object of {target} bytes, over fluxd's "
+                            f"{_mib(self._max_object)} limit for one Git object")
         try:
-            content = b"".join(apply_delta(self._arena.get(handle), delta))
+            content = b"".join(apply_delta(base, delta))
         except Exception as exc:  # dulwich raises ApplyDeltaError/AssertionError
             raise PackError(f"delta against {base_sha.decode()} does not apply: {exc}") \
                 from None
         return self._add(type_num, content)
 
-    def _resolve_waiting(self, waiting: list[tuple[bytes, bytes, int]]) -> None:
-        # a base may itself be a REF_DELTA later in the pack: a pass per chain level
-        while waiting:
-            left = []
-            for item in waiting:
-                if item[0] in self._objects:
-                    self._apply(item[0], item[1])
-                else:
-                    left.append(item)
-            if len(left) == len(waiting):
-                missing = sorted({base.decode() for base, _d, _s in left})
-                raise PackError(f"pack refers to objects it does not hold: "
-                                f"{', '.join(missing[:3])}")
-            waiting = left
+
+class _Resolver:
+    """Deltas waiting for their base, resolved the moment it is: by the base's offset
+    (``OFS_DELTA`` whose base is itself still waiting) or by its id (``REF_DELTA``)."""
+
+    def __init__(self, objects: PackObjects) -> None:
+        self._objects = objects
+        self._by_offset: dict[int, bytes] = {}
+        self._started: set[int] = set()
+        self._on_offset: dict[int, list[tuple[int, bytes]]] = {}
+        self._on_id: dict[bytes, list[tuple[int, bytes]]] = {}
+
+    def offset_delta(self, start: int, base: int, delta: bytes) -> None:
+        self._started.add(start)
+        sha = self._by_offset.get(base)
+        if sha is not None:
+            self.resolved(start, self._objects._apply(sha, delta))
+        elif base in self._started:
+            self._on_offset.setdefault(base, []).append((start, delta))
+        else:
+            raise PackError(f"delta at {start} refers to no object before it")
+
+    def ref_delta(self, start: int, base_id: bytes, delta: bytes) -> None:
+        self._started.add(start)
+        if base_id in self._objects:
+            self.resolved(start, self._objects._apply(base_id, delta))
+        else:
+            self._on_id.setdefault(base_id, []).append((start, delta))
+
+    def resolved(self, start: int, sha: bytes) -> None:
+        self._started.add(start)
+        todo = [(start, sha)]
+        while todo:
+            offset, sha = todo.pop()
+            self._by_offset[offset] = sha
+            for waiting, delta in self._on_offset.pop(offset, ()):
+                todo.append((waiting, self._objects._apply(sha, delta)))
+            for waiting, delta in self._on_id.pop(sha, ()):
+                todo.append((waiting, self._objects._apply(sha, delta)))
+
+    def finish(self) -> None:
+        if self._on_id or self._on_offset:
+            missing = sorted(base.decode() for base in self._on_id) or ["(a delta chain)"]
+            raise PackError(f"pack refers to objects it does not hold: "
+                            f"{', '.join(missing[:3])}")
+
+
+def _delta_sizes(delta: bytes) -> tuple[int, int]:
+    """The base and result sizes a delta starts with (two little-endian varints)."""
+    pos = 0
+    sizes = []
+    for _ in range(2):
+        value = shift = 0
+        while True:
+            if pos >= len(delta) or shift > 63:
+                raise PackError("a delta's header is malformed")
+            byte = delta[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        sizes.append(value)
+    return sizes[0], sizes[1]
+
+
+def _mib(size: int) -> str:
+    return f"{size / (1024 * 1024):g} MiB"
 
 
 def fetch_objects(fetch_pack: Callable[[PackSpool], object], *,

@@ -204,3 +204,129 @@ def test_a_bad_pack_is_a_pack_error_whether_or_not_it_was_spilled(budget: int,
             fetch_objects(lambda spool, pack=pack: spool.write(pack), spill_dir=tmp_path,
                           budget=budget)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- hostile packs: built here object by object ---------------------------------------------
+
+
+def varint_header(kind: int, size: int) -> bytes:
+    out = bytearray()
+    byte = (kind << 4) | (size & 15)
+    size >>= 4
+    while size:
+        out.append(byte | 0x80)
+        byte = size & 0x7F
+        size >>= 7
+    out.append(byte)
+    return bytes(out)
+
+
+def ofs_encoding(back: int) -> bytes:
+    out = [back & 0x7F]
+    back >>= 7
+    while back:
+        back -= 1
+        out.append(0x80 | (back & 0x7F))
+        back >>= 7
+    return bytes(reversed(out))
+
+
+def delta_size(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def copy_whole(size: int) -> bytes:
+    """A delta instruction copying ``size`` bytes from offset 0 of the base."""
+    size_bytes = size.to_bytes(3, "little")
+    flags = 0x80 | sum(0x10 << i for i in range(3) if size_bytes[i])
+    return bytes([flags]) + bytes(b for b in size_bytes if b)
+
+
+def doubling_delta(base_size: int) -> bytes:
+    return (delta_size(base_size) + delta_size(2 * base_size) + copy_whole(base_size) * 2)
+
+
+def pack(*entries: bytes) -> bytes:
+    return with_checksum(b"PACK" + struct.pack(">II", 2, len(entries)) + b"".join(entries))
+
+
+def blob_id(data: bytes) -> bytes:
+    return hashlib.sha1(b"blob %d\x00" % len(data) + data).digest()
+
+
+def test_objects_and_deltas_over_the_size_limit_are_refused() -> None:
+    big = b"x" * 2048
+    with PackObjects(max_object=1024) as objects, pytest.raises(PackError, match="declares"):
+        objects.load(pack(varint_header(3, len(big)) + zlib.compress(big)))
+    # each delta doubles its base: a few hundred bytes of pack would inflate without end
+    base = b"y" * 100
+    entries = [varint_header(3, len(base)) + zlib.compress(base)]
+    offsets, size, at = [12], len(base), 12 + len(entries[0])
+    for _ in range(8):
+        delta = doubling_delta(size)
+        entry = (varint_header(6, len(delta)) + ofs_encoding(at - offsets[-1])
+                 + zlib.compress(delta))
+        entries.append(entry)
+        offsets.append(at)
+        at += len(entry)
+        size *= 2
+    with PackObjects(max_object=4096) as objects, \
+            pytest.raises(PackError, match="a delta would make an object of 6400 bytes"):
+        objects.load(pack(*entries))
+    with PackObjects(max_object=1 << 20) as objects:
+        objects.load(pack(*entries))
+        assert objects.data(blob_id(base * 256).hex().encode()) == base * 256
+
+
+def test_a_pack_inflating_past_the_total_limit_is_refused() -> None:
+    blobs = [varint_header(3, 100) + zlib.compress(bytes([i]) * 100) for i in range(20)]
+    with PackObjects(max_total=1000) as objects, pytest.raises(PackError, match="inflates past"):
+        objects.load(pack(*blobs))
+
+
+def test_deltas_may_wait_for_bases_later_in_the_pack() -> None:
+    """A REF_DELTA before its base, an OFS_DELTA on that REF_DELTA, and a reversed chain
+    of REF_DELTAs: all resolve once the base arrives (git index-pack accepts these)."""
+    base = b"base content\n" * 10
+    delta_a = delta_size(len(base)) + delta_size(2 * len(base)) + copy_whole(len(base)) * 2
+    entry_a = varint_header(7, len(delta_a)) + blob_id(base) + zlib.compress(delta_a)
+    a = base * 2
+    delta_c = delta_size(len(a)) + delta_size(len(a) + 3) + copy_whole(len(a)) + b"\x03abc"
+    entry_c = (varint_header(6, len(delta_c)) + ofs_encoding(len(entry_a))
+               + zlib.compress(delta_c))
+    entry_b = varint_header(3, len(base)) + zlib.compress(base)
+    with PackObjects() as objects:
+        objects.load(pack(entry_a, entry_c, entry_b))
+        assert objects.data(blob_id(a).hex().encode()) == a
+        assert objects.data(blob_id(a + b"abc").hex().encode()) == a + b"abc"
+    # a chain of REF_DELTAs in reverse: each waits for the next one
+    contents = [b"v0" * 50]
+    for i in range(1, 300):
+        contents.append(contents[-1] + b"%d" % i)
+    entries = []
+    for i in range(len(contents) - 1, 0, -1):
+        src, dst = contents[i - 1], contents[i]
+        delta = (delta_size(len(src)) + delta_size(len(dst)) + copy_whole(len(src))
+                 + bytes([len(dst) - len(src)]) + dst[len(src):])
+        entries.append(varint_header(7, len(delta)) + blob_id(src) + zlib.compress(delta))
+    entries.append(varint_header(3, len(contents[0])) + zlib.compress(contents[0]))
+    with PackObjects() as objects:
+        objects.load(pack(*entries))
+        assert len(objects) == len(contents)
+        assert objects.data(blob_id(contents[-1]).hex().encode()) == contents[-1]
+
+
+def test_an_endless_size_or_offset_varint_is_refused_at_once() -> None:
+    endless_size = b"\xb5" + b"\xff" * 50_000 + b"\x01"
+    with PackObjects() as objects, pytest.raises(PackError, match="declares"):
+        objects.load(pack(endless_size))
+    blob = varint_header(3, 5) + zlib.compress(b"hello")
+    endless_offset = varint_header(6, 5) + b"\xff" * 50_000 + b"\x01" + zlib.compress(b"x")
+    with PackObjects() as objects, pytest.raises(PackError, match="no object before it"):
+        objects.load(pack(blob, endless_offset))
