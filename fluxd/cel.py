@@ -95,6 +95,11 @@ class Expression:
                                f"undeclared reference to '{unknown[0]}'")
         return cls(text, program, names, functions)
 
+    @property
+    def names(self) -> frozenset[str]:
+        """The free identifiers the expression reads (its variables)."""
+        return self._names
+
     def evaluate(self, variables: Mapping[str, Any]) -> Any:
         """The value of the expression, as plain Python (bool, int, float, str, list, dict,
         datetime, timedelta, bytes or None)."""

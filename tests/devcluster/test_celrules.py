@@ -142,3 +142,51 @@ spec:
         in done.stderr
     fixed = chart.replace("  verify: {provider: cosign}\n", "")
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=fixed)
+
+
+def test_field_paths_are_normalised_as_the_server_does() -> None:
+    schema = resource({"type": "object", "properties": {
+        "b": {"type": "string"},
+        "m": {"type": "object", "additionalProperties": {"type": "string"}}},
+        "x-kubernetes-validations": [
+            {"rule": "false", "message": "one", "fieldPath": "['b']"},
+            {"rule": "false", "message": "two", "fieldPath": ".m['k.x']"},
+            {"rule": "false", "message": "three", "fieldPath": ".m.k"}]})
+    assert [e.field for e in validate(obj({"b": "x"}), schema)] == [
+        "spec.b", "spec.m[k.x]", "spec.m[k]"]
+
+
+def test_ratcheting_follows_go_equality_and_unchanged_lists() -> None:
+    schema = resource({"type": "object", "properties": {
+        "list": {"type": "array", "items": {"type": "string", "x-kubernetes-validations": [
+            {"rule": "self.startsWith('v')"}]}},
+        "other": {"type": "integer"},
+        "flag": {"x-kubernetes-preserve-unknown-fields": True, "x-kubernetes-validations": [
+            {"rule": "type(self) == int", "message": "flag must be an int"}]}}})
+    old = obj({"list": ["x1"], "other": 1})
+    assert validate(obj({"list": ["x1"], "other": 2}), schema, old=old) == []
+    assert [e.field for e in validate(obj({"list": ["x1", "x2"]}), schema, old=old)] == [
+        "spec.list[0]", "spec.list[1]"]
+    # 1 == true in Python, not in Go: a changed value is checked
+    assert [e.message for e in validate(obj({"flag": True}), schema, old=obj({"flag": 1}))] \
+        == ["Invalid value: true: flag must be an int"]
+
+
+def test_oldself_is_read_from_the_expression_and_a_null_old_value_is_absent() -> None:
+    literal = resource({"type": "object", "properties": {"a": {"type": "string"}},
+                        "x-kubernetes-validations": [{"rule": "self.a != 'oldSelf'"}]})
+    assert [e.field for e in validate(obj({"a": "oldSelf"}), literal)] == ["spec"]
+    shrink = resource({"type": "object", "properties": {"size": {
+        "type": "integer", "nullable": True, "x-kubernetes-validations": [
+            {"rule": "self >= oldSelf", "message": "no shrink"}]}}})
+    assert validate(obj({"size": 2}), shrink, old=obj({"size": None})) == []
+
+
+def test_a_type_mismatch_reads_as_cel_gos_overload_error() -> None:
+    schema = resource({"type": "object", "properties": {"port": {
+        "x-kubernetes-int-or-string": True, "x-kubernetes-validations": [
+            {"rule": "self > 0"}]}}})
+    (error,) = validate(obj({"port": "http"}), schema)
+    assert error.message == (
+        "Invalid value: \"\": 'no such overload': call arguments did not match a supported "
+        "operator, function or macro signature for rule: self > 0")
