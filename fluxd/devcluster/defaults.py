@@ -172,6 +172,8 @@ def _secret(obj: Obj) -> None:
     if isinstance(string_data, dict) and string_data:
         data = _child(obj, "data")
         for key, value in string_data.items():
+            if value is None:
+                value = ""  # Go decodes a null map value as the empty string
             if isinstance(value, str):
                 data[key] = base64.b64encode(value.encode()).decode()
 

@@ -115,6 +115,13 @@ def test_the_namespace_name_label_always_mirrors_the_name() -> None:
 # --------------------------------------------------------------------------- Secret
 
 
+def test_secret_string_data_is_merged_into_data_as_the_api_converts_it() -> None:
+    got = apply_defaults("", "Secret", {"data": {"a": "b2xk", "keep": "eA=="},
+                                        "stringData": {"a": "new", "n": None}})
+    assert "stringData" not in got
+    assert got["data"] == {"a": "bmV3", "keep": "eA==", "n": ""}
+
+
 def test_a_secret_is_opaque_unless_it_says_otherwise() -> None:
     assert apply_defaults("", "Secret", {"data": {}})["type"] == "Opaque"
     tls = {"type": "kubernetes.io/tls", "data": {}}
