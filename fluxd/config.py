@@ -131,6 +131,17 @@ class StorageSettings(_Group):
     fsync: bool = False
 
 
+class GitSettings(_Group):
+    """Limits of one Git fetch (GitRepository), against hostile or runaway packs."""
+
+    #: largest Git object (a file, a tree) a fetch may hold, in bytes: one object is
+    #: whole in memory once, and a pack's deltas could otherwise grow one without end
+    max_object_size: int = Field(default=128 * 1024 * 1024, ge=1)
+    #: most one fetch may inflate to, all objects together, in bytes (past 32 MiB they
+    #: are kept in a temporary file, not in memory)
+    max_fetch_size: int = Field(default=1024 * 1024 * 1024, ge=1)
+
+
 class HelmSettings(_Group):
     """Helm repository limits (Flux --helm-* flags)."""
 
@@ -237,6 +248,7 @@ class Settings(BaseSettings):
     watch: WatchSettings = WatchSettings()
     leader_election: LeaderElectionSettings = LeaderElectionSettings()
     storage: StorageSettings = StorageSettings()
+    git: GitSettings = GitSettings()
     helm: HelmSettings = HelmSettings()
     kustomize: KustomizeSettings = KustomizeSettings()
     notification: NotificationSettings = NotificationSettings()

@@ -47,6 +47,8 @@ from fluxd.artifacts.ignore import (
 )
 from fluxd.artifacts.storage import ArtifactRecord, ArtifactStore, TreeEntry
 from fluxd.controllers.source.gitpack import (
+    MAX_INFLATED,
+    MAX_OBJECT_SIZE,
     NoHaves,
     PackError,
     PackObjects,
@@ -153,6 +155,9 @@ class Remote:
     url: str
     auth: Auth = field(default_factory=Auth)
     timeout: float = 60.0
+    #: largest Git object, and most a fetch may inflate to, in bytes (``[git]`` settings)
+    max_object_size: int = MAX_OBJECT_SIZE
+    max_fetch_size: int = MAX_INFLATED
     _tmp: list[Path] = field(default_factory=list)
     _pools: list[_TrackingPool] = field(default_factory=list)
 
@@ -304,17 +309,21 @@ class Remote:
             return lambda spool: client.fetch_pack(path.encode(), wants, NoHaves(),
                                                    spool.write, depth=depth)
 
+        def fetch(wants: Any, depth: int | None) -> PackObjects:
+            return fetch_objects(receive(wants, depth), spill_dir=work,
+                                 max_object=self.max_object_size,
+                                 max_total=self.max_fetch_size)
+
         try:
             with _errors(self.url):
                 try:
                     try:
-                        return fetch_objects(receive(determine_wants, depth),
-                                             spill_dir=work)
+                        return fetch(determine_wants, depth)
                     except GitProtocolError:
                         if depth is None or head.ref is not None:
                             raise
                         # a bare commit the server won't serve shallowly: fetch all heads
-                        return fetch_objects(receive(every_head, None), spill_dir=work)
+                        return fetch(every_head, None)
                 except PackError as exc:
                     raise GitError(f"invalid pack from '{strip_url_credentials(self.url)}':"
                                    f" {exc}") from None
@@ -381,7 +390,8 @@ class Remote:
             sub_url = url.decode()
             if sub_url.startswith(("./", "../")):
                 sub_url = urljoin(self.url.rstrip("/") + "/", sub_url)
-            sub = Remote(sub_url, self.auth, self.timeout)
+            sub = Remote(sub_url, self.auth, self.timeout, self.max_object_size,
+                         self.max_fetch_size)
             try:
                 target = dest / rel
                 if target.exists():

@@ -35,7 +35,8 @@ from dulwich.pack import apply_delta
 if TYPE_CHECKING:
     from dulwich.objects import ObjectID
 
-__all__ = ["NoHaves", "PackError", "PackObjects", "PackSpool", "fetch_objects"]
+__all__ = ["MAX_INFLATED", "MAX_OBJECT_SIZE", "NoHaves", "PackError", "PackObjects",
+           "PackSpool", "fetch_objects"]
 
 _COMMIT, _TREE, _BLOB, _TAG = 1, 2, 3, 4
 _OFS_DELTA, _REF_DELTA = 6, 7
@@ -235,7 +236,7 @@ class PackObjects:
         self._inflated += len(content)
         if self._inflated > self._max_total:
             raise PackError(f"the pack inflates past {_mib(self._max_total)}, fluxd's limit "
-                            "for one fetch")
+                            "for one fetch ([git] max_fetch_size)")
         header = b"%s %d\x00" % (_TYPE_NAMES[type_num], len(content))
         digest = hashlib.sha1(header)
         digest.update(content)
@@ -260,7 +261,8 @@ class PackObjects:
     def _check_size(self, size: int, start: int) -> None:
         if size > self._max_object:
             raise PackError(f"object at {start} declares {size} bytes, over fluxd's "
-                            f"{_mib(self._max_object)} limit for one Git object")
+                            f"{_mib(self._max_object)} limit for one Git object ([git] "
+                            "max_object_size)")
 
     def _load(self, buf: memoryview) -> None:
         if len(buf) < 32 or bytes(buf[:4]) != b"PACK":
@@ -327,7 +329,8 @@ class PackObjects:
                             f"bytes, not {len(base)}")
         if target > self._max_object:
             raise PackError(f"a delta would make an object of {target} bytes, over fluxd's "
-                            f"{_mib(self._max_object)} limit for one Git object")
+                            f"{_mib(self._max_object)} limit for one Git object ([git] "
+                            "max_object_size)")
         try:
             content = b"".join(apply_delta(base, delta))
         except Exception as exc:  # dulwich raises ApplyDeltaError/AssertionError
@@ -402,16 +405,18 @@ def _delta_sizes(delta: bytes) -> tuple[int, int]:
 
 
 def _mib(size: int) -> str:
-    return f"{size / (1024 * 1024):g} MiB"
+    mib = 1024 * 1024
+    return f"{size // mib} MiB" if size % mib == 0 else f"{size} bytes"
 
 
 def fetch_objects(fetch_pack: Callable[[PackSpool], object], *,
-                  spill_dir: Path | None = None,
-                  budget: int = DEFAULT_MEMORY_BUDGET) -> PackObjects:
+                  spill_dir: Path | None = None, budget: int = DEFAULT_MEMORY_BUDGET,
+                  max_object: int = MAX_OBJECT_SIZE,
+                  max_total: int = MAX_INFLATED) -> PackObjects:
     """Run ``fetch_pack`` (which writes the pack into the spool it is given) and resolve
     what it received."""
     spool = PackSpool(spill_dir, budget)
-    objects = PackObjects(spill_dir, budget)
+    objects = PackObjects(spill_dir, budget, max_object=max_object, max_total=max_total)
     try:
         fetch_pack(spool)
         if spool.size:

@@ -96,6 +96,11 @@ class GitRepositoryReconciler(SourceReconciler):
     OWNED = OWNED
     NEGATIVE = NEGATIVE
 
+    def _remote(self, url: str, auth: git.Auth, timeout: float) -> git.Remote:
+        limits = self.settings.git
+        return git.Remote(url, auth, timeout, max_object_size=limits.max_object_size,
+                          max_fetch_size=limits.max_fetch_size)
+
     async def steps(self, obj: Obj, patcher: StatusPatcher) -> NewArtifact | None:
         meta, spec = obj["metadata"], obj.get("spec") or {}
         ns, name = meta.get("namespace", ""), meta["name"]
@@ -121,7 +126,7 @@ class GitRepositoryReconciler(SourceReconciler):
         includes = self._includes(obj, inputs, patcher)
 
         def resolve() -> git.Head:
-            with git.Remote(spec.get("url", ""), auth, timeout) as remote:
+            with self._remote(spec.get("url", ""), auth, timeout) as remote:
                 return remote.resolve(ref)
 
         head = await self._git(resolve, timeout)
@@ -149,7 +154,7 @@ class GitRepositoryReconciler(SourceReconciler):
             if not includes and not inputs.submodules:
                 # the fast path: the tarball straight from the Git objects
                 def fetch_and_archive() -> tuple[git.Checkout, ArtifactRecord]:
-                    with git.Remote(url, auth, timeout) as remote:
+                    with self._remote(url, auth, timeout) as remote:
                         return remote.archive(head, work, store=self.store, kind=STORAGE_KIND,
                                               namespace=ns, name=name,
                                               spec_ignore=inputs.ignore,
@@ -158,7 +163,7 @@ class GitRepositoryReconciler(SourceReconciler):
                 done, record = await self._archive(fetch_and_archive, timeout)
             else:
                 def fetch() -> git.Checkout:
-                    with git.Remote(url, auth, timeout) as remote:
+                    with self._remote(url, auth, timeout) as remote:
                         return remote.checkout(head, work / "tree",
                                                sparse=inputs.sparse or None,
                                                submodules=inputs.submodules)

@@ -176,6 +176,22 @@ async def test_recovery_after_the_git_server_comes_back(flux: Flux, server: GitS
     await flux.wait(API, "GitRepository", "app", namespace, ready, within=30)
 
 
+@pytest.mark.parametrize("flux_overrides", [{"git": {"max_object_size": 4096}}],
+                         indirect=True)
+async def test_a_git_object_over_the_configured_limit_fails_the_fetch(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    server.make_repo("app", {"deploy/app.yaml": "kind: ConfigMap\n",
+                             "big.bin": "x" * 10_000})
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app")))
+    failed = await flux.wait(API, "GitRepository", "app", namespace,
+                             lambda o: condition(o, "FetchFailed").get("status") == "True")
+    fetch = condition(failed, "FetchFailed")
+    assert fetch["reason"] == "GitOperationFailed"
+    assert "over fluxd's 4096 bytes limit for one Git object ([git] max_object_size)" \
+        in fetch["message"]
+    assert not (failed.get("status") or {}).get("artifact")
+
+
 async def test_ignore_rules_and_sourceignore(flux: Flux, server: GitServer,
                                              namespace: str) -> None:
     server.make_repo("app", {"deploy/a.yaml": "a", "deploy/secret.enc": "x",
