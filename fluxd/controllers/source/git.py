@@ -305,28 +305,23 @@ class Remote:
             return sorted({sha for name, sha in refs.items()
                            if sha is not None and not name.endswith(b"^{}")})
 
-        def receive(wants: Any, depth: int | None) -> Callable[[PackSpool], object]:
-            return lambda spool: client.fetch_pack(path.encode(), wants, NoHaves(),
-                                                   spool.write, depth=depth)
-
         def fetch(wants: Any, depth: int | None) -> PackObjects:
-            return fetch_objects(receive(wants, depth), spill_dir=work,
-                                 max_object=self.max_object_size,
+            def receive(spool: PackSpool) -> object:
+                return client.fetch_pack(path.encode(), wants, NoHaves(), spool.write,
+                                         depth=depth)
+
+            return fetch_objects(receive, spill_dir=work, max_object=self.max_object_size,
                                  max_total=self.max_fetch_size)
 
         try:
             with _errors(self.url):
                 try:
-                    try:
-                        return fetch(determine_wants, depth)
-                    except GitProtocolError:
-                        if depth is None or head.ref is not None:
-                            raise
-                        # a bare commit the server won't serve shallowly: fetch all heads
-                        return fetch(every_head, None)
-                except PackError as exc:
-                    raise GitError(f"invalid pack from '{strip_url_credentials(self.url)}':"
-                                   f" {exc}") from None
+                    return fetch(determine_wants, depth)
+                except GitProtocolError:
+                    if depth is None or head.ref is not None:
+                        raise
+                    # a bare commit the server won't serve shallowly: fetch all heads
+                    return fetch(every_head, None)
         finally:
             client.close()
 
@@ -443,6 +438,8 @@ class _errors:
                  tb: object) -> Literal[False]:
         if exc is None or isinstance(exc, GitError):
             return False
+        if isinstance(exc, PackError):
+            raise GitError(f"invalid pack from '{self.url}': {exc}") from None
         if isinstance(exc, HTTPUnauthorized):
             raise AuthenticationFailed(f"authentication required for '{self.url}'") from exc
         if isinstance(exc, NotGitRepository):

@@ -69,6 +69,12 @@ class NoHaves:
         return None
 
 
+def _temporary_file(directory: Path | None) -> Any:
+    """An unlinked file for what no longer fits the memory budget; its owner closes it."""
+    return tempfile.TemporaryFile(prefix="fluxd-pack-",
+                                  dir=str(directory) if directory else None)
+
+
 class _Spill:
     """Byte strings appended to memory, then to an unlinked temporary file."""
 
@@ -82,9 +88,7 @@ class _Spill:
 
     def _spill_file(self) -> Any:
         if self._file is None:
-            # held across calls and closed by close()
-            self._file = tempfile.TemporaryFile(  # noqa: SIM115
-                prefix="fluxd-pack-", dir=str(self._dir) if self._dir else None)
+            self._file = _temporary_file(self._dir)
         return self._file
 
     def put(self, data: bytes) -> int | tuple[int, int]:
@@ -130,9 +134,7 @@ class PackSpool:
 
     def write(self, data: bytes) -> int:
         if self._file is None and self._size + len(data) > self._budget:
-            # held across calls and closed by close()
-            self._file = tempfile.TemporaryFile(  # noqa: SIM115
-                prefix="fluxd-pack-", dir=str(self._dir) if self._dir else None)
+            self._file = _temporary_file(self._dir)
             self._file.write(self._buffer)
             self._buffer = bytearray()
         if self._file is not None:
