@@ -175,8 +175,6 @@ async def floor_loop(cluster: Cluster, count: int, sample: dict[str, Any],
     namespace = f"floor-{count}"
     await cluster.namespace(namespace)
     api = f"/apis/{FLOOR_GROUP}/v1/namespaces/{NAMESPACE}/kustomizations"
-    labels = {"kustomize.toolkit.fluxcd.io/name": "", "kustomize.toolkit.fluxcd.io/namespace":
-              NAMESPACE}
     status_text = json.dumps({"status": sample["status"]}).replace(
         f"apps-{count}", namespace)
     semaphore = asyncio.Semaphore(16)
@@ -190,12 +188,13 @@ async def floor_loop(cluster: Cluster, count: int, sample: dict[str, Any],
             await cluster.send("PATCH", f"{api}/{name}",
                                {"metadata": {"finalizers": sample["metadata"]["finalizers"]}},
                                content_type="application/merge-patch+json")
-            objects = []
-            for obj in app_objects(i, namespace):
+            # fluxd's owner labels, as it applies them
+            owner = {"kustomize.toolkit.fluxcd.io/name": name,
+                     "kustomize.toolkit.fluxcd.io/namespace": NAMESPACE}
+            objects = app_objects(i, namespace)
+            for obj in objects:
                 obj["metadata"] = {**obj["metadata"],
-                                   "labels": {**obj["metadata"]["labels"], **labels,
-                                              "kustomize.toolkit.fluxcd.io/name": name}}
-                objects.append(obj)
+                                   "labels": {**obj["metadata"]["labels"], **owner}}
             for query in ("&dryRun=All", ""):
                 await asyncio.gather(*(cluster.send(
                     "PATCH", f"{object_path(o)}?fieldManager=kustomize-controller&force=true"
