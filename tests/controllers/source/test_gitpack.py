@@ -120,16 +120,8 @@ def with_checksum(body: bytes) -> bytes:
 
 
 def one_object_pack(kind: int, declared: int, payload: bytes) -> bytes:
-    header = bytearray()
-    byte = (kind << 4) | (declared & 15)
-    declared >>= 4
-    while declared:
-        header.append(byte | 0x80)
-        byte = declared & 0x7F
-        declared >>= 7
-    header.append(byte)
-    return with_checksum(b"PACK" + struct.pack(">II", 2, 1) + bytes(header)
-                         + zlib.compress(payload))
+    """A pack of one object whose header declares ``declared`` bytes (builders below)."""
+    return pack(varint_header(kind, declared) + zlib.compress(payload))
 
 
 def test_a_corrupt_or_truncated_pack_is_refused(
