@@ -17,9 +17,11 @@ installed (``ensure_sshd`` says what to install when it is not).
 The repository helpers (``make_repo``, ``commit``, ``tag``, ``branch``, ``head``,
 ``add_submodule``, ``make_large_repo``) write bare repositories with ``git fast-import``
 and friends under a fixed identity and a per-repository clock, so the same sequence of
-calls always yields the same commit ids. Every git invocation has a timeout and runs with
-an isolated environment: a private ``HOME``, ``GIT_CONFIG_NOSYSTEM=1``, no prompts and no
-proxy variables.
+calls always yields the same commit ids. ``commit_raw_tree`` and ``raw_ref`` write what
+git itself refuses to make (tree entries named ``..`` or ``.git``, ref names that are not
+UTF-8) straight into the repository, as a hostile or careless server would serve them.
+Every git invocation has a timeout and runs with an isolated environment: a private
+``HOME``, ``GIT_CONFIG_NOSYSTEM=1``, no prompts and no proxy variables.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ from typing import Any, Self
 from urllib.parse import parse_qs, quote
 
 from aiohttp import web
+from dulwich.objects import Blob, Commit, ObjectID, Tree
+from dulwich.repo import Repo as DulwichRepo
 from multidict import CIMultiDict
 
 from tests.support.pki import CertificateAuthority
@@ -329,6 +333,66 @@ def add_submodule(repo: Repo, path: str, sub: Repo, url: str, *, ref: str | None
                         gitlinks={path: head(sub, ref)})
 
 
+@dataclass(frozen=True)
+class Gitlink:
+    """A submodule entry of a crafted tree: the commit it pins."""
+
+    commit: str
+
+
+#: a crafted tree: entry name (raw bytes, names git refuses included) → a blob's content,
+#: a ``File``, a ``Gitlink`` or a subtree
+RawTree = Mapping[bytes, "bytes | str | File | Gitlink | RawTree"]
+
+
+def commit_raw_tree(repo: Repo, tree: RawTree, message: str = "crafted tree", *,
+                    branch: str | None = None, date: int | None = None) -> str:
+    """Commit ``tree`` exactly as given on ``branch`` (default the repository's), after its
+    tip, and return the commit id. The objects go straight into the object store with
+    dulwich, so entries git never creates (``..``, ``.git``, names holding ``/``) get in,
+    as on a server that does not fsck what it is pushed."""
+    ref = f"refs/heads/{branch or repo.branch}"
+    parent = head(repo, ref) if _exists(repo, ref) else None
+    with DulwichRepo(str(repo.path)) as store:
+        objects = store.object_store
+
+        def write(entries: RawTree) -> ObjectID:
+            node = Tree()
+            for name, value in entries.items():
+                if isinstance(value, Gitlink):
+                    node.add(name, 0o160000, ObjectID(value.commit.encode()))
+                elif isinstance(value, Mapping):
+                    node.add(name, 0o040000, write(value))
+                else:
+                    entry = value if isinstance(value, File) else File(value)
+                    blob = Blob.from_string(_as_bytes(entry.data))
+                    objects.add_object(blob)
+                    node.add(name, int(entry.mode, 8), blob.id)
+            objects.add_object(node)
+            return node.id
+
+        made = Commit()
+        made.tree = write(tree)
+        made.parents = [ObjectID(parent.encode())] if parent else []
+        made.author = made.committer = f"{AUTHOR_NAME} <{AUTHOR_EMAIL}>".encode()
+        made.author_time = made.commit_time = repo.tick(date)
+        made.author_timezone = made.commit_timezone = 0
+        made.message = _as_bytes(message if message.endswith("\n") else message + "\n")
+        objects.add_object(made)
+    sha = made.id.decode()
+    repo.git("update-ref", ref, sha)
+    return sha
+
+
+def raw_ref(repo: Repo, name: bytes, commit: str) -> None:
+    """Point ref ``name`` (raw bytes: e.g. ``b"refs/heads/caf\xe9"``, not UTF-8) at
+    ``commit`` by writing the loose ref file, which no git command would name."""
+    path = os.path.join(os.fsencode(repo.path), name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as out:
+        out.write(commit.encode() + b"\n")
+
+
 def large_tree(count: int = 5000, *, per_dir: int = 100, seed: int = 0) -> dict[str, str]:
     """``count`` small, distinct YAML manifests spread over directories (deterministic)."""
     rng = random.Random(seed)
@@ -443,6 +507,9 @@ class RequestRecord:
     user: str | None
     #: request headers as received (``Authorization`` removed)
     headers: Mapping[str, str]
+    #: the ``Authorization`` header as received, None without one: which credentials the
+    #: client sent (a test's secret, never a real one)
+    authorization: str | None = None
     #: raw request body bytes (compressed if the client gzipped it)
     bytes_in: int = 0
     #: response body bytes
@@ -913,6 +980,7 @@ class GitServer:
             method=request.method, path=path, query=query, repo=repo, service=service,
             kind=kind, command=None, protocol=_protocol_version(request.headers.get(
                 "Git-Protocol")), status=0, user=user, headers=headers,
+            authorization=request.headers.get("Authorization"),
             client_cert=_peer_common_name(request) if self.client_ca else None)
         if not allowed:
             self.stats.add(replace(record, status=401))

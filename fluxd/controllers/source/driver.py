@@ -13,6 +13,13 @@ negative-polarity condition it marks, ``StepWaiting`` when it cannot go on until
 something else changes (a source without an artifact yet: retried later, without backoff
 growth), or ``StallingError`` when retrying cannot help. ``reconcile_storage`` is the
 storage step the artifact-producing kinds share.
+
+Whatever a step raises, the reconcile never reads as a success: any failure ends with
+Ready=False — its reason and message, or ``ReconciliationFailed`` and the exception's
+text for an exception no step foresaw (a bug), which is also a Warning event and is
+re-raised for the controller to log with its traceback and retry with backoff. A
+reconcile cancelled half-way (shutdown, the per-reconcile deadline) is written as a
+failure too, not summarised as if its steps had finished.
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ ARTIFACT_IN_STORAGE = "ArtifactInStorage"
 ARTIFACT_OUTDATED = "ArtifactOutdated"
 FETCH_FAILED = "FetchFailed"
 STORAGE_FAILED = "StorageOperationFailed"
+#: Flux's reason for a failure no step named (meta.ReconciliationFailedReason)
+RECONCILIATION_FAILED = "ReconciliationFailed"
 
 
 class StepError(ReconcileError):
@@ -144,6 +153,7 @@ class SourceReconciler:
         previous_ready = cond.is_true(patcher.conditions, cond.READY)
         outcome, reason, message = cond.Outcome.SUCCEEDED, "", ""
         error: ReconcileError | None = None
+        crash: Exception | None = None
         new: NewArtifact | None = None
         try:
             new = await self.steps(obj, patcher)
@@ -159,15 +169,30 @@ class SourceReconciler:
                 # the step that failed marks its own condition; Ready follows in summarize
                 patcher.mark_true(exc.condition, exc.reason, str(exc))
         except Exception as exc:
-            # a bug: never summarised as a success; the controller logs it and retries
-            outcome, reason, message = cond.Outcome.FAILED, cond.FAILED_REASON, str(exc)
+            # no step foresaw it (a bug): a failure on the status all the same; the
+            # controller logs it with its traceback and retries with backoff
+            outcome, reason, crash = cond.Outcome.FAILED, RECONCILIATION_FAILED, exc
+            message = str(exc) or type(exc).__name__
+        except BaseException:
+            # cancelled half-way: whatever the steps did so far is not a success
+            outcome, reason = cond.Outcome.FAILED, RECONCILIATION_FAILED
+            message = "reconciliation was interrupted before it finished"
             raise
         finally:
             patcher.summarize(owned=self.OWNED, negative_polarity=self.NEGATIVE,
                               outcome=outcome, reason=reason, message=message,
                               ready_message=self.ready_message(patcher))
+            if outcome is not cond.Outcome.SUCCEEDED and cond.is_true(patcher.conditions,
+                                                                      cond.READY):
+                # a failure that marked no condition of its own: the summary of the
+                # others (an artifact still in storage) must not read as Ready
+                patcher.mark_false(cond.READY, reason or RECONCILIATION_FAILED, message)
             patcher.observe_generation()
             await patcher.patch_shielded()
+        if crash is not None:
+            await self.recorder.event(obj, type="Warning", reason=RECONCILIATION_FAILED,
+                                      message=message)
+            raise crash
         if error is not None:
             if isinstance(error, StepWaiting) and not error.warn:
                 await self.recorder.event(obj, reason=error.reason, message=str(error),

@@ -8,22 +8,36 @@ Ref resolution follows Flux's *code* (commit → name → tag → semver → bra
 ``refs/pull/1/head@sha1:<hex>``, and ``sha1:<hex>`` for a bare commit.
 
 ``resolve`` needs only the ref advertisement (one ls-remote round trip): when the revision
-it yields equals the stored artifact's, the reconciler skips the fetch entirely.
+it yields equals the stored artifact's, the reconciler skips the fetch entirely. Ref names
+that are not UTF-8 (git allows them) cannot be named by a spec and are skipped.
+
+A fetched repository is hostile until checked. Before anything of a commit is written or
+archived, its whole tree passes git's fsck and checkout rules (``verify_tree``): no entry
+named ``.``, ``..`` or ``.git`` (nor a name a filesystem takes for ``.git``), none holding
+``/`` or NUL, no tree deeper than ``MAX_TREE_DEPTH``; a violation is a ``GitError`` naming
+the path. Files are created exclusively, never through an existing name or symlink.
+Submodules: a ``.gitmodules`` path must be a plain relative path onto a gitlink of the
+tree, and is checked out only into the directory the checkout made for that gitlink.
+Credentials go only to the GitRepository's own origin (scheme, host, port): submodules
+elsewhere, and requests redirected elsewhere, go without them (Flux sends them to every
+submodule URL).
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
+import posixpath
 import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
 from dulwich.client import (
@@ -34,8 +48,13 @@ from dulwich.client import (
     SubprocessSSHVendor,
 )
 from dulwich.config import ConfigFile, parse_submodules
-from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
-from dulwich.objects import Blob, Commit, Tag, Tree
+from dulwich.errors import (
+    GitProtocolError,
+    HangupException,
+    NotGitRepository,
+    ObjectFormatException,
+)
+from dulwich.objects import Blob, Commit, ShaFile, Tag, Tree
 
 from fluxd import semver
 from fluxd.artifacts.ignore import (
@@ -57,8 +76,14 @@ from fluxd.controllers.source.gitpack import (
 )
 from fluxd.logging import strip_url_credentials
 
+log = logging.getLogger("fluxd.source.git")
+
 DEFAULT_BRANCH = "master"
 _SHA = re.compile(r"^[0-9a-f]{40}$")
+#: the deepest tree a checkout accepts (git's own limit is 2048; real repositories stay far
+#: below either, and the walks here recurse once per level)
+MAX_TREE_DEPTH = 256
+_DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22}
 
 
 class GitError(Exception):
@@ -109,6 +134,10 @@ class Auth:
                    cert_pem=data.get("tls.crt") or data.get("certFile"),
                    key_pem=data.get("tls.key") or data.get("keyFile"),
                    identity=data.get("identity"), known_hosts=data.get("known_hosts"))
+
+    def anonymous(self) -> Auth:
+        """What may go to another origin: the trust anchors (CA, known hosts), no secret."""
+        return Auth(ca_pem=self.ca_pem, known_hosts=self.known_hosts)
 
 
 @dataclass(frozen=True)
@@ -171,7 +200,7 @@ class Remote:
             if self.auth.bearer_token:
                 headers["Authorization"] = f"Bearer {self.auth.bearer_token}"
             pool = _TrackingPool(
-                headers=headers,
+                origin(self.url), headers=headers,
                 cert_reqs="CERT_REQUIRED" if parts.scheme == "https" else None,
                 ca_cert_data=self.auth.ca_pem.decode() if self.auth.ca_pem else None,
                 cert_file=self._file(self.auth.cert_pem), key_file=self._file(self.auth.key_pem),
@@ -226,15 +255,26 @@ class Remote:
     # --- operations -------------------------------------------------------------------
 
     def ls_remote(self) -> dict[str, str]:
-        """Ref name → object id, with peeled tags as ``<tag>^{}``."""
+        """Ref name → object id, with peeled tags as ``<tag>^{}``; refs whose name is not
+        UTF-8 are left out."""
         client, path = self.client()
         try:
             with _errors(self.url):
                 result = client.get_refs(path.encode())
         finally:
             client.close()
-        return {bytes(k).decode(): bytes(v).decode() for k, v in result.refs.items()
-                if v is not None}
+        refs: dict[str, str] = {}
+        for name, sha in result.refs.items():
+            if sha is None:
+                continue
+            try:
+                refs[bytes(name).decode()] = bytes(sha).decode("ascii")
+            except UnicodeDecodeError:
+                # git allows any bytes but a few in a ref name; one no spec can name must
+                # not fail the resolution of every other ref of the repository
+                log.debug("Skipping a ref whose name is not UTF-8",
+                          extra={"ref": repr(bytes(name))})
+        return refs
 
     def resolve(self, ref: Ref) -> Head:
         """The remote head ``ref`` names, in Flux's order of precedence."""
@@ -334,10 +374,15 @@ class Remote:
                 commit = _commit_of(repo, head)
                 if head.commit and head.ref is None and commit.id.decode() != head.commit:
                     raise GitError(f"commit '{head.commit}' not found")
+                verify_tree(repo, commit.tree)
+                keep = sparse_filter(sparse)
                 dest.mkdir(parents=True)
-                _write_tree(repo, commit.tree, dest, sparse_filter(sparse))
-                if submodules:
-                    self._submodules(repo, commit, dest)
+                try:
+                    _write_tree(repo, commit.tree, dest, keep)
+                    if submodules:
+                        self._submodules(repo, commit, dest, keep)
+                except OSError as exc:
+                    raise GitError(f"failed to write the checkout: {exc}") from exc
             finally:
                 repo.close()
         sha = commit.id.decode()
@@ -353,6 +398,7 @@ class Remote:
         repo = self.fetch(head, work)
         try:
             commit = _commit_of(repo, head)
+            verify_tree(repo, commit.tree)
             keep = sparse_filter(sparse)
             patterns = _tree_ignore_patterns(repo, commit.tree, keep)
             if spec_ignore is not None:
@@ -370,43 +416,72 @@ class Remote:
         return (Checkout(commit=sha, revision=head.revision, subject=_subject(commit),
                          author=commit.author.decode(errors="replace")), record)
 
-    def _submodules(self, repo: PackObjects, commit: Commit, dest: Path) -> None:
-        tree = repo[commit.tree]
-        assert isinstance(tree, Tree)
-        modules_blob = _lookup(repo, tree, ".gitmodules")
-        if modules_blob is None:
+    def _submodules(self, repo: PackObjects, commit: Commit, dest: Path,
+                    keep: Callable[[str], bool]) -> None:
+        """Check out the submodules ``.gitmodules`` lists into the (empty) directories the
+        checkout in ``dest`` made for their gitlinks, recursively."""
+        tree = _tree(repo, commit.tree, "")
+        found = _lookup_entry(repo, tree, ".gitmodules")
+        if found is None or _is_dir(found[0]) or found[0] == _GITLINK:
             return
-        config = ConfigFile.from_file(io.BytesIO(modules_blob.data))
-        for path, url, _name in parse_submodules(config):
-            rel = path.decode()
+        if found[0] == _SYMLINK:
+            # git's fsck refuses it too (gitmodulesSymlink)
+            raise GitError("refusing '.gitmodules': it is a symbolic link")
+        modules = _blob(repo, found[1].encode(), ".gitmodules")
+        try:
+            config = ConfigFile.from_file(io.BytesIO(modules.data))
+        except ValueError as exc:
+            raise GitError(f"invalid .gitmodules: {exc}") from None
+        root = dest.resolve()
+        done: set[str] = set()
+        for raw_path, raw_url, _name in parse_submodules(config):
+            rel = _submodule_path(raw_path)
+            if not keep(rel) or rel in done:
+                continue  # outside the sparse checkout (no directory made), or listed twice
+            done.add(rel)
             entry = _lookup_entry(repo, tree, rel)
-            if entry is None or entry[0] != 0o160000:
-                continue
-            sub_url = url.decode()
-            if sub_url.startswith(("./", "../")):
-                sub_url = urljoin(self.url.rstrip("/") + "/", sub_url)
-            sub = Remote(sub_url, self.auth, self.timeout, self.max_object_size,
-                         self.max_fetch_size)
+            if entry is None or entry[0] != _GITLINK:
+                continue  # no gitlink at that path: git ignores the section too
+            target = _directory_inside(root, rel)
+            url = submodule_url(self.url, raw_url.decode(errors="surrogateescape"))
+            same_origin = origin(url) == origin(self.url)
+            # the parent's credentials are for the parent's origin only
+            auth = self.auth if same_origin else self.auth.anonymous()
             try:
-                target = dest / rel
-                if target.exists():
-                    target.rmdir()
-                sub.checkout(Head(None, entry[1], f"sha1:{entry[1]}"), target,
-                             submodules=True)
-            finally:
-                sub.close()
+                sub = Remote(url, auth, self.timeout, self.max_object_size,
+                             self.max_fetch_size)
+            except URLInvalid as exc:
+                raise GitError(f"submodule '{_shown(rel)}': {exc}") from None
+            with sub:
+                target.rmdir()
+                try:
+                    sub.checkout(Head(None, entry[1], f"sha1:{entry[1]}"), target,
+                                 submodules=True)
+                except GitError as exc:
+                    anonymous = "" if same_origin else (
+                        " (another origin than the GitRepository's: fetched without its "
+                        "credentials)")
+                    raise GitError(f"failed to check out submodule '{_shown(rel)}' from "
+                                   f"'{url}'{anonymous}: {exc}") from exc
 
 
 class _TrackingPool(urllib3.PoolManager):
     """A pool that can close every response it handed out: dulwich leaves the response of
     a refused request (401, 404, …) open, which would leak its socket."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, origin: tuple[str, str, int | None], **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._origin = origin
         self._responses: list[Any] = []
 
     def urlopen(  # type: ignore[override]  # the same call, kwargs passed on
             self, method: str, url: str, redirect: bool = True, **kw: Any) -> Any:
+        if _url_origin(url, self._origin[0]) != self._origin:
+            # dulwich rebases onto a redirect's target and goes on there with the pool's
+            # headers: a token is for the repository's own origin only
+            headers = kw.get("headers")
+            kw["headers"] = {k: v for k, v in (headers or self.headers).items()
+                             if k.lower() != "authorization"}
         response = super().urlopen(method, url, redirect=redirect, **kw)
         self._responses.append(response)
         return response
@@ -420,9 +495,43 @@ class _TrackingPool(urllib3.PoolManager):
 
 def check_url(url: str) -> None:
     parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018  # raises on a port that is not a number in range
+    except ValueError as exc:
+        raise URLInvalid(f"invalid URL '{strip_url_credentials(url)}': {exc}") from None
     if parts.scheme not in ("http", "https", "ssh") or not parts.hostname:
         raise URLInvalid(f"invalid URL '{strip_url_credentials(url)}': the scheme must be "
                          "http, https or ssh, with a host")
+    if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+        # ssh would read it as an option (git refuses such URLs for the same reason)
+        raise URLInvalid(f"invalid URL '{strip_url_credentials(url)}': the host and user "
+                         "may not start with '-'")
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of ``url``, the default port made explicit: what credentials
+    are scoped to."""
+    return _url_origin(url, "")
+
+
+def _url_origin(url: str, default_scheme: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = (parts.scheme or default_scheme).lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1  # matches no real origin
+    return scheme, parts.hostname or "", port or _DEFAULT_PORTS.get(scheme)
+
+
+def submodule_url(parent: str, url: str) -> str:
+    """A ``.gitmodules`` URL made absolute: ``./x`` and ``../x`` are relative to the
+    parent's URL taken as a directory (git's rule), on the parent's scheme and host."""
+    if not url.startswith(("./", "../")):
+        return url
+    parts = urlsplit(parent)
+    path = posixpath.normpath(posixpath.join(parts.path.rstrip("/") + "/", url))
+    return urlunsplit((parts.scheme, parts.netloc, "/" + path.lstrip("/"), "", ""))
 
 
 class _errors:
@@ -466,6 +575,8 @@ def _commit_of(repo: PackObjects, head: Head) -> Commit:
         # resolves the new head
         raise GitError(f"commit '{sha}' of {head.ref or 'the remote'} is no longer on "
                        "the remote: it moved on during the fetch") from None
+    except ObjectFormatException as exc:
+        raise GitError(f"malformed Git object on the way to commit '{sha}': {exc}") from None
     if not isinstance(obj, Commit):
         raise GitError(f"'{sha}' is not a commit")
     return obj
@@ -490,36 +601,6 @@ def sparse_filter(dirs: list[str] | None) -> Callable[[str], bool]:
     return inside
 
 
-def _write_tree(repo: PackObjects, tree_id: bytes, dest: Path, keep: Callable[[str], bool],
-                prefix: str = "") -> None:
-    tree = repo[tree_id]
-    assert isinstance(tree, Tree)
-    for entry in tree.iteritems():
-        name = entry.path.decode(errors="surrogateescape")
-        if "/" in name or name in (".", "..", ".git"):
-            continue  # never trust tree entries to stay inside dest
-        rel = f"{prefix}{name}"
-        if not keep(rel):
-            continue
-        target = dest / name
-        mode = entry.mode
-        if mode & 0o170000 == 0o040000:
-            target.mkdir()
-            _write_tree(repo, entry.sha, target, keep, rel + "/")
-        elif mode == 0o160000:
-            target.mkdir()  # a submodule: filled in only with recurseSubmodules
-        elif mode == 0o120000:
-            blob = repo[entry.sha]
-            assert isinstance(blob, Blob)
-            target.symlink_to(blob.data.decode(errors="surrogateescape"))
-        else:
-            blob = repo[entry.sha]
-            assert isinstance(blob, Blob)
-            target.write_bytes(blob.data)
-            if mode & 0o111:
-                target.chmod(0o755)
-
-
 _GITLINK = 0o160000
 _SYMLINK = 0o120000
 
@@ -528,25 +609,165 @@ def _is_dir(mode: int) -> bool:
     return mode & 0o170000 == 0o040000
 
 
+# Code points HFS+ ignores when it compares names (git's is_hfs_dotgit).
+_HFS_IGNORED = frozenset("\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                         "\u206a\u206b\u206c\u206d\u206e\u206f\ufeff")
+
+
+def _unsafe_name(name: str) -> bool:
+    """Whether ``name`` may not be a path component of a checkout (git's fsck and
+    ``verify_path``): empty, ``.``, ``..``, holding ``/`` or NUL, or ``.git`` as some
+    filesystem reads it — any case, NTFS's trailing dots and spaces, ``:stream`` suffix
+    and short name ``git~1``, HFS+'s ignored code points."""
+    if not name or name in (".", "..") or "/" in name or "\0" in name:
+        return True
+    folded = "".join(c for c in name if c not in _HFS_IGNORED).lower()
+    return folded.split(":", 1)[0].rstrip(". ") in (".git", "git~1")
+
+
+def _shown(path: str) -> str:
+    """``path`` fit for a message: control and undecodable characters escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in path)
+
+
+def _entry_name(raw: bytes, prefix: str) -> str:
+    """A tree entry's name as a path component; a ``GitError`` naming the path when it is
+    not one a checkout may write."""
+    name = raw.decode(errors="surrogateescape")
+    if _unsafe_name(name):
+        raise GitError(f"invalid path '{_shown(prefix + name)}' in the commit's tree: a tree "
+                       "entry may not be named '.', '..' or '.git', nor hold '/' or NUL")
+    return name
+
+
+def _tree(repo: PackObjects, sha: bytes, path: str) -> Tree:
+    obj = _object(repo, sha, path)
+    if not isinstance(obj, Tree):
+        raise GitError(f"tree entry '{_shown(path)}' is not a tree")
+    return obj
+
+
+def _blob(repo: PackObjects, sha: bytes, path: str) -> Blob:
+    obj = _object(repo, sha, path)
+    if not isinstance(obj, Blob):
+        raise GitError(f"tree entry '{_shown(path)}' is not a blob")
+    return obj
+
+
+def _object(repo: PackObjects, sha: bytes, path: str) -> ShaFile:
+    try:
+        return repo[sha]
+    except KeyError:
+        raise GitError(f"the fetched pack lacks object {sha.decode(errors='replace')!r} "
+                       f"of '{_shown(path) or '/'}'") from None
+    except ObjectFormatException as exc:
+        raise GitError(f"malformed Git object at '{_shown(path) or '/'}': {exc}") from None
+
+
+def verify_tree(repo: PackObjects, tree_id: bytes) -> None:
+    """Check the whole tree of a commit before any of it is written or archived: every
+    entry's name (see ``_entry_name``), every subtree present and a tree, at most
+    ``MAX_TREE_DEPTH`` levels. Each tree object is read once, however often it is
+    referenced: its height (levels below it) is computed once, bottom-up."""
+    subtrees: dict[bytes, list[bytes]] = {}
+    heights: dict[bytes, int] = {}
+    # depth first without recursion: a tree is entered, then left once its subtrees are
+    pending: list[tuple[bytes, str, bool]] = [(tree_id, "", False)]
+    while pending:
+        sha, prefix, leaving = pending.pop()
+        if leaving:
+            heights[sha] = 1 + max((heights[s] for s in subtrees[sha]), default=0)
+            continue
+        if sha in subtrees:
+            continue  # already entered (a tree referenced twice)
+        subtrees[sha] = []
+        pending.append((sha, prefix, True))
+        for entry in _tree(repo, sha, prefix.rstrip("/")).iteritems():
+            name = _entry_name(entry.path, prefix)
+            if _is_dir(entry.mode):
+                subtrees[sha].append(entry.sha)
+                pending.append((entry.sha, f"{prefix}{name}/", False))
+    if heights[tree_id] > MAX_TREE_DEPTH:
+        raise GitError(f"the commit's tree is nested {heights[tree_id]} levels deep, deeper "
+                       f"than the {MAX_TREE_DEPTH} levels fluxd checks out")
+
+
+def _write_tree(repo: PackObjects, tree_id: bytes, dest: Path, keep: Callable[[str], bool],
+                prefix: str = "") -> None:
+    for entry in _tree(repo, tree_id, prefix.rstrip("/")).iteritems():
+        name = _entry_name(entry.path, prefix)
+        rel = f"{prefix}{name}"
+        if not keep(rel):
+            continue
+        target = dest / name
+        mode = entry.mode
+        if _is_dir(mode):
+            target.mkdir()
+            _write_tree(repo, entry.sha, target, keep, rel + "/")
+        elif mode == _GITLINK:
+            target.mkdir()  # a submodule: filled in only with recurseSubmodules
+        elif mode == _SYMLINK:
+            link = _blob(repo, entry.sha, rel).data
+            target.symlink_to(link.decode(errors="surrogateescape"))
+        else:
+            _write_file(target, _blob(repo, entry.sha, rel).data,
+                        executable=bool(mode & 0o111))
+
+
+def _write_file(target: Path, data: bytes, *, executable: bool) -> None:
+    # created exclusively and without following a symlink: a name already there (a
+    # symlink above all) is an error, never a way to write elsewhere
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o666)
+    with os.fdopen(fd, "wb") as out:
+        if executable:
+            os.fchmod(out.fileno(), 0o755)
+        out.write(data)
+
+
+def _submodule_path(raw: bytes) -> str:
+    """A ``.gitmodules`` path as a relative path of the checkout; a ``GitError`` naming it
+    when it is absolute, has an empty, ``.``, ``..`` or ``.git`` component, or starts
+    with ``-`` (git's fsck: gitmodulesPath)."""
+    path = raw.decode(errors="surrogateescape")
+    parts = path.removesuffix("/").split("/")
+    if path.startswith(("/", "-")) or any(_unsafe_name(part) for part in parts):
+        raise GitError(f"invalid submodule path '{_shown(path)}' in .gitmodules: it must be "
+                       "a relative path inside the repository, without '.', '..' or '.git'")
+    return "/".join(parts)
+
+
+def _directory_inside(root: Path, rel: str) -> Path:
+    """``root/rel`` when it is a directory reached from ``root`` through directories
+    only (no symlink) and resolves inside ``root``; else a ``GitError``."""
+    target = root
+    for part in rel.split("/"):
+        target = target / part
+        if target.is_symlink() or not target.is_dir():
+            raise GitError(f"submodule path '{_shown(rel)}' is not a directory of the "
+                           "checkout")
+    if not target.resolve().is_relative_to(root):
+        raise GitError(f"submodule path '{_shown(rel)}' leads outside the checkout")
+    return target
+
+
 def _tree_ignore_patterns(repo: PackObjects, tree_id: bytes, keep: Callable[[str], bool],
                           domain: tuple[str, ...] = ()) -> list[Pattern]:
     """``.sourceignore`` patterns of a Git tree, as ``load_ignore_patterns`` reads them
     from a checkout: a directory's own file, then its subdirectories in name order."""
-    tree = repo[tree_id]
-    assert isinstance(tree, Tree)
+    prefix = "".join(f"{part}/" for part in domain)
     patterns: list[Pattern] = []
     subdirs = []
-    for entry in tree.iteritems():
-        name = entry.path.decode(errors="surrogateescape")
-        rel = "/".join((*domain, name))
+    for entry in _tree(repo, tree_id, prefix.rstrip("/")).iteritems():
+        name = _entry_name(entry.path, prefix)
+        rel = prefix + name
         if not keep(rel):
             continue
         if name == IGNORE_FILE and not _is_dir(entry.mode) and entry.mode != _SYMLINK:
-            blob = repo[entry.sha]
-            assert isinstance(blob, Blob)
+            blob = _blob(repo, entry.sha, rel)
             patterns.extend(read_patterns(blob.data.decode("utf-8", "surrogateescape"),
                                           domain))
-        elif _is_dir(entry.mode) and name != ".git":
+        elif _is_dir(entry.mode):
             subdirs.append((name, entry.sha))
     for name, sha in sorted(subdirs, key=lambda item: os.fsencode(item[0])):
         patterns.extend(_tree_ignore_patterns(repo, sha, keep, (*domain, name)))
@@ -563,13 +784,11 @@ def _tree_entries(repo: PackObjects, tree_id: bytes, matcher: Matcher,
     check = matcher.walk_checker()
 
     def visit(tree_id: bytes, parts: list[str]) -> Iterator[TreeEntry]:
-        tree = repo[tree_id]
-        assert isinstance(tree, Tree)
+        prefix = "".join(f"{part}/" for part in parts)
+        tree = _tree(repo, tree_id, prefix.rstrip("/"))
         entries = sorted(tree.iteritems(), key=lambda e: bytes(e.path))
         for entry in entries:
-            name = entry.path.decode(errors="surrogateescape")
-            if "/" in name or name in (".", "..", ".git"):
-                continue
+            name = _entry_name(entry.path, prefix)
             child = [*parts, name]
             rel = "/".join(child)
             if not keep(rel) or entry.mode == _SYMLINK:
@@ -592,26 +811,20 @@ def _tree_entries(repo: PackObjects, tree_id: bytes, matcher: Matcher,
 
 
 def _lookup_entry(repo: PackObjects, tree: Tree, path: str) -> tuple[int, str] | None:
-    """(mode, object id) of the entry at ``path`` in ``tree``."""
+    """(mode, object id) of the entry at ``path`` (a checked relative path) in ``tree``,
+    descending through subtrees only."""
     node: Tree = tree
-    parts = PurePosixPath(path).parts
+    parts = path.split("/")
+    walked = ""
     for i, part in enumerate(parts):
         try:
-            mode, sha = node[part.encode()]
+            mode, sha = node[part.encode(errors="surrogateescape")]
         except KeyError:
             return None
         if i == len(parts) - 1:
             return int(mode), str(bytes(sha).decode())
-        nxt = repo[sha]
-        if not isinstance(nxt, Tree):
+        if not _is_dir(mode):
             return None
-        node = nxt
+        walked += f"{part}/"
+        node = _tree(repo, sha, walked.rstrip("/"))
     return None
-
-
-def _lookup(repo: PackObjects, tree: Tree, path: str) -> Blob | None:
-    entry = _lookup_entry(repo, tree, path)
-    if entry is None:
-        return None
-    blob = repo[entry[1].encode()]
-    return blob if isinstance(blob, Blob) else None

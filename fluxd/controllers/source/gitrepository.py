@@ -60,9 +60,10 @@ KIND = "GitRepository"
 STORAGE_KIND = "gitrepository"
 INCLUDE_UNAVAILABLE = "IncludeUnavailable"
 SOURCE_VERIFIED = "SourceVerified"
-#: Flux's summarize order for GitRepository
-OWNED = (cond.READY, cond.RECONCILING, cond.STALLED, FETCH_FAILED, INCLUDE_UNAVAILABLE,
-         STORAGE_FAILED, ARTIFACT_OUTDATED, ARTIFACT_IN_STORAGE, SOURCE_VERIFIED)
+#: Flux's summarize order for GitRepository (gitRepositoryReadyCondition): a failure's own
+#: condition gives Ready its reason and message before Stalled and Reconciling do
+OWNED = (STORAGE_FAILED, FETCH_FAILED, INCLUDE_UNAVAILABLE, ARTIFACT_OUTDATED,
+         ARTIFACT_IN_STORAGE, SOURCE_VERIFIED, cond.STALLED, cond.RECONCILING, cond.READY)
 NEGATIVE = (FETCH_FAILED, INCLUDE_UNAVAILABLE, STORAGE_FAILED, ARTIFACT_OUTDATED)
 
 Obj = dict[str, Any]

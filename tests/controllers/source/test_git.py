@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,19 +15,24 @@ from fluxd.controllers.source.git import (
     Ref,
     Remote,
     URLInvalid,
+    origin,
     sparse_filter,
+    submodule_url,
 )
 from tests.support.gitserver import (
     BasicAuth,
     BearerAuth,
     File,
+    Gitlink,
     GitServer,
     SshGitServer,
     add_submodule,
     branch,
     commit,
+    commit_raw_tree,
     ensure_sshd,
     head,
+    raw_ref,
     tag,
 )
 
@@ -248,3 +254,222 @@ def test_a_branch_that_moves_during_the_fetch_is_a_git_error_to_retry(
         commit(repo, {"README.md": "moved on\n"})  # type: ignore[arg-type]
         with pytest.raises(GitError, match="moved on during the fetch"):
             remote.checkout(resolved, tmp_path / "out")
+
+
+# --- hostile repositories (issue #10) ---------------------------------------------------
+
+
+def escaping_submodule(target: Path, gitlink: Gitlink, url: str,
+                       depth: int = 16) -> dict[bytes, Any]:
+    """The reported attack as tree entries: a ``.gitmodules`` path climbing out of any
+    checkout (``depth`` times ``..``) down to ``target``, and crafted ``..`` trees, then
+    ``target``'s directory names, that lead a tree lookup of that path to the gitlink."""
+    parts = [p for p in target.parts if p != "/"]
+    node: Any = gitlink
+    for part in reversed(parts):
+        node = {part.encode(): node}
+    for _ in range(depth):
+        node = {b"..": node}
+    path = "../" * depth + "/".join(parts)
+    return {b".gitmodules": gitmodules(path, url), **node}
+
+
+def gitmodules(path: str, url: str) -> str:
+    return f'[submodule "lib"]\n\tpath = {path}\n\turl = {url}\n'
+
+
+def test_submodule_path_outside_checkout_is_refused(server: GitServer, repo: Any,
+                                                    tmp_path: Path) -> None:
+    # the reported attack: `..` trees that a lookup follows, and a .gitmodules path on them
+    lib = server.make_repo("lib", {"pwned.txt": "written outside\n"})
+    (tmp_path / "escape").mkdir()
+    commit_raw_tree(repo, {b"README.md": "hello\n", **escaping_submodule(
+        tmp_path / "escape/sub", Gitlink(head(lib)), server.repo_url("lib"))})
+    with pytest.raises(GitError, match=r"invalid path '\.\.' in the commit's tree") as err:
+        checkout(server, Ref(branch="main"), tmp_path / "out", submodules=True)
+    assert err.value.reason == "GitOperationFailed"
+    assert list((tmp_path / "escape").iterdir()) == []
+
+
+@pytest.mark.parametrize("path", ["../escape", "/tmp/escape", "vendor/../../escape",
+                                  "./vendor/lib", "vendor/.git", "-vendor", "vendor//lib"])
+def test_submodule_path_that_is_not_a_plain_relative_path_is_refused(
+        server: GitServer, repo: Any, tmp_path: Path, path: str) -> None:
+    lib = server.make_repo("lib", {"lib.txt": "library\n"})
+    commit_raw_tree(repo, {b".gitmodules": gitmodules(path, server.repo_url("lib")),
+                           b"vendor": {b"lib": Gitlink(head(lib))}})
+    with pytest.raises(GitError, match="invalid submodule path") as err:
+        checkout(server, Ref(branch="main"), tmp_path / "out", submodules=True)
+    assert path in str(err.value)
+
+
+@pytest.mark.parametrize(("name", "shown"), [
+    (b"..", ".."), (b".", "."), (b".git", ".git"), (b".GIT", ".GIT"),
+    (b"deploy/app.yaml", "deploy/app.yaml"), (b"git~1", "git~1"), (b".git.", ".git."),
+    (b".git ", ".git "), (b".gi\xe2\x80\x8ct", ".gi\\u200ct")],
+    ids=["dotdot", "dot", "dotgit", "DOTGIT", "slash", "ntfs-short", "ntfs-dot",
+         "ntfs-space", "hfs-ignorable"])
+@pytest.mark.parametrize("where", ["root", "nested"])
+def test_tree_entry_git_refuses_fails_checkout_and_archive(
+        server: GitServer, repo: Any, tmp_path: Path, name: bytes, shown: str,
+        where: str) -> None:
+    from fluxd.artifacts.storage import ArtifactStore
+    from fluxd.clock import SystemClock
+
+    bad: dict[bytes, Any] = {name: {b"hooks": {b"post-checkout": "#!/bin/sh\n"}},
+                             b"ok.yaml": "a: 1\n"}
+    commit_raw_tree(repo, bad if where == "root" else {b"deploy": bad, b"b.yaml": "b"})
+    shown = ("" if where == "root" else "deploy/") + shown
+    store = ArtifactStore(tmp_path / "store", clock=SystemClock(), advertised="localhost")
+    with Remote(server.repo_url("app")) as remote:
+        resolved = remote.resolve(Ref(branch="main"))
+        with pytest.raises(GitError, match="invalid path") as err:
+            remote.checkout(resolved, tmp_path / "out")
+        assert f"'{shown}'" in str(err.value)
+        with pytest.raises(GitError, match="invalid path"):
+            remote.archive(resolved, tmp_path / "work", store=store, kind="gitrepository",
+                           namespace="a", name="app", spec_ignore=None)
+    assert not list((tmp_path / "store").rglob("*.tar.gz"))
+    # nothing of the tree is written once it is found hostile
+    assert not (tmp_path / "out").exists()
+
+
+def nested(leaf: Any, levels: int) -> Any:
+    for _ in range(levels):
+        leaf = {b"d": leaf}
+    return leaf
+
+
+@pytest.mark.parametrize("shape", ["chain", "shared-shallow-first", "shared-deep-first"])
+def test_a_tree_nested_past_the_depth_limit_is_refused(server: GitServer, repo: Any,
+                                                       tmp_path: Path, shape: str) -> None:
+    from fluxd.controllers.source.git import MAX_TREE_DEPTH
+
+    # one subtree referenced at a shallow and at a deep place counts at the deep one
+    shared = nested({b"leaf.yaml": "x"}, 10)
+    deep = nested(shared, MAX_TREE_DEPTH - 5)
+    tree = {"chain": nested({b"leaf.yaml": "x"}, MAX_TREE_DEPTH + 1),
+            "shared-shallow-first": {b"a": shared, b"z": deep},
+            "shared-deep-first": {b"a": deep, b"z": shared}}[shape]
+    commit_raw_tree(repo, tree)
+    with pytest.raises(GitError, match=f"deeper than the {MAX_TREE_DEPTH} levels"):
+        checkout(server, Ref(branch="main"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_gitmodules_is_a_git_error(server: GitServer, repo: Any,
+                                             tmp_path: Path) -> None:
+    commit(repo, {".gitmodules": '[submodule "lib\n\tpath = x\n'})
+    with pytest.raises(GitError, match=r"invalid \.gitmodules"):
+        checkout(server, Ref(branch="main"), tmp_path / "out", submodules=True)
+
+
+def test_submodule_on_another_origin_never_gets_the_credentials(tmp_path: Path) -> None:
+    # even where the same credentials would be accepted, they are not offered
+    secret = BasicAuth("gitea-user", "parent-only-s3cret")
+    with GitServer(tmp_path / "parent", auth=secret) as parent, \
+            GitServer(tmp_path / "other", auth=secret) as other:
+        app = parent.make_repo("app", {"a.yaml": "a"})
+        lib = other.make_repo("lib", {"lib.txt": "library\n"})
+        add_submodule(app, "vendor/lib", lib, other.repo_url("lib"))
+        auth = Auth(username=secret.username, password=secret.password)
+        with Remote(parent.repo_url("app"), auth) as remote:
+            resolved = remote.resolve(Ref(branch="main"))
+            with pytest.raises(GitError) as err:
+                remote.checkout(resolved, tmp_path / "out", submodules=True)
+        assert err.value.reason == "GitOperationFailed"
+        assert "submodule 'vendor/lib'" in str(err.value)
+        assert "without its credentials" in str(err.value)
+        assert secret.password not in str(err.value)
+        assert other.stats.requests, "the other origin was asked"
+        assert [r.authorization for r in other.stats.requests] == \
+            [None] * len(other.stats.requests)
+        assert all(r.authorization for r in parent.stats.requests if r.status == 200)
+
+
+def test_submodule_on_another_origin_is_fetched_anonymously(tmp_path: Path) -> None:
+    with GitServer(tmp_path / "parent", auth=BearerAuth("tok-parent")) as parent, \
+            GitServer(tmp_path / "other") as other:
+        app = parent.make_repo("app", {"a.yaml": "a"})
+        lib = other.make_repo("lib", {"lib.txt": "library\n"})
+        add_submodule(app, "vendor/lib", lib, other.repo_url("lib"))
+        with Remote(parent.repo_url("app"), Auth(bearer_token="tok-parent")) as remote:
+            remote.checkout(remote.resolve(Ref(branch="main")), tmp_path / "out",
+                            submodules=True)
+        assert (tmp_path / "out/vendor/lib/lib.txt").read_text() == "library\n"
+        assert {r.authorization for r in other.stats.requests} == {None}
+
+
+def test_relative_submodule_url_resolves_against_the_parent_and_keeps_credentials(
+        tmp_path: Path) -> None:
+    secret = BasicAuth("gitea-user", "s3cret")
+    with GitServer(tmp_path / "repos", auth=secret) as srv:
+        app = srv.make_repo("org/app", {"a.yaml": "a"})
+        lib = srv.make_repo("org/lib", {"lib.txt": "library\n"})
+        add_submodule(app, "vendor/lib", lib, "../lib.git")
+        auth = Auth(username=secret.username, password=secret.password)
+        with Remote(srv.repo_url("org/app"), auth) as remote:
+            remote.checkout(remote.resolve(Ref(branch="main")), tmp_path / "out",
+                            submodules=True)
+        assert (tmp_path / "out/vendor/lib/lib.txt").read_text() == "library\n"
+        assert srv.stats.count(repo="org/lib", status=200) > 0
+
+
+def test_submodule_urls_resolve_as_git_does_and_origins_normalise_default_ports() -> None:
+    assert submodule_url("https://h/org/app.git", "../lib.git") == "https://h/org/lib.git"
+    assert submodule_url("https://h/org/app.git/", "./sub") == "https://h/org/app.git/sub"
+    assert submodule_url("ssh://git@h:2222/org/app.git", "../lib.git") == \
+        "ssh://git@h:2222/org/lib.git"
+    assert submodule_url("https://h/app.git", "https://x/y.git") == "https://x/y.git"
+    assert origin("https://Example.com/a") == origin("https://example.com:443/b")
+    assert origin("http://h/a") == origin("http://u:p@h:80/b")
+    assert origin("ssh://git@h/a") == origin("ssh://h:22/b")
+    assert origin("http://h/a") != origin("https://h/a")
+    assert origin("http://h:8080/a") != origin("http://h/a")
+    assert origin("http://h/a") != origin("http://h.evil/a")
+
+
+def test_a_redirect_to_another_origin_carries_no_token(tmp_path: Path) -> None:
+    with GitServer(tmp_path / "target") as target:
+        target.make_repo("app", {"a.yaml": "a"})
+        script = tmp_path / "redirect.cgi"
+        script.write_text("#!/bin/sh\nprintf 'Status: 302 Found\\r\\nLocation: "
+                          f"{target.url}%s?%s\\r\\n\\r\\n' \"$PATH_INFO\" \"$QUERY_STRING\"\n")
+        script.chmod(0o755)
+        with GitServer(tmp_path / "front", auth=BearerAuth("tok-front"),
+                       backend=script) as front:
+            with Remote(front.repo_url("app"), Auth(bearer_token="tok-front")) as remote:
+                assert remote.resolve(Ref(branch="main")).commit
+            assert front.stats.count(status=302) > 0
+    assert target.stats.requests
+    assert {r.authorization for r in target.stats.requests} == {None}
+
+
+def test_a_ref_name_that_is_not_utf8_is_skipped(server: GitServer, repo: Any) -> None:
+    raw_ref(repo, b"refs/heads/caf\xe9", head(repo))
+    raw_ref(repo, b"refs/tags/v1.0.0-\xff", head(repo))
+    with Remote(server.repo_url("app")) as remote:
+        refs = remote.ls_remote()
+        assert refs["refs/heads/main"] == head(repo)
+        assert not any(name.startswith(("refs/heads/caf", "refs/tags/v1.0.0-"))
+                       for name in refs)
+        assert remote.resolve(Ref(branch="main")).commit == head(repo)
+        tag(repo, "v1.0.0")
+        assert remote.resolve(Ref(semver="*")).revision == f"v1.0.0@sha1:{head(repo)}"
+
+
+@pytest.mark.parametrize("url", ["ssh://-oProxyCommand=touch%20x/repo.git",
+                                 "ssh://-oProxyCommand=x@host/repo.git",
+                                 "https://host:99999/repo.git"])
+def test_a_url_ssh_would_read_as_an_option_or_a_bad_port_is_url_invalid(url: str) -> None:
+    with pytest.raises(URLInvalid):
+        Remote(url)
+
+
+def test_a_submodule_listed_twice_is_checked_out_once(server: GitServer, repo: Any,
+                                                      tmp_path: Path) -> None:
+    lib = server.make_repo("lib", {"lib.txt": "library\n"})
+    add_submodule(repo, "vendor/lib", lib, server.repo_url("lib"))
+    add_submodule(repo, "vendor/lib", lib, server.repo_url("lib"))
+    checkout(server, Ref(branch="main"), tmp_path / "out", submodules=True)
+    assert (tmp_path / "out/vendor/lib/lib.txt").read_text() == "library\n"

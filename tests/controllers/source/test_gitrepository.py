@@ -17,7 +17,16 @@ import pytest
 from fluxd.artifacts.bus import ArtifactEvent
 from fluxd.kube import NotFound
 from tests.controllers.conftest import Flux, condition
-from tests.support.gitserver import BasicAuth, GitServer, commit, head
+from tests.support.gitserver import (
+    BasicAuth,
+    Gitlink,
+    GitServer,
+    add_submodule,
+    commit,
+    commit_raw_tree,
+    head,
+    raw_ref,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -247,3 +256,88 @@ async def test_deleting_removes_artifacts_and_the_finalizer(flux: Flux, server: 
                 break
             await asyncio.sleep(0.1)
     assert not stored.exists()
+
+
+# --- hostile repositories (issue #10) ---------------------------------------------------
+
+
+async def warnings(flux: Flux, namespace: str, name: str) -> list[dict[str, Any]]:
+    events = await flux.client.list_all("v1", "Event", namespace)
+    return [e for e in events.items if e.get("type") == "Warning"
+            and e["involvedObject"]["name"] == name]
+
+
+async def test_submodule_path_outside_checkout_fails_the_reconcile_and_writes_nothing(
+        flux: Flux, server: GitServer, namespace: str, tmp_path: Path) -> None:
+    repo = server.make_repo("app", {"a.yaml": "v: 1\n"})
+    lib = server.make_repo("lib", {"pwned.yaml": "written outside\n"})
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app"),
+                                     recurseSubmodules=True))
+    first = await flux.wait(API, "GitRepository", "app", namespace, ready)
+    # the reported attack: `..` trees and a .gitmodules path climbing out of the checkout
+    escape = tmp_path / "escape"
+    escape.mkdir()
+    parts = [p.encode() for p in (escape / "sub").parts if p != "/"]
+    node: Any = Gitlink(head(lib))
+    for part in reversed(parts):
+        node = {part: node}
+    for _ in range(16):
+        node = {b"..": node}
+    path = "../" * 16 + "/".join(p.decode() for p in parts)
+    commit_raw_tree(repo, {b"a.yaml": "v: 2\n", b".gitmodules": (
+        f'[submodule "x"]\n\tpath = {path}\n\turl = {server.repo_url("lib")}\n'), **node})
+    await request(flux, "app", namespace, "attack")
+    failed = await flux.wait(API, "GitRepository", "app", namespace, lambda o: (
+        o["status"].get("lastHandledReconcileAt") == "attack"
+        and condition(o, "FetchFailed").get("status") == "True"))
+    assert list(escape.iterdir()) == []
+    fetch = condition(failed, "FetchFailed")
+    assert fetch["reason"] == "GitOperationFailed"
+    assert "invalid path '..' in the commit's tree" in fetch["message"]
+    assert condition(failed, "Ready")["status"] == "False"
+    assert condition(failed, "Ready")["message"] == fetch["message"]
+    # what was delivered before stays delivered
+    assert failed["status"]["artifact"] == first["status"]["artifact"]
+    assert (flux.storage / first["status"]["artifact"]["path"]).exists()
+    assert any("invalid path '..'" in e["message"]
+               for e in await warnings(flux, namespace, "app"))
+
+
+async def test_submodule_on_another_origin_never_gets_the_password(
+        flux: Flux, tmp_path: Path, namespace: str) -> None:
+    secret = BasicAuth("gitea", "parent-only-token")
+    with GitServer(tmp_path / "parent", auth=secret) as parent, \
+            GitServer(tmp_path / "other", auth=secret) as other:
+        app = parent.make_repo("app", {"a.yaml": "a"})
+        lib = other.make_repo("lib", {"lib.yaml": "l"})
+        add_submodule(app, "vendor/lib", lib, other.repo_url("lib"))
+        await flux.client.apply({"apiVersion": "v1", "kind": "Secret", "metadata": {
+            "name": "git-auth", "namespace": namespace}, "data": {
+            "username": base64.b64encode(b"gitea").decode(),
+            "password": base64.b64encode(secret.password.encode()).decode()}})
+        await flux.client.create(gitrepo("app", namespace, parent.repo_url("app"),
+                                         secretRef={"name": "git-auth"},
+                                         recurseSubmodules=True))
+        failed = await flux.wait(API, "GitRepository", "app", namespace,
+                                 lambda o: condition(o, "FetchFailed").get("status") == "True")
+        fetch = condition(failed, "FetchFailed")
+        assert fetch["reason"] == "GitOperationFailed"
+        assert "submodule 'vendor/lib'" in fetch["message"]
+        assert condition(failed, "Ready")["status"] == "False"
+        assert secret.password not in json.dumps(failed["status"])
+        assert other.stats.requests
+        assert {r.authorization for r in other.stats.requests} == {None}
+
+
+async def test_a_branch_name_that_is_not_utf8_does_not_stop_delivery(
+        flux: Flux, server: GitServer, namespace: str) -> None:
+    repo = server.make_repo("app", {"a.yaml": "v: 1\n"})
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app")))
+    await flux.wait(API, "GitRepository", "app", namespace, ready)
+    raw_ref(repo, b"refs/heads/caf\xe9", head(repo, "main"))
+    commit(repo, {"a.yaml": "v: 2\n"}, "bump to v2")
+    await request(flux, "app", namespace, "after-bad-branch")
+    updated = await flux.wait(API, "GitRepository", "app", namespace, lambda o: (
+        o["status"].get("lastHandledReconcileAt") == "after-bad-branch" and ready(o)))
+    assert updated["status"]["artifact"]["revision"] == f"main@sha1:{head(repo, 'main')}"
+    assert files_in(flux, updated)["a.yaml"] == b"v: 2\n"
