@@ -140,6 +140,13 @@ class GitSettings(_Group):
     #: most one fetch may inflate to, all objects together, in bytes (past 32 MiB they
     #: are kept in a temporary file, not in memory)
     max_fetch_size: int = Field(default=1024 * 1024 * 1024, ge=1)
+    #: most bytes of file contents one checkout (or artifact) of a revision may expand to,
+    #: submodules included: Git stores a file or directory once however often a tree
+    #: names it, so a small fetch can name terabytes. 4 GiB: four times a whole fetch,
+    #: which only a repository holding many copies of large files could approach
+    max_checkout_size: int = Field(default=4 * 1024 * 1024 * 1024, ge=1)
+    #: most entries (files, directories, links) the same may walk, submodules included
+    max_checkout_entries: int = Field(default=1_000_000, ge=1)
 
 
 class HelmSettings(_Group):

@@ -350,13 +350,18 @@ def commit_raw_tree(repo: Repo, tree: RawTree, message: str = "crafted tree", *,
     """Commit ``tree`` exactly as given on ``branch`` (default the repository's), after its
     tip, and return the commit id. The objects go straight into the object store with
     dulwich, so entries git never creates (``..``, ``.git``, names holding ``/``) get in,
-    as on a server that does not fsck what it is pushed."""
+    as on a server that does not fsck what it is pushed. A subtree given as the same
+    mapping object at several places is written once, as Git would store it: ten
+    references per level to the next level's tree make a tree bomb of a few objects."""
     ref = f"refs/heads/{branch or repo.branch}"
     parent = head(repo, ref) if _exists(repo, ref) else None
     with DulwichRepo(str(repo.path)) as store:
         objects = store.object_store
+        written: dict[int, ObjectID] = {}  # id() of a mapping (all alive) → its tree
 
         def write(entries: RawTree) -> ObjectID:
+            if id(entries) in written:
+                return written[id(entries)]
             node = Tree()
             for name, value in entries.items():
                 if isinstance(value, Gitlink):
@@ -369,6 +374,7 @@ def commit_raw_tree(repo: Repo, tree: RawTree, message: str = "crafted tree", *,
                     objects.add_object(blob)
                     node.add(name, int(entry.mode, 8), blob.id)
             objects.add_object(node)
+            written[id(entries)] = node.id
             return node.id
 
         made = Commit()
@@ -733,6 +739,9 @@ class GitServer:
     always may. ``git_config`` adds server-side config (the defaults allow filters and
     fetching any reachable commit by id, as GitHub and Gitea do). ``timeout`` bounds each
     request; ``backend`` replaces ``git http-backend`` with another CGI program.
+    ``trickle`` = (bytes, seconds) sends upload-pack responses that many bytes at a time,
+    one piece per that many seconds: a server that keeps a fetch busy without ever
+    letting a read time out.
     """
 
     DEFAULT_CONFIG: Mapping[str, str] = {
@@ -745,13 +754,14 @@ class GitServer:
                  realm: str = "fluxd-test", timeout: float = 60.0, allow_push: bool = True,
                  git_config: Mapping[str, str] | None = None,
                  backend: str | Path | None = None, tls: bool = False,
-                 client_ca: bool = False) -> None:
+                 client_ca: bool = False, trickle: tuple[int, float] | None = None) -> None:
         self.root = Path(root).resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.auth = auth
         self.realm = realm
         self.timeout = timeout
         self.allow_push = allow_push
+        self.trickle = trickle
         self.git_config = {**self.DEFAULT_CONFIG, **(git_config or {})}
         self.stats = Counters()
         self.port = 0
@@ -1052,6 +1062,17 @@ class GitServer:
         resp: web.StreamResponse | None = None
         pumps: list[asyncio.Task[None]] = []
         recorded = False
+        trickle = self.trickle if record.service == "git-upload-pack" else None
+
+        async def send(data: bytes) -> None:
+            assert resp is not None
+            if trickle is None:
+                await resp.write(data)
+                return
+            size, pause = trickle
+            for start in range(0, len(data), size):
+                await resp.write(data[start:start + size])
+                await asyncio.sleep(pause)
 
         def finish(status: int) -> None:
             """Count the request (once), before the client can see its response end."""
@@ -1103,13 +1124,13 @@ class GitServer:
                     if scanner is not None:
                         scanner.feed(chunk)
                     if held:
-                        await resp.write(held)
+                        await send(held)
                     held = chunk
                 await proc.wait()
                 await asyncio.gather(*pumps)
                 finish(resp.status)
                 if held:
-                    await resp.write(held)
+                    await send(held)
                 await resp.write_eof()
         except TimeoutError:
             record = replace(record, timed_out=True)
@@ -1130,6 +1151,11 @@ class GitServer:
                 await asyncio.gather(*pumps, return_exceptions=True)
                 if proc.stdin is not None:
                     proc.stdin.close()
+                if proc.stdout is not None:
+                    # output left unread (a client gone mid-response) keeps the pipe
+                    # paused short of its end, and wait() waits for the pipes too
+                    while await proc.stdout.read(_CHUNK):
+                        pass
                 await proc.wait()
                 finish(resp.status if resp is not None else 499)
 

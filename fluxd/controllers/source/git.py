@@ -17,10 +17,18 @@ named ``.``, ``..`` or ``.git`` (nor a name a filesystem takes for ``.git``), no
 ``/`` or NUL, no tree deeper than ``MAX_TREE_DEPTH``; a violation is a ``GitError`` naming
 the path. Files are created exclusively, never through an existing name or symlink.
 Submodules: a ``.gitmodules`` path must be a plain relative path onto a gitlink of the
-tree, and is checked out only into the directory the checkout made for that gitlink.
+tree, and is checked out only into the directory the checkout made for that gitlink,
+``MAX_SUBMODULE_DEPTH`` levels deep at most.
 Credentials go only to the GitRepository's own origin (scheme, host, port): submodules
 elsewhere, and requests redirected elsewhere, go without them (Flux sends them to every
 submodule URL).
+
+Git stores a file or a tree once however often a tree names it, so a few KB of pack can
+name millions of paths: one ``checkout`` or ``archive`` (its submodules included) expands
+to at most ``max_checkout_entries`` entries walked and ``max_checkout_size`` bytes of file
+contents, or fails naming the limit. Setting ``Remote.cancelled`` (from any thread) stops
+the work at its next chunk received, object resolved or tree entry walked, with
+``Cancelled``; its temporary files go with it.
 """
 
 from __future__ import annotations
@@ -33,8 +41,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -73,6 +82,7 @@ from fluxd.controllers.source.gitpack import (
     PackObjects,
     PackSpool,
     fetch_objects,
+    format_size,
 )
 from fluxd.logging import strip_url_credentials
 
@@ -83,6 +93,13 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 #: the deepest tree a checkout accepts (git's own limit is 2048; real repositories stay far
 #: below either, and the walks here recurse once per level)
 MAX_TREE_DEPTH = 256
+#: how deep submodules nest in a checkout (Flux's go-git DefaultSubmoduleRecursionDepth);
+#: Flux leaves deeper ones empty, fluxd fails: a chain of submodules has no other end
+MAX_SUBMODULE_DEPTH = 10
+#: what one checkout (or archive) may expand to: bytes of file contents, and entries
+#: (``[git] max_checkout_size``, ``max_checkout_entries``)
+MAX_CHECKOUT_SIZE = 4 * 1024 * 1024 * 1024
+MAX_CHECKOUT_ENTRIES = 1_000_000
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22}
 
 
@@ -104,6 +121,18 @@ class URLInvalid(GitError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, reason="URLInvalid")
+
+
+class Cancelled(GitError):
+    """``Remote.cancelled`` was set: the reconcile timed out or is stopping."""
+
+    def __init__(self) -> None:
+        super().__init__("git operation cancelled: its reconcile timed out or is stopping")
+
+
+class _SubmoduleFailed(GitError):
+    """A submodule's failure, already named with its path: not wrapped again by the
+    submodules around it."""
 
 
 @dataclass(frozen=True)
@@ -187,11 +216,22 @@ class Remote:
     #: largest Git object, and most a fetch may inflate to, in bytes (``[git]`` settings)
     max_object_size: int = MAX_OBJECT_SIZE
     max_fetch_size: int = MAX_INFLATED
-    _tmp: list[Path] = field(default_factory=list)
-    _pools: list[_TrackingPool] = field(default_factory=list)
+    #: most one checkout or archive may expand to (``[git]`` settings; see the module)
+    max_checkout_size: int = MAX_CHECKOUT_SIZE
+    max_checkout_entries: int = MAX_CHECKOUT_ENTRIES
+    #: set by whoever waits for the work (from any thread) to stop it: ``Cancelled``
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    _tmp: list[Path] = field(default_factory=list, init=False)
+    _pools: list[_TrackingPool] = field(default_factory=list, init=False)
 
     def __post_init__(self) -> None:
         check_url(self.url)
+
+    def checkpoint(self) -> None:
+        """Raise ``Cancelled`` once ``cancelled`` is set; every loop that lasts as long as
+        the remote sends or the tree holds calls it (per chunk, object, entry)."""
+        if self.cancelled.is_set():
+            raise Cancelled
 
     def client(self) -> tuple[GitClient, str]:
         parts = urlsplit(self.url)
@@ -351,7 +391,7 @@ class Remote:
                                          depth=depth)
 
             return fetch_objects(receive, spill_dir=work, max_object=self.max_object_size,
-                                 max_total=self.max_fetch_size)
+                                 max_total=self.max_fetch_size, checkpoint=self.checkpoint)
 
         try:
             with _errors(self.url):
@@ -367,20 +407,28 @@ class Remote:
 
     def checkout(self, head: Head, dest: Path, *, sparse: list[str] | None = None,
                  submodules: bool = False) -> Checkout:
-        """Materialise the tree of ``head`` in ``dest`` (created; must not exist)."""
+        """Materialise the tree of ``head`` in ``dest`` (created; must not exist). On
+        failure, what was written stays in ``dest`` for the caller to remove."""
+        return self._checkout(head, dest, sparse=sparse, submodules=submodules,
+                              expansion=_Expansion(self), where="")
+
+    def _checkout(self, head: Head, dest: Path, *, sparse: list[str] | None,
+                  submodules: bool, expansion: _Expansion, where: str) -> Checkout:
+        """``checkout`` into a share of ``expansion``; ``where`` is the path of this
+        repository in the outermost checkout ("" for the outermost, else ending in /)."""
         with tempfile.TemporaryDirectory(prefix="fluxd-clone-") as tmp:
             repo = self.fetch(head, Path(tmp))
             try:
                 commit = _commit_of(repo, head)
                 if head.commit and head.ref is None and commit.id.decode() != head.commit:
                     raise GitError(f"commit '{head.commit}' not found")
-                verify_tree(repo, commit.tree)
+                verify_tree(repo, commit.tree, expansion)
                 keep = sparse_filter(sparse)
                 dest.mkdir(parents=True)
                 try:
-                    _write_tree(repo, commit.tree, dest, keep)
+                    _write_tree(repo, commit.tree, dest, keep, expansion)
                     if submodules:
-                        self._submodules(repo, commit, dest, keep)
+                        self._submodules(repo, commit, dest, keep, expansion, where)
                 except OSError as exc:
                     raise GitError(f"failed to write the checkout: {exc}") from exc
             finally:
@@ -398,16 +446,18 @@ class Remote:
         repo = self.fetch(head, work)
         try:
             commit = _commit_of(repo, head)
-            verify_tree(repo, commit.tree)
+            verify_tree(repo, commit.tree, _Expansion(self))
             keep = sparse_filter(sparse)
-            patterns = _tree_ignore_patterns(repo, commit.tree, keep)
+            # two walks of the tree, each within the limits: what a checkout on disk
+            # would hold, and what ``load_ignore_patterns`` would then read of it
+            patterns = _tree_ignore_patterns(repo, commit.tree, keep, _Expansion(self))
             if spec_ignore is not None:
                 patterns.extend(read_patterns(spec_ignore))
             matcher = source_ignore_matcher(patterns)
             sha = commit.id.decode()
-            record = store.archive_entries(
-                kind, namespace, name, _tree_entries(repo, commit.tree, matcher, keep),
-                f"{sha}.tar.gz", revision=head.revision)
+            entries = _tree_entries(repo, commit.tree, matcher, keep, _Expansion(self))
+            record = store.archive_entries(kind, namespace, name, entries,
+                                           f"{sha}.tar.gz", revision=head.revision)
         except KeyError as exc:
             raise GitError(f"the fetched pack lacks object {exc.args[0]!r} of commit "
                            f"'{head.commit}'") from None
@@ -417,9 +467,10 @@ class Remote:
                          author=commit.author.decode(errors="replace")), record)
 
     def _submodules(self, repo: PackObjects, commit: Commit, dest: Path,
-                    keep: Callable[[str], bool]) -> None:
+                    keep: Callable[[str], bool], expansion: _Expansion, where: str) -> None:
         """Check out the submodules ``.gitmodules`` lists into the (empty) directories the
-        checkout in ``dest`` made for their gitlinks, recursively."""
+        checkout in ``dest`` made for their gitlinks, recursively, sharing ``expansion``;
+        ``where`` is this checkout's path in the outermost one."""
         tree = _tree(repo, commit.tree, "")
         found = _lookup_entry(repo, tree, ".gitmodules")
         if found is None or _is_dir(found[0]) or found[0] == _GITLINK:
@@ -442,27 +493,39 @@ class Remote:
             entry = _lookup_entry(repo, tree, rel)
             if entry is None or entry[0] != _GITLINK:
                 continue  # no gitlink at that path: git ignores the section too
+            shown = _shown(where + rel)
+            expansion.checkpoint()
+            if expansion.nesting >= MAX_SUBMODULE_DEPTH:
+                raise _SubmoduleFailed(
+                    f"submodule '{shown}' is nested deeper than the {MAX_SUBMODULE_DEPTH} "
+                    "levels of submodules fluxd checks out")
             target = _directory_inside(root, rel)
             url = submodule_url(self.url, raw_url.decode(errors="surrogateescape"))
             same_origin = origin(url) == origin(self.url)
-            # the parent's credentials are for the parent's origin only
+            # the parent's credentials are for the parent's origin only; the limits and
+            # the cancellation are the parent's
             auth = self.auth if same_origin else self.auth.anonymous()
             try:
-                sub = Remote(url, auth, self.timeout, self.max_object_size,
-                             self.max_fetch_size)
+                sub = replace(self, url=url, auth=auth)
             except URLInvalid as exc:
-                raise GitError(f"submodule '{_shown(rel)}': {exc}") from None
+                raise _SubmoduleFailed(f"submodule '{shown}': {exc}") from None
             with sub:
                 target.rmdir()
+                expansion.nesting += 1
                 try:
-                    sub.checkout(Head(None, entry[1], f"sha1:{entry[1]}"), target,
-                                 submodules=True)
+                    sub._checkout(Head(None, entry[1], f"sha1:{entry[1]}"), target,
+                                  sparse=None, submodules=True, expansion=expansion,
+                                  where=f"{where}{rel}/")
+                except (_SubmoduleFailed, Cancelled):
+                    raise  # named where it happened, or no failure of this submodule
                 except GitError as exc:
                     anonymous = "" if same_origin else (
                         " (another origin than the GitRepository's: fetched without its "
                         "credentials)")
-                    raise GitError(f"failed to check out submodule '{_shown(rel)}' from "
-                                   f"'{url}'{anonymous}: {exc}") from exc
+                    raise _SubmoduleFailed(f"failed to check out submodule '{shown}' from "
+                                           f"'{url}'{anonymous}: {exc}") from exc
+                finally:
+                    expansion.nesting -= 1
 
 
 class _TrackingPool(urllib3.PoolManager):
@@ -664,11 +727,44 @@ def _object(repo: PackObjects, sha: bytes, path: str) -> ShaFile:
         raise GitError(f"malformed Git object at '{_shown(path) or '/'}': {exc}") from None
 
 
-def verify_tree(repo: PackObjects, tree_id: bytes) -> None:
+class _Expansion:
+    """What one checkout or archive has expanded the fetched objects to so far, its
+    submodules included: entries walked (files, directories, links, gitlinks) and bytes
+    of file contents, against the ``[git]`` limits. Every walk counts each entry as it
+    reaches it, before writing anything, and so also stops there once cancelled."""
+
+    def __init__(self, remote: Remote) -> None:
+        self.checkpoint = remote.checkpoint
+        self._max_size = remote.max_checkout_size
+        self._max_entries = remote.max_checkout_entries
+        self._size = 0
+        self._entries = 0
+        #: submodule levels above the checkout being walked
+        self.nesting = 0
+
+    def entry(self, path: str) -> None:
+        self.checkpoint()
+        self._entries += 1
+        if self._entries > self._max_entries:
+            raise GitError(f"the commit's tree expands to more than {self._max_entries} "
+                           "entries (files, directories, links; submodules included), "
+                           "fluxd's limit for one checkout ([git] max_checkout_entries): "
+                           f"stopped at '{_shown(path)}'")
+
+    def content(self, path: str, size: int) -> None:
+        self._size += size
+        if self._size > self._max_size:
+            raise GitError(f"the commit's files expand past {format_size(self._max_size)} "
+                           "(submodules included), fluxd's limit for one checkout ([git] "
+                           f"max_checkout_size): stopped at '{_shown(path)}'")
+
+
+def verify_tree(repo: PackObjects, tree_id: bytes, expansion: _Expansion) -> None:
     """Check the whole tree of a commit before any of it is written or archived: every
     entry's name (see ``_entry_name``), every subtree present and a tree, at most
     ``MAX_TREE_DEPTH`` levels. Each tree object is read once, however often it is
-    referenced: its height (levels below it) is computed once, bottom-up."""
+    referenced: its height (levels below it) is computed once, bottom-up. (Only the
+    cancellation of ``expansion`` applies: this walk is bounded by the fetch.)"""
     subtrees: dict[bytes, list[bytes]] = {}
     heights: dict[bytes, int] = {}
     # depth first without recursion: a tree is entered, then left once its subtrees are
@@ -682,6 +778,7 @@ def verify_tree(repo: PackObjects, tree_id: bytes) -> None:
             continue  # already entered (a tree referenced twice)
         subtrees[sha] = []
         pending.append((sha, prefix, True))
+        expansion.checkpoint()
         for entry in _tree(repo, sha, prefix.rstrip("/")).iteritems():
             name = _entry_name(entry.path, prefix)
             if _is_dir(entry.mode):
@@ -693,25 +790,28 @@ def verify_tree(repo: PackObjects, tree_id: bytes) -> None:
 
 
 def _write_tree(repo: PackObjects, tree_id: bytes, dest: Path, keep: Callable[[str], bool],
-                prefix: str = "") -> None:
+                expansion: _Expansion, prefix: str = "") -> None:
     for entry in _tree(repo, tree_id, prefix.rstrip("/")).iteritems():
         name = _entry_name(entry.path, prefix)
         rel = f"{prefix}{name}"
+        expansion.entry(rel)
         if not keep(rel):
             continue
         target = dest / name
         mode = entry.mode
         if _is_dir(mode):
             target.mkdir()
-            _write_tree(repo, entry.sha, target, keep, rel + "/")
+            _write_tree(repo, entry.sha, target, keep, expansion, rel + "/")
         elif mode == _GITLINK:
             target.mkdir()  # a submodule: filled in only with recurseSubmodules
         elif mode == _SYMLINK:
             link = _blob(repo, entry.sha, rel).data
+            expansion.content(rel, len(link))
             target.symlink_to(link.decode(errors="surrogateescape"))
         else:
-            _write_file(target, _blob(repo, entry.sha, rel).data,
-                        executable=bool(mode & 0o111))
+            data = _blob(repo, entry.sha, rel).data
+            expansion.content(rel, len(data))
+            _write_file(target, data, executable=bool(mode & 0o111))
 
 
 def _write_file(target: Path, data: bytes, *, executable: bool) -> None:
@@ -752,6 +852,7 @@ def _directory_inside(root: Path, rel: str) -> Path:
 
 
 def _tree_ignore_patterns(repo: PackObjects, tree_id: bytes, keep: Callable[[str], bool],
+                          expansion: _Expansion,
                           domain: tuple[str, ...] = ()) -> list[Pattern]:
     """``.sourceignore`` patterns of a Git tree, as ``load_ignore_patterns`` reads them
     from a checkout: a directory's own file, then its subdirectories in name order."""
@@ -761,21 +862,22 @@ def _tree_ignore_patterns(repo: PackObjects, tree_id: bytes, keep: Callable[[str
     for entry in _tree(repo, tree_id, prefix.rstrip("/")).iteritems():
         name = _entry_name(entry.path, prefix)
         rel = prefix + name
+        expansion.entry(rel)
         if not keep(rel):
             continue
         if name == IGNORE_FILE and not _is_dir(entry.mode) and entry.mode != _SYMLINK:
-            blob = _blob(repo, entry.sha, rel)
-            patterns.extend(read_patterns(blob.data.decode("utf-8", "surrogateescape"),
-                                          domain))
+            data = _blob(repo, entry.sha, rel).data
+            expansion.content(rel, len(data))
+            patterns.extend(read_patterns(data.decode("utf-8", "surrogateescape"), domain))
         elif _is_dir(entry.mode):
             subdirs.append((name, entry.sha))
     for name, sha in sorted(subdirs, key=lambda item: os.fsencode(item[0])):
-        patterns.extend(_tree_ignore_patterns(repo, sha, keep, (*domain, name)))
+        patterns.extend(_tree_ignore_patterns(repo, sha, keep, expansion, (*domain, name)))
     return patterns
 
 
 def _tree_entries(repo: PackObjects, tree_id: bytes, matcher: Matcher,
-                  keep: Callable[[str], bool]) -> Iterator[TreeEntry]:
+                  keep: Callable[[str], bool], expansion: _Expansion) -> Iterator[TreeEntry]:
     """The entries ``ArtifactStore.archive`` would take from the checked-out tree, in the
     same order: root first, depth first, names in byte order; symlinks left out;
     submodule directories empty; excluded directories skipped unless a ``!`` rule may
@@ -791,6 +893,7 @@ def _tree_entries(repo: PackObjects, tree_id: bytes, matcher: Matcher,
             name = _entry_name(entry.path, prefix)
             child = [*parts, name]
             rel = "/".join(child)
+            expansion.entry(rel)
             if not keep(rel) or entry.mode == _SYMLINK:
                 continue
             is_dir = _is_dir(entry.mode) or entry.mode == _GITLINK
@@ -803,8 +906,9 @@ def _tree_entries(repo: PackObjects, tree_id: bytes, matcher: Matcher,
             elif not excluded:
                 if repo.type_of(entry.sha) != Blob.type_num:
                     raise GitError(f"tree entry '{rel}' is not a blob")
-                yield TreeEntry(rel, False, executable=bool(entry.mode & 0o111),
-                                data=repo.data(entry.sha))
+                data = repo.data(entry.sha)
+                expansion.content(rel, len(data))
+                yield TreeEntry(rel, False, executable=bool(entry.mode & 0o111), data=data)
 
     yield TreeEntry(".", True)
     yield from visit(tree_id, [])

@@ -13,6 +13,11 @@ The pack format (``Documentation/gitformat-pack.txt``): ``PACK``, version 2 or 3
 object count, then per object a type and size varint header, for ``OFS_DELTA`` a
 negative offset to its base, for ``REF_DELTA`` the base's object id, and zlib data; the
 pack ends with the SHA-1 of everything before it, which is checked.
+
+Bounds: one object at most ``max_object`` bytes, all objects together ``max_total``
+inflated, the pack as sent at most twice ``max_total`` (framing aside, a pack is never
+larger than what it inflates to). A ``checkpoint`` callable, called per chunk received and
+per object resolved, stops the work by raising: the caller's cancellation.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ if TYPE_CHECKING:
     from dulwich.objects import ObjectID
 
 __all__ = ["MAX_INFLATED", "MAX_OBJECT_SIZE", "NoHaves", "PackError", "PackObjects",
-           "PackSpool", "fetch_objects"]
+           "PackSpool", "fetch_objects", "format_size"]
 
 _COMMIT, _TREE, _BLOB, _TAG = 1, 2, 3, 4
 _OFS_DELTA, _REF_DELTA = 6, 7
@@ -120,19 +125,33 @@ class _Spill:
             self._file = None
 
 
+def _no_checkpoint() -> None:
+    return None
+
+
 class PackSpool:
     """The receiving end of ``fetch_pack``'s ``pack_data`` callback: one growing buffer in
-    memory, moved to an unlinked temporary file once it passes the budget."""
+    memory, moved to an unlinked temporary file once it passes the budget. A pack larger
+    than ``max_size`` is refused as it arrives, and ``checkpoint`` runs before each chunk
+    is kept."""
 
     def __init__(self, directory: Path | None = None,
-                 budget: int = DEFAULT_MEMORY_BUDGET) -> None:
+                 budget: int = DEFAULT_MEMORY_BUDGET, *, max_size: int = 2 * MAX_INFLATED,
+                 checkpoint: Callable[[], None] = _no_checkpoint) -> None:
         self._dir = directory
         self._budget = budget
+        self._max_size = max_size
+        self._checkpoint = checkpoint
         self._buffer = bytearray()
         self._size = 0
         self._file: Any = None
 
     def write(self, data: bytes) -> int:
+        self._checkpoint()
+        if self._size + len(data) > self._max_size:
+            # an endless stream would otherwise fill the spill directory's disk
+            raise PackError(f"the pack sent is larger than {format_size(self._max_size)}, "
+                            "twice fluxd's limit for one fetch ([git] max_fetch_size)")
         if self._file is None and self._size + len(data) > self._budget:
             self._file = _temporary_file(self._dir)
             self._file.write(self._buffer)
@@ -197,10 +216,12 @@ class PackObjects:
 
     def __init__(self, spill_dir: Path | None = None,
                  budget: int = DEFAULT_MEMORY_BUDGET, *,
-                 max_object: int = MAX_OBJECT_SIZE, max_total: int = MAX_INFLATED) -> None:
+                 max_object: int = MAX_OBJECT_SIZE, max_total: int = MAX_INFLATED,
+                 checkpoint: Callable[[], None] = _no_checkpoint) -> None:
         self._arena = _Spill(spill_dir, budget)
         self._max_object = max_object
         self._max_total = max_total
+        self._checkpoint = checkpoint
         self._inflated = 0
         #: hex id → (type number, arena handle)
         self._objects: dict[bytes, tuple[int, int | tuple[int, int]]] = {}
@@ -237,8 +258,8 @@ class PackObjects:
     def _add(self, type_num: int, content: bytes) -> bytes:
         self._inflated += len(content)
         if self._inflated > self._max_total:
-            raise PackError(f"the pack inflates past {_mib(self._max_total)}, fluxd's limit "
-                            "for one fetch ([git] max_fetch_size)")
+            raise PackError(f"the pack inflates past {format_size(self._max_total)}, fluxd's "
+                            "limit for one fetch ([git] max_fetch_size)")
         header = b"%s %d\x00" % (_TYPE_NAMES[type_num], len(content))
         digest = hashlib.sha1(header)
         digest.update(content)
@@ -263,7 +284,7 @@ class PackObjects:
     def _check_size(self, size: int, start: int) -> None:
         if size > self._max_object:
             raise PackError(f"object at {start} declares {size} bytes, over fluxd's "
-                            f"{_mib(self._max_object)} limit for one Git object ([git] "
+                            f"{format_size(self._max_object)} limit for one Git object ([git] "
                             "max_object_size)")
 
     def _load(self, buf: memoryview) -> None:
@@ -279,6 +300,7 @@ class PackObjects:
         resolver = _Resolver(self)
         pos = 12
         for _ in range(count):
+            self._checkpoint()
             start = pos
             if pos >= end:
                 raise PackError("pack holds fewer objects than its header says")
@@ -331,7 +353,7 @@ class PackObjects:
                             f"bytes, not {len(base)}")
         if target > self._max_object:
             raise PackError(f"a delta would make an object of {target} bytes, over fluxd's "
-                            f"{_mib(self._max_object)} limit for one Git object ([git] "
+                            f"{format_size(self._max_object)} limit for one Git object ([git] "
                             "max_object_size)")
         try:
             content = b"".join(apply_delta(base, delta))
@@ -406,19 +428,21 @@ def _delta_sizes(delta: bytes) -> tuple[int, int]:
     return sizes[0], sizes[1]
 
 
-def _mib(size: int) -> str:
+def format_size(size: int) -> str:
+    """A limit as its messages show it: whole MiB, else bytes."""
     mib = 1024 * 1024
     return f"{size // mib} MiB" if size % mib == 0 else f"{size} bytes"
 
 
 def fetch_objects(fetch_pack: Callable[[PackSpool], object], *,
                   spill_dir: Path | None = None, budget: int = DEFAULT_MEMORY_BUDGET,
-                  max_object: int = MAX_OBJECT_SIZE,
-                  max_total: int = MAX_INFLATED) -> PackObjects:
+                  max_object: int = MAX_OBJECT_SIZE, max_total: int = MAX_INFLATED,
+                  checkpoint: Callable[[], None] = _no_checkpoint) -> PackObjects:
     """Run ``fetch_pack`` (which writes the pack into the spool it is given) and resolve
-    what it received."""
-    spool = PackSpool(spill_dir, budget)
-    objects = PackObjects(spill_dir, budget, max_object=max_object, max_total=max_total)
+    what it received; ``checkpoint`` runs per chunk and per object (it raises to stop)."""
+    spool = PackSpool(spill_dir, budget, max_size=2 * max_total, checkpoint=checkpoint)
+    objects = PackObjects(spill_dir, budget, max_object=max_object, max_total=max_total,
+                          checkpoint=checkpoint)
     try:
         fetch_pack(spool)
         if spool.size:

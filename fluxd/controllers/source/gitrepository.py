@@ -9,7 +9,9 @@ shielded final step, summarise the conditions and patch the status.
 - **source**: one ls-remote resolves the ref; if the revision and the inputs that shape
   the artifact (ignore rules, includes, sparse dirs, submodules) are what the stored
   artifact was built from, nothing is fetched. Otherwise a shallow fetch and checkout in a
-  worker thread, bounded by ``spec.timeout``.
+  worker thread, bounded by ``spec.timeout`` on the injected clock: past it (or when the
+  reconcile is cancelled) the thread is told to stop and is awaited; it ends at its next
+  chunk, object or tree entry, its temporary files with it.
 - **include**: other GitRepositories' artifacts are extracted (safely) into ``toPath``;
   a missing one sets ``IncludeUnavailable``.
 - **artifact**: the tree is archived (``.sourceignore`` + ``spec.ignore`` rules), stored
@@ -24,18 +26,22 @@ Failures set Flux's conditions and reasons (``FetchFailed``/``AuthenticationFail
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fluxd.artifacts.bus import SourceKey
 from fluxd.artifacts.extract import ExtractError, extract_tarball
 from fluxd.artifacts.ignore import source_matcher
 from fluxd.artifacts.storage import ArchiveError, ArtifactRecord
-from fluxd.clock import rfc3339
+from fluxd.clock import Clock, rfc3339
 from fluxd.config import parse_duration
 from fluxd.controllers.source import git
 from fluxd.controllers.source.driver import (
@@ -67,6 +73,10 @@ OWNED = (STORAGE_FAILED, FETCH_FAILED, INCLUDE_UNAVAILABLE, ARTIFACT_OUTDATED,
 NEGATIVE = (FETCH_FAILED, INCLUDE_UNAVAILABLE, STORAGE_FAILED, ARTIFACT_OUTDATED)
 
 Obj = dict[str, Any]
+T = TypeVar("T")
+#: how long past ``spec.timeout`` the reconcile waits before stopping the Git work: the
+#: work's own socket timeouts (``spec.timeout``) get to report first
+TIMEOUT_GRACE = 5.0
 
 
 @dataclass
@@ -97,10 +107,14 @@ class GitRepositoryReconciler(SourceReconciler):
     OWNED = OWNED
     NEGATIVE = NEGATIVE
 
-    def _remote(self, url: str, auth: git.Auth, timeout: float) -> git.Remote:
+    def _remote(self, url: str, auth: git.Auth, timeout: float,
+                cancelled: threading.Event) -> git.Remote:
         limits = self.settings.git
         return git.Remote(url, auth, timeout, max_object_size=limits.max_object_size,
-                          max_fetch_size=limits.max_fetch_size)
+                          max_fetch_size=limits.max_fetch_size,
+                          max_checkout_size=limits.max_checkout_size,
+                          max_checkout_entries=limits.max_checkout_entries,
+                          cancelled=cancelled)
 
     async def steps(self, obj: Obj, patcher: StatusPatcher) -> NewArtifact | None:
         meta, spec = obj["metadata"], obj.get("spec") or {}
@@ -126,8 +140,8 @@ class GitRepositoryReconciler(SourceReconciler):
         inputs = Inputs.of(spec)
         includes = self._includes(obj, inputs, patcher)
 
-        def resolve() -> git.Head:
-            with self._remote(spec.get("url", ""), auth, timeout) as remote:
+        def resolve(cancelled: threading.Event) -> git.Head:
+            with self._remote(spec.get("url", ""), auth, timeout, cancelled) as remote:
                 return remote.resolve(ref)
 
         head = await self._git(resolve, timeout)
@@ -154,8 +168,9 @@ class GitRepositoryReconciler(SourceReconciler):
             work = Path(tmp)
             if not includes and not inputs.submodules:
                 # the fast path: the tarball straight from the Git objects
-                def fetch_and_archive() -> tuple[git.Checkout, ArtifactRecord]:
-                    with self._remote(url, auth, timeout) as remote:
+                def fetch_and_archive(
+                        cancelled: threading.Event) -> tuple[git.Checkout, ArtifactRecord]:
+                    with self._remote(url, auth, timeout, cancelled) as remote:
                         return remote.archive(head, work, store=self.store, kind=STORAGE_KIND,
                                               namespace=ns, name=name,
                                               spec_ignore=inputs.ignore,
@@ -163,8 +178,8 @@ class GitRepositoryReconciler(SourceReconciler):
 
                 done, record = await self._archive(fetch_and_archive, timeout)
             else:
-                def fetch() -> git.Checkout:
-                    with self._remote(url, auth, timeout) as remote:
+                def fetch(cancelled: threading.Event) -> git.Checkout:
+                    with self._remote(url, auth, timeout, cancelled) as remote:
                         return remote.checkout(head, work / "tree",
                                                sparse=inputs.sparse or None,
                                                submodules=inputs.submodules)
@@ -172,7 +187,8 @@ class GitRepositoryReconciler(SourceReconciler):
                 done = await self._git(fetch, timeout)
                 await self._copy_includes(includes, work / "tree")
 
-                def archive() -> tuple[git.Checkout, ArtifactRecord]:
+                def archive(_cancelled: threading.Event) -> tuple[git.Checkout, ArtifactRecord]:
+                    # reads a checkout already within the [git] limits; not stopped early
                     matcher = source_matcher(work / "tree", inputs.ignore)
                     return done, self.store.archive(
                         STORAGE_KIND, ns, name, work / "tree", f"{done.commit}.tar.gz",
@@ -201,7 +217,7 @@ class GitRepositoryReconciler(SourceReconciler):
 
     # --- helpers ----------------------------------------------------------------------
 
-    async def _archive(self, work: Any, limit: float) -> Any:
+    async def _archive(self, work: Callable[[threading.Event], T], limit: float) -> T:
         """Run Git and/or archive work; storage failures are StorageOperationFailed."""
         try:
             return await self._git(work, limit)
@@ -210,18 +226,20 @@ class GitRepositoryReconciler(SourceReconciler):
                             reason="ArchiveOperationFailed",
                             condition=STORAGE_FAILED) from exc
 
-    async def _git(self, work: Any, limit: float) -> Any:
-        """Run blocking Git work in a thread; ``limit`` (spec.timeout) bounds it."""
+    async def _git(self, work: Callable[[threading.Event], T], limit: float) -> T:
+        """Run blocking Git work in a thread; ``limit`` (spec.timeout) bounds it. ``work``
+        gets the event that stops it (``git.Remote.cancelled``)."""
+        cancelled = threading.Event()
         try:
-            async with asyncio.timeout(limit + 5):
-                return await asyncio.to_thread(work)
+            return await run_stoppable(functools.partial(work, cancelled), stop=cancelled,
+                                       clock=self.clock, limit=limit + TIMEOUT_GRACE)
         except git.URLInvalid as exc:
             raise StallingError(str(exc), reason=exc.reason) from exc
         except git.GitError as exc:
+            if cancelled.is_set():
+                raise StepError(f"git operation timed out after {limit:g}s",
+                                reason="GitOperationFailed", condition=FETCH_FAILED) from exc
             raise StepError(str(exc), reason=exc.reason, condition=FETCH_FAILED) from exc
-        except TimeoutError as exc:
-            raise StepError(f"git operation timed out after {limit:g}s",
-                            reason="GitOperationFailed", condition=FETCH_FAILED) from exc
 
     async def _auth(self, namespace: str, spec: Obj) -> git.Auth:
         ref = (spec.get("secretRef") or {}).get("name")
@@ -291,6 +309,46 @@ class GitRepositoryReconciler(SourceReconciler):
                 shutil.rmtree(target)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(source, target)
+
+
+async def run_stoppable(work: Callable[[], T], *, stop: threading.Event, clock: Clock,
+                        limit: float) -> T:
+    """Run blocking ``work`` in a thread (in the caller's context) and return its result
+    or raise its error. ``stop`` is set when ``limit`` seconds pass on ``clock`` or when
+    the caller is cancelled; ``work`` watches it and ends early. Either way the thread is
+    awaited before this returns or raises, so it never outlives the caller: it never
+    writes into a temporary directory being removed, nor next to the artifact a later
+    reconcile of the same object writes."""
+
+    async def expire() -> None:
+        await clock.sleep(limit)
+        stop.set()
+
+    thread = asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(contextvars.copy_context().run, work))
+    try:
+        async with asyncio.TaskGroup() as group:
+            timer = group.create_task(expire(), name="git operation timeout")
+            thread.add_done_callback(lambda _: timer.cancel())
+    finally:
+        if not thread.done():
+            stop.set()
+            await _ended(thread)
+    return thread.result()
+
+
+async def _ended(thread: asyncio.Future[Any]) -> None:
+    """Wait until ``thread``, told to stop, has ended, even through cancellation: it ends
+    at its next check of the event (a read blocked on a silent server, at its socket
+    timeout). A cancellation meanwhile is raised once it has ended."""
+    interrupted = False
+    while not thread.done():
+        try:
+            await asyncio.wait([thread])  # its outcome stays in it, for the caller
+        except asyncio.CancelledError:
+            interrupted = True
+    if interrupted:
+        raise asyncio.CancelledError
 
 
 def _same_includes(old: list[Obj] | None, new: list[Obj]) -> bool:

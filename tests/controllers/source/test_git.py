@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import random
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +14,7 @@ import pytest
 from fluxd.controllers.source.git import (
     Auth,
     AuthenticationFailed,
+    Cancelled,
     GitError,
     Ref,
     Remote,
@@ -473,3 +477,236 @@ def test_a_submodule_listed_twice_is_checked_out_once(server: GitServer, repo: A
     add_submodule(repo, "vendor/lib", lib, server.repo_url("lib"))
     checkout(server, Ref(branch="main"), tmp_path / "out", submodules=True)
     assert (tmp_path / "out/vendor/lib/lib.txt").read_text() == "library\n"
+
+
+# --- expansion and cancellation (issue #10, follow-up of finding 1) ---------------------
+
+
+def tree_bomb(levels: int, leaf: str = "x: 1\n", fanout: int = 10) -> dict[bytes, Any]:
+    """``fanout`` entries per level naming the same next-level tree: ``fanout**levels``
+    files from ``levels + 1`` trees and one blob."""
+    node: dict[bytes, Any] = {b"leaf.yaml": leaf}
+    for _ in range(levels):
+        node = {b"d%d" % i: node for i in range(fanout)}
+    return node
+
+
+def written(dest: Path) -> tuple[int, int]:
+    """(entries, bytes of file contents) under ``dest``."""
+    paths = list(dest.rglob("*"))
+    return len(paths), sum(p.stat().st_size for p in paths if p.is_file())
+
+
+def store_at(path: Path) -> Any:
+    from fluxd.artifacts.storage import ArtifactStore
+    from fluxd.clock import SystemClock
+
+    return ArtifactStore(path, clock=SystemClock(), advertised="localhost")
+
+
+def test_a_tree_bomb_fails_the_checkout_at_the_entry_limit(
+        server: GitServer, repo: Any, tmp_path: Path) -> None:
+    commit_raw_tree(repo, tree_bomb(6))  # a million paths from 7 trees and one blob
+    with Remote(server.repo_url("app"), max_checkout_entries=1000) as remote, \
+            pytest.raises(GitError, match=r"more than 1000 entries .*\[git\] "
+                                          r"max_checkout_entries\): stopped at 'd0/") as err:
+        remote.checkout(remote.resolve(Ref(branch="main")), tmp_path / "out")
+    assert err.value.reason == "GitOperationFailed"
+    entries, _ = written(tmp_path / "out")
+    assert 0 < entries <= 1000  # stopped at the limit: nothing past it
+
+
+def test_a_tree_bomb_fails_the_archive_at_the_entry_limit_and_stores_nothing(
+        server: GitServer, repo: Any, tmp_path: Path) -> None:
+    commit_raw_tree(repo, tree_bomb(6))
+    store = store_at(tmp_path / "store")
+    with Remote(server.repo_url("app"), max_checkout_entries=1000) as remote:
+        resolved = remote.resolve(Ref(branch="main"))
+        for ignore in (None, "*.md\n"):
+            with pytest.raises(GitError, match=r"more than 1000 entries .*\[git\] "
+                                               r"max_checkout_entries"):
+                remote.archive(resolved, tmp_path / "work", store=store, kind="gitrepository",
+                               namespace="a", name="app", spec_ignore=ignore)
+    assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
+
+
+def test_a_sourceignore_in_every_directory_of_a_tree_bomb_is_read_within_the_limits(
+        server: GitServer, repo: Any, tmp_path: Path) -> None:
+    # every level's tree holds a .sourceignore: the patterns would be read a million times
+    node: dict[bytes, Any] = {b".sourceignore": "# nothing\n" * 100}
+    for _ in range(6):
+        node = {b".sourceignore": "# nothing\n" * 100, **{b"d%d" % i: node
+                                                          for i in range(10)}}
+    commit_raw_tree(repo, node)
+    with Remote(server.repo_url("app"), max_checkout_size=100_000) as remote, \
+            pytest.raises(GitError, match=r"expand past 100000 bytes .*\[git\] "
+                                          r"max_checkout_size\): stopped at '.*\.sourceignore'"):
+        remote.archive(remote.resolve(Ref(branch="main")), tmp_path / "work",
+                       store=store_at(tmp_path / "store"), kind="gitrepository",
+                       namespace="a", name="app", spec_ignore=None)
+
+
+def test_file_contents_past_the_size_limit_fail_checkout_and_archive(
+        server: GitServer, repo: Any, tmp_path: Path) -> None:
+    commit_raw_tree(repo, tree_bomb(4, leaf="x" * 1000))  # 10 MB from a 1 kB blob
+    store = store_at(tmp_path / "store")
+    with Remote(server.repo_url("app"), max_checkout_size=100_000) as remote:
+        resolved = remote.resolve(Ref(branch="main"))
+        with pytest.raises(GitError, match=r"files expand past 100000 bytes .*\[git\] "
+                                           r"max_checkout_size\): stopped at 'd0/"):
+            remote.checkout(resolved, tmp_path / "out")
+        with pytest.raises(GitError, match=r"\[git\] max_checkout_size"):
+            remote.archive(resolved, tmp_path / "work", store=store, kind="gitrepository",
+                           namespace="a", name="app", spec_ignore=None)
+    _, size = written(tmp_path / "out")
+    assert 0 < size <= 100_000
+    assert [p for p in (tmp_path / "store").rglob("*") if p.is_file()] == []
+
+
+def test_a_tree_exactly_at_the_limits_checks_out_and_one_less_fails(
+        server: GitServer, repo: Any, tmp_path: Path) -> None:
+    # the repo fixture: deploy/, deploy/app.yaml, README.md, run.sh; 16 + 6 + 10 bytes
+    store = store_at(tmp_path / "store")
+    for entries, size, fails in ((4, 32, False), (3, 32, True), (4, 31, True)):
+        with Remote(server.repo_url("app"), max_checkout_entries=entries,
+                    max_checkout_size=size) as remote:
+            resolved = remote.resolve(Ref(branch="main"))
+            dest = tmp_path / f"out-{entries}-{size}"
+            if fails:
+                with pytest.raises(GitError, match="fluxd's limit for one checkout"):
+                    remote.checkout(resolved, dest)
+                with pytest.raises(GitError, match="fluxd's limit for one checkout"):
+                    remote.archive(resolved, dest.with_suffix(".work"), store=store,
+                                   kind="gitrepository", namespace="a", name="app",
+                                   spec_ignore=None)
+            else:
+                remote.checkout(resolved, dest)
+                assert written(dest) == (4, 32)
+                remote.archive(resolved, dest.with_suffix(".work"), store=store,
+                               kind="gitrepository", namespace="a", name="app",
+                               spec_ignore=None)
+
+
+def test_submodules_share_the_checkout_limits_of_their_parent(
+        server: GitServer, repo: Any, tmp_path: Path) -> None:
+    lib = server.make_repo("lib", {"lib.txt": "library\n"})
+    add_submodule(repo, "vendor/lib", lib, server.repo_url("lib"))
+    # the parent: .gitmodules, README.md, deploy/, deploy/app.yaml, run.sh, vendor/,
+    # vendor/lib (the gitlink) = 7 entries; the submodule adds lib.txt
+    with Remote(server.repo_url("app"), max_checkout_entries=7) as remote:
+        resolved = remote.resolve(Ref(branch="main"))
+        remote.checkout(resolved, tmp_path / "plain")
+        with pytest.raises(GitError, match=r"submodule 'vendor/lib' .*more than 7 entries"):
+            remote.checkout(resolved, tmp_path / "deep", submodules=True)
+    assert not (tmp_path / "deep/vendor/lib/lib.txt").exists()
+
+
+def submodule_chain(server: GitServer, repo: Any, levels: int) -> None:
+    """Commits of ``repo`` nesting ``levels`` submodules, each pinning the next commit of
+    the same repository (a commit cannot pin itself: its id would have to be in it)."""
+    url = server.repo_url("app")
+    inner = commit_raw_tree(repo, {b"level.txt": str(levels)})
+    for level in range(levels - 1, -1, -1):
+        inner = commit_raw_tree(repo, {b".gitmodules": gitmodules("sub", url),
+                                       b"sub": Gitlink(inner), b"level.txt": str(level)})
+
+
+def test_submodules_nest_ten_levels_deep_as_in_flux(server: GitServer, repo: Any,
+                                                    tmp_path: Path) -> None:
+    from fluxd.controllers.source.git import MAX_SUBMODULE_DEPTH
+
+    submodule_chain(server, repo, MAX_SUBMODULE_DEPTH)
+    checkout(server, Ref(branch="main"), tmp_path / "out", submodules=True)
+    deepest = tmp_path / "out" / "/".join(["sub"] * MAX_SUBMODULE_DEPTH)
+    assert (deepest / "level.txt").read_text() == str(MAX_SUBMODULE_DEPTH)
+
+
+def test_a_submodule_chain_of_the_same_repository_ends_at_the_nesting_limit(
+        server: GitServer, repo: Any, tmp_path: Path) -> None:
+    from fluxd.controllers.source.git import MAX_SUBMODULE_DEPTH
+
+    submodule_chain(server, repo, MAX_SUBMODULE_DEPTH + 5)
+    too_deep = "/".join(["sub"] * (MAX_SUBMODULE_DEPTH + 1))
+    with pytest.raises(GitError) as err:
+        checkout(server, Ref(branch="main"), tmp_path / "out", submodules=True)
+    # named once, at its full path, not wrapped by each level above it
+    assert str(err.value) == (f"submodule '{too_deep}' is nested deeper than the "
+                              f"{MAX_SUBMODULE_DEPTH} levels of submodules fluxd checks out")
+    assert err.value.reason == "GitOperationFailed"
+
+
+class WatchedEvent(threading.Event):
+    """A cancellation event that tells the test once the work has checked it ``after``
+    times (so the work is under way), and counts the checks."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+        self.checks = 0
+        self.busy = threading.Event()
+
+    def is_set(self) -> bool:
+        self.checks += 1
+        if self.checks >= self.after:
+            self.busy.set()
+        return super().is_set()
+
+
+def run_in_thread(work: Callable[[], object]) -> tuple[threading.Thread, list[BaseException]]:
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the test
+            failures.append(exc)
+
+    thread = threading.Thread(target=run, name="git work", daemon=True)
+    thread.start()
+    return thread, failures
+
+
+def test_a_checkout_cancelled_from_another_thread_stops_at_the_next_entry(
+        server: GitServer, repo: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    commit_raw_tree(repo, tree_bomb(6))  # a million files: minutes of writing
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    cancelled = WatchedEvent(after=2000)
+    with Remote(server.repo_url("app"), cancelled=cancelled) as remote:
+        resolved = remote.resolve(Ref(branch="main"))
+        thread, failures = run_in_thread(lambda: remote.checkout(resolved, tmp_path / "out"))
+        assert cancelled.busy.wait(60), "the checkout did not start"
+        cancelled.set()
+        at_cancel = cancelled.checks
+        thread.join(10)
+        assert not thread.is_alive(), "the checkout went on after it was cancelled"
+    assert len(failures) == 1 and isinstance(failures[0], Cancelled)
+    assert failures[0].reason == "GitOperationFailed"
+    # one check after the event was set: the very next entry
+    assert cancelled.checks - at_cancel <= 2
+    assert list((tmp_path / "tmp").iterdir()) == []  # the fetched pack's directory is gone
+    entries, _ = written(tmp_path / "out")
+    assert entries < 10_000
+
+
+def test_a_fetch_cancelled_from_another_thread_stops_at_the_next_chunk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a server that keeps the fetch busy, 4 KiB every 10 ms, with no read ever timing out
+    with GitServer(tmp_path / "repos", trickle=(4096, 0.01)) as slow:
+        slow.make_repo("app", {"big.bin": File(random.Random(3).randbytes(4 << 20))})
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+        (tmp_path / "tmp").mkdir()
+        cancelled = WatchedEvent(after=3)
+        with Remote(slow.repo_url("app"), cancelled=cancelled) as remote:
+            resolved = remote.resolve(Ref(branch="main"))
+            thread, failures = run_in_thread(
+                lambda: remote.checkout(resolved, tmp_path / "out"))
+            assert cancelled.busy.wait(60), "the fetch did not start"
+            cancelled.set()
+            at_cancel = cancelled.checks
+            thread.join(10)
+            assert not thread.is_alive(), "the fetch went on after it was cancelled"
+        assert len(failures) == 1 and isinstance(failures[0], Cancelled)
+        assert cancelled.checks - at_cancel <= 2
+        assert list((tmp_path / "tmp").iterdir()) == []
+        assert not (tmp_path / "out").exists()

@@ -322,3 +322,67 @@ def test_an_endless_size_or_offset_varint_is_refused_at_once() -> None:
     endless_offset = varint_header(6, 5) + b"\xff" * 50_000 + b"\x01" + zlib.compress(b"x")
     with PackObjects() as objects, pytest.raises(PackError, match="no object before it"):
         objects.load(pack(blob, endless_offset))
+
+
+# -- bounds on the stream, and stopping on request ------------------------------------------
+
+
+class Stopped(Exception):
+    """What the tests' checkpoint raises (the caller's own error: gitpack passes it on)."""
+
+
+class StopAfter:
+    """A checkpoint that stops the work at its ``calls``-th call, as a reconcile's
+    cancellation set between two chunks or objects would."""
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+        self.made = 0
+
+    def __call__(self) -> None:
+        self.made += 1
+        if self.made >= self.calls:
+            raise Stopped
+
+
+def test_a_checkpoint_stops_the_receive_at_the_next_chunk(tmp_path: Path) -> None:
+    kept: list[int] = []
+
+    def receive(spool: PackSpool) -> None:
+        for i in range(1000):  # an endless stream, as far as the spool can tell
+            spool.write(b"x" * 4096)
+            kept.append(i)
+
+    stop = StopAfter(5)
+    with pytest.raises(Stopped):
+        fetch_objects(receive, spill_dir=tmp_path, budget=8192, checkpoint=stop)
+    assert kept == [0, 1, 2, 3]  # the fifth chunk was refused, none after it was asked
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_stops_the_resolution_at_the_next_object(
+        history: tuple[Path, dict[bytes, tuple[str, bytes]]]) -> None:
+    repo, expected = history
+    data = pack_of(repo, "--all", "--delta-base-offset")
+    stop = StopAfter(10)
+    with PackObjects(checkpoint=stop) as objects:
+        with pytest.raises(Stopped):
+            objects.load(data)
+        # nine objects read, the tenth refused (a delta may resolve with its base)
+        assert stop.made == 10 and len(objects) <= 9 < len(expected)
+
+
+def test_a_pack_sent_past_twice_the_fetch_limit_is_refused_as_it_arrives(
+        tmp_path: Path) -> None:
+    sent: list[int] = []
+
+    def receive(spool: PackSpool) -> None:
+        for i in range(1000):
+            spool.write(b"x" * 1000)
+            sent.append(i)
+
+    with pytest.raises(PackError, match=r"the pack sent is larger than 8000 bytes, twice "
+                                        r"fluxd's limit for one fetch \(\[git\] "
+                                        r"max_fetch_size\)"):
+        fetch_objects(receive, spill_dir=tmp_path, budget=1024, max_total=4000)
+    assert len(sent) == 8

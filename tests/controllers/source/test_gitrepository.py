@@ -6,15 +6,23 @@ import asyncio
 import base64
 import hashlib
 import json
+import random
+import sys
 import tarfile
+import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import aiohttp
 import pytest
 
 from fluxd.artifacts.bus import ArtifactEvent
+from fluxd.clock import FakeClock
+from fluxd.controllers.source import git
+from fluxd.controllers.source.gitrepository import run_stoppable
 from fluxd.kube import NotFound
 from tests.controllers.conftest import Flux, condition
 from tests.support.gitserver import (
@@ -341,3 +349,144 @@ async def test_a_branch_name_that_is_not_utf8_does_not_stop_delivery(
         o["status"].get("lastHandledReconcileAt") == "after-bad-branch" and ready(o)))
     assert updated["status"]["artifact"]["revision"] == f"main@sha1:{head(repo, 'main')}"
     assert files_in(flux, updated)["a.yaml"] == b"v: 2\n"
+
+
+# --- expansion and timeouts (issue #10, follow-up of finding 1) -------------------------
+
+
+def git_work_running() -> list[str]:
+    """The threads now running fluxd's Git code (their innermost such function)."""
+    found = []
+    for frame in sys._current_frames().values():
+        walk: FrameType | None = frame
+        while walk is not None:
+            if walk.f_code.co_filename.endswith(("source/git.py", "source/gitpack.py")):
+                found.append(walk.f_code.co_name)
+                break
+            walk = walk.f_back
+    return found
+
+
+@pytest.mark.parametrize("flux_overrides", [{"git": {"max_checkout_entries": 1000}}],
+                         indirect=True)
+@pytest.mark.parametrize("path", ["archive", "checkout"])
+async def test_a_tree_bomb_fails_the_reconcile_at_the_entry_limit_and_keeps_the_artifact(
+        flux: Flux, server: GitServer, namespace: str, path: str) -> None:
+    repo = server.make_repo("app", {"a.yaml": "v: 1\n"})
+    # recurseSubmodules takes the checkout on disk; without, the tarball is made from
+    # the Git objects
+    await flux.client.create(gitrepo("app", namespace, server.repo_url("app"),
+                                     recurseSubmodules=path == "checkout"))
+    first = await flux.wait(API, "GitRepository", "app", namespace, ready)
+    node: dict[bytes, Any] = {b"leaf.yaml": "x: 1\n"}
+    for _ in range(6):  # a million files from seven trees and one blob
+        node = {b"d%d" % i: node for i in range(10)}
+    commit_raw_tree(repo, {b"a.yaml": "v: 2\n", **node})
+    await request(flux, "app", namespace, "bomb")
+    failed = await flux.wait(API, "GitRepository", "app", namespace, lambda o: (
+        o["status"].get("lastHandledReconcileAt") == "bomb"
+        and condition(o, "FetchFailed").get("status") == "True"))
+    fetch = condition(failed, "FetchFailed")
+    assert fetch["reason"] == "GitOperationFailed"
+    assert "more than 1000 entries" in fetch["message"]
+    assert "([git] max_checkout_entries)" in fetch["message"]
+    assert condition(failed, "Ready")["status"] == "False"
+    assert failed["status"]["artifact"] == first["status"]["artifact"]
+    stored = sorted(p.name for p in (flux.storage / "gitrepository" / namespace / "app").iterdir())
+    assert stored == [Path(first["status"]["artifact"]["path"]).name]
+    assert any("max_checkout_entries" in e["message"]
+               for e in await warnings(flux, namespace, "app"))
+
+
+async def test_git_work_past_the_timeout_is_stopped_before_the_reconcile_ends(
+        flux: Flux, tmp_path: Path, namespace: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a server that sends the pack 4 KiB every 10 ms: no read ever times out
+    with GitServer(tmp_path / "slow", trickle=(4096, 0.01)) as slow:
+        repo = slow.make_repo("app", {"a.yaml": "v: 1\n"})
+        await flux.client.create(gitrepo("app", namespace, slow.repo_url("app"),
+                                         timeout="1s"))
+        first = await flux.wait(API, "GitRepository", "app", namespace, ready)
+        commit(repo, {"big.bin": random.Random(5).randbytes(16 << 20)}, "16 MiB")
+        (tmp_path / "tmp").mkdir()
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+        await request(flux, "app", namespace, "slow")
+        failed = await flux.wait(API, "GitRepository", "app", namespace, lambda o: (
+            o["status"].get("lastHandledReconcileAt") == "slow"
+            and condition(o, "FetchFailed").get("status") == "True"))
+        # the thread was told to stop, and had stopped, before the reconcile ended
+        assert git_work_running() == []
+        assert list((tmp_path / "tmp").iterdir()) == []
+        assert condition(failed, "FetchFailed")["message"] == \
+            "git operation timed out after 1s"
+        assert failed["status"]["artifact"] == first["status"]["artifact"]
+
+
+class StoppableWork:
+    """Blocking work that runs until told to stop (for at most ``bound`` seconds), then
+    fails as Git work does; ``ended`` is set once it has returned."""
+
+    def __init__(self, bound: float = 30) -> None:
+        self.stop = threading.Event()
+        self.started = threading.Event()
+        self.ended = threading.Event()
+        self.bound = bound
+
+    def __call__(self) -> str:
+        try:
+            self.started.set()
+            if not self.stop.wait(self.bound):
+                return "ran to its end"
+            raise git.Cancelled
+        finally:
+            self.ended.set()
+
+
+async def test_work_past_its_limit_on_the_clock_is_stopped_and_awaited() -> None:
+    clock = FakeClock()
+    work = StoppableWork()
+    failed: list[BaseException] = []
+
+    async def caller() -> None:
+        try:
+            await run_stoppable(work, stop=work.stop, clock=clock, limit=60)
+        except git.Cancelled as exc:
+            failed.append(exc)
+            assert work.ended.is_set()
+
+    async with asyncio.TaskGroup() as group:
+        running = group.create_task(caller())
+        await asyncio.to_thread(work.started.wait, 10)
+        clock.advance(59)
+        await asyncio.sleep(0)
+        assert not work.stop.is_set() and not running.done()
+        clock.advance(1)
+    assert len(failed) == 1
+
+
+async def test_a_cancelled_caller_stops_its_work_and_awaits_its_end() -> None:
+    work = StoppableWork()
+    running = asyncio.get_running_loop().create_future()  # the caller's outcome
+
+    async def caller() -> None:
+        try:
+            await run_stoppable(work, stop=work.stop, clock=FakeClock(), limit=60)
+        except asyncio.CancelledError:
+            # the work had ended before the cancellation reached the caller
+            running.set_result(work.ended.is_set())
+            raise
+
+    async with asyncio.TaskGroup() as group:
+        task = group.create_task(caller())
+        await asyncio.to_thread(work.started.wait, 10)
+        task.cancel()
+    assert await running is True
+    assert work.stop.is_set()
+
+
+async def test_work_that_ends_in_time_is_returned_and_its_timer_dropped() -> None:
+    clock = FakeClock()
+    work = StoppableWork(bound=0)
+    assert await run_stoppable(work, stop=work.stop, clock=clock, limit=60) == \
+        "ran to its end"
+    clock.advance(120)
+    assert not work.stop.is_set()
