@@ -7,7 +7,9 @@ plus Flux's tag parsing (``fluxcd/pkg/version.ParseVersion``) and picking among 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import time
 
 import pytest
 from hypothesis import given
@@ -839,6 +841,16 @@ def test_a_hyphen_without_spaces_is_a_prerelease_not_a_range() -> None:
     ((comparator,),) = parse_constraints("1.1-3").groups
     assert str(comparator.version) == "1.1.0-3"
     assert parse_constraints("1.1 - 3").check("2.5.0")
+
+
+@pytest.mark.parametrize("text", [" " * 20_000 + "1", "1" + " " * 20_000 + "1", "1-" * 10_000,
+                                  "1 - " * 5_000])
+def test_a_long_hostile_constraint_is_read_in_linear_time(text: str) -> None:
+    # a spec field: with a backtracking regular expression these took seconds each
+    started = time.perf_counter()
+    with contextlib.suppress(SemverError):
+        parse_constraints(text)
+    assert time.perf_counter() - started < 0.5
 
 
 # --- constraints: refused -------------------------------------------------------------------

@@ -83,28 +83,42 @@ def _translate_segment(glob: str) -> re.Pattern[str] | None:
 
 
 def _segment_regex(glob: str) -> str:
-    out: list[str] = []
+    """The regex of one segment's glob, matched from the segment's start.
+
+    Go's ``filepath.Match`` places each chunk after a ``*`` at the leftmost spot it fits
+    and never reconsiders it; since every chunk has a fixed width, that finds a match
+    whenever one exists. The regex does the same: a chunk after a star is an atomic
+    ``(?>.*?chunk)``, only the last one floats (``.*chunk\\Z``). Each chunk then costs one
+    pass over the name, where plain ``.*`` after ``.*`` backtracks exponentially in the
+    number of stars (``*a*a*a*a*a*b`` over a long name takes minutes).
+    """
+    chunks: list[list[str]] = [[]]  # the pieces before the first star, then after each
     i, n = 0, len(glob)
     while i < n:
         c = glob[i]
         if c == "*":
-            out.append(".*")
+            if chunks[-1] or len(chunks) == 1:  # stars in a row are one star
+                chunks.append([])
             i += 1
         elif c == "?":
-            out.append(".")
+            chunks[-1].append(".")
             i += 1
         elif c == "\\":
             if i + 1 >= n:
                 raise _BadPattern("trailing backslash")
-            out.append(re.escape(glob[i + 1]))
+            chunks[-1].append(re.escape(glob[i + 1]))
             i += 2
         elif c == "[":
             cls, i = _class_regex(glob, i + 1)
-            out.append(cls)
+            chunks[-1].append(cls)
         else:
-            out.append(re.escape(c))
+            chunks[-1].append(re.escape(c))
             i += 1
-    return "".join(out) + r"\Z"
+    head, *floating = ("".join(chunk) for chunk in chunks)
+    if not floating:
+        return head + r"\Z"
+    *middle, last = floating
+    return head + "".join(f"(?>.*?{chunk})" for chunk in middle) + f".*{last}" + r"\Z"
 
 
 def _class_char(glob: str, i: int) -> tuple[str, int]:

@@ -74,7 +74,9 @@ for _tag, _pattern, _first in (
     ("float", r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?", "-+0123456789."),
     ("fluxd:unsupported",
      r"[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)|[-+]?[0-9]+_[0-9_]*"
-     r"|[-+]?0[0-9]*[89][0-9]*|[-+]0[xXoObB].*|0[XOB].*"
+     # an octal-looking number with an 8 or 9: [0-7]* up to the first one, since
+     # [0-9]*[89] backtracks quadratically over a long string of digits
+     r"|[-+]?0[0-7]*[89][0-9]*|[-+]0[xXoObB].*|0[XOB].*"
      r"|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}.*|<<", "-+.0123456789<"),
 ):
     _Loader.add_implicit_resolver(

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import copy
+import functools
 import json
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
+from fluxd import regex
 from fluxd.clock import Clock
 from fluxd.kube.errors import Conflict, Invalid, KubeError, NotFound
 from fluxd.kube.mapping import Mapping as RESTMapping
@@ -342,6 +344,9 @@ def parse_selector(text: str) -> list[_Requirement]:
     return out
 
 
+_TARGET_FIELDS = ("group", "version", "kind", "name", "namespace")
+
+
 @dataclass(frozen=True)
 class IgnoreRule:
     """A Kustomization's drift-ignore rule: JSON pointers (RFC 6901) left alone in the
@@ -366,10 +371,16 @@ class IgnoreRule:
                 return value
         return ""
 
+    @functools.cached_property
+    def _patterns(self) -> dict[str, regex.Regex]:
+        """The target's regular expressions, anchored as Flux anchors them
+        (``^(?:…)$``, Go syntax, RE2); RegexError when one does not compile."""
+        return {name: regex.compile(f"^(?:{pattern})$")
+                for name in _TARGET_FIELDS if (pattern := self._field(name))}
+
     def check(self) -> None:
         """ValueError when a pattern, selector or path is malformed."""
-        for name in ("group", "version", "kind", "name", "namespace"):
-            re.compile(self._field(name))
+        self._patterns  # noqa: B018 - compiling is the check
         parse_selector(self._field("labelSelector", "label_selector"))
         parse_selector(self._field("annotationSelector", "annotation_selector"))
         for path in self.paths:
@@ -383,9 +394,8 @@ class IgnoreRule:
         values = {"group": group, "version": version, "kind": str(obj.get("kind") or ""),
                   "name": str(meta.get("name") or ""),
                   "namespace": str(meta.get("namespace") or "")}
-        for name, value in values.items():
-            pattern = self._field(name)
-            if pattern and not re.fullmatch(f"(?:{pattern})", value):
+        for name, pattern in self._patterns.items():
+            if not pattern.search(values[name]):
                 return False
         for names, found in ((("labelSelector", "label_selector"), meta.get("labels")),
                              (("annotationSelector", "annotation_selector"),
@@ -683,7 +693,7 @@ class ResourceManager:
         for rule in ignore:
             try:
                 rule.check()
-            except (ValueError, re.error) as exc:
+            except ValueError as exc:  # regex.RegexError too
                 raise ApplyError(f"failed to create ignore rule selector: {exc}") from exc
         items = [self._item(obj) for obj in objects]
         items.sort(key=lambda i: (i.stage, sort_key(i.meta)))

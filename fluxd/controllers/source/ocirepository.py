@@ -18,12 +18,11 @@ Credentials: a ``kubernetes.io/dockerconfigjson`` Secret (``secretRef``), a TLS 
 from __future__ import annotations
 
 import asyncio
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from fluxd import semver
+from fluxd import regex, semver
 from fluxd.artifacts.extract import ExtractError, extract_tarball
 from fluxd.artifacts.ignore import source_matcher
 from fluxd.artifacts.storage import ArchiveError, ArtifactRecord
@@ -182,11 +181,11 @@ class OCIRepositoryReconciler(SourceReconciler):
                 pattern = spec_ref.get("semverFilter")
                 if pattern:
                     try:
-                        regex = re.compile(pattern)
-                    except re.error as exc:
+                        tag_filter = regex.compile(str(pattern))
+                    except regex.RegexError as exc:
                         raise StallingError(f"failed to compile regex '{pattern}': {exc}",
                                             reason="InvalidSemverFilter") from exc
-                    tags = [t for t in tags if regex.search(t)]
+                    tags = [t for t in tags if tag_filter.search(t)]
                 try:
                     found = semver.latest(((t, t) for t in tags), spec_ref["semver"])
                 except semver.SemverError as exc:

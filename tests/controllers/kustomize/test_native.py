@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,17 @@ def test_a_path_leaving_the_artifact_is_left_to_kustomize() -> None:
     assert base_directory("../x") == "x"
     assert build_native(snapshot_of({"x/cm.yaml": doc("v1", "ConfigMap", "a")}),
                         "../../etc", {}) is None
+
+
+def test_a_long_run_of_digits_is_read_in_linear_time() -> None:
+    # the scalar resolvers run on the event loop: a quadratic pattern over a 40 KB
+    # number-like string from a repository took seconds
+    value = "0" + "9" * 40_000
+    files = {"app/cm.yaml": doc("v1", "ConfigMap", "a", body=f"data:\n  k: {value}x\n")}
+    started = time.perf_counter()
+    built = build_native(snapshot_of(files), "app", {})
+    assert time.perf_counter() - started < 0.5
+    assert built is not None and built[0]["data"] == {"k": f"{value}x"}
+    # the number itself is still one kustomize must judge
+    files = {"app/cm.yaml": doc("v1", "ConfigMap", "a", body=f"data:\n  k: {value}\n")}
+    assert build_native(snapshot_of(files), "app", {}) is None

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -167,6 +168,27 @@ def test_ignore_rule_targets_match_whole_regular_expressions_and_selectors() -> 
     assert IgnoreRule.from_spec({"paths": ["/x"]}).matches(web)  # no target: every object
     assert [(r.key, r.op) for r in parse_selector("a=b,c!=d,e")] == [
         ("a", "="), ("c", "!="), ("e", "exists")]
+
+
+def test_ignore_rule_targets_are_go_regular_expressions() -> None:
+    web = deployment("apps", "web")
+    # anchored as Flux anchors them, ^(?:...)$, with Go's syntax
+    assert IgnoreRule.from_spec({"paths": ["/x"], "target": {"name": "db|web"}}).matches(web)
+    assert IgnoreRule.from_spec({"paths": ["/x"], "target": {"name": r"\pL+"}}).matches(web)
+    assert not IgnoreRule.from_spec({"paths": ["/x"], "target": {"name": "we"}}).matches(web)
+    for pattern in ("(?!db).*", r"(w)\1", "[web"):
+        with pytest.raises(ValueError, match="error parsing regexp"):
+            IgnoreRule.from_spec({"paths": ["/x"], "target": {"name": pattern}}).check()
+
+
+def test_ignore_rule_targets_match_in_linear_time() -> None:
+    # a nested quantifier is exponential for Python's re: 2**26 steps over this name
+    rule = IgnoreRule.from_spec({"paths": ["/x"], "target": {"name": "(a+)+b"}})
+    rule.check()
+    for length in (26, 253):
+        started = time.perf_counter()
+        assert not rule.matches(deployment("apps", "a" * length))
+        assert time.perf_counter() - started < 0.5, length
 
 
 def test_drift_leaves_out_metadata_noise_status_and_ignored_paths() -> None:

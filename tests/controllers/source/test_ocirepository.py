@@ -184,3 +184,22 @@ async def test_missing_tag_fails_and_a_bad_reference_stalls(flux: Flux, registry
     stalled = await flux.wait(API, "OCIRepository", "bad", namespace,
                               lambda o: condition(o, "Stalled").get("status") == "True")
     assert condition(stalled, "Stalled")["reason"] == "URLInvalid"
+
+
+async def test_the_semver_filter_is_a_go_regular_expression(flux: Flux, registry: Registry,
+                                                            namespace: str) -> None:
+    url = f"oci://{registry.address}/manifests/filtered"
+    for tag in ("v1.0.0", "v1.2.0", "v2.0.0"):
+        await push(registry.address, "manifests/filtered", tag, {"cm.yaml": f"v: {tag}\n"})
+    # \Q…\E is Go's (Python's re refuses it)
+    await flux.client.create(ocirepo("quoted", namespace, url,
+                                     ref={"semver": ">=1.0.0", "semverFilter": r"^\Qv1.\E"}))
+    done = await flux.wait(API, "OCIRepository", "quoted", namespace, ready)
+    assert done["status"]["artifact"]["revision"].startswith("v1.2.0@sha256:")
+    # lookahead is Python's (Go refuses it): the filter stalls the object, as in Flux
+    await flux.client.create(ocirepo("lookahead", namespace, url,
+                                     ref={"semver": ">=1.0.0", "semverFilter": "^v(?=1)"}))
+    stalled = await flux.wait(API, "OCIRepository", "lookahead", namespace,
+                              lambda o: condition(o, "Stalled").get("status") == "True")
+    assert condition(stalled, "Stalled")["reason"] == "InvalidSemverFilter"
+    assert "failed to compile regex '^v(?=1)'" in condition(stalled, "Stalled")["message"]
