@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 
-from fluxd import config
+from fluxd import config, listen
 from fluxd import logging as fluxlog
 from fluxd.artifacts.bus import ArtifactBus
 from fluxd.artifacts.storage import ArtifactStore
@@ -143,7 +143,8 @@ async def run(settings: Settings, *, config_path: Path | None,
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reload)
         try:
-            code = await manager.run(stop)
+            with listen.throttle_accept_errors(loop, clock=clock):
+                code = await manager.run(stop)
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)

@@ -213,6 +213,19 @@ class ServerSettings(_Group):
     metrics_address: str = "0.0.0.0:8080"
 
 
+class HTTPSettings(_Group):
+    """Bounds of every HTTP listener (metrics, artifacts, event intake, webhook receiver)
+    against slow or hostile clients; Flux's listeners have none."""
+
+    #: connections one listener holds at once; one more is answered 503 and closed. A
+    #: listener never takes more than an eighth of the file-descriptor limit (RLIMIT_NOFILE)
+    max_connections: int = Field(default=256, ge=1)
+    #: how long a client may take to send a request's headers (Go's ReadHeaderTimeout)
+    read_header_timeout: Duration = Field(default=10.0, gt=0)
+    #: how long an idle keep-alive connection stays open (Go's IdleTimeout)
+    idle_timeout: Duration = Field(default=60.0, gt=0)
+
+
 class LogSettings(_Group):
     level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
     #: json, or console (human-readable; the default for `fluxd dev`)
@@ -261,6 +274,7 @@ class Settings(BaseSettings):
     notification: NotificationSettings = NotificationSettings()
     access: AccessSettings = AccessSettings()
     server: ServerSettings = ServerSettings()
+    http: HTTPSettings = HTTPSettings()
     log: LogSettings = LogSettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     tools: ToolSettings = ToolSettings()

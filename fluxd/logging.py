@@ -18,6 +18,9 @@ Contract:
   its userinfo in every string, including the message and the error.
 * :func:`setup` configures the root logger and may be called again to change the level or
   encoding at run time; it installs exactly one handler of its own.
+* :class:`LogThrottle` bounds how often one kind of line is written (events a stranger can
+  cause at will: malformed requests, refused connections); the lines held back are
+  counted and the count is reported with the next line let through.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ import datetime
 import enum
 import json
 import logging
+import math
 import re
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any, TextIO
@@ -42,6 +46,7 @@ __all__ = [
     "TRACE",
     "ConsoleFormatter",
     "JSONFormatter",
+    "LogThrottle",
     "bind",
     "bound",
     "fields",
@@ -282,3 +287,42 @@ def setup(level: str = "info", encoding: str = "json", *,
     handler.setFormatter(formatter)
     root.setLevel(levelno)
     return handler
+
+
+# -- throttling ------------------------------------------------------------------------
+
+
+class LogThrottle:
+    """At most ``burst`` lines of one kind per ``interval`` seconds; the rest are counted.
+
+    ``admit()`` before writing a line: ``None`` means hold it back, a number means write it
+    and report that many lines held back before it. ``overdue()`` hands over the count of
+    an interval that is over, for a summary line when no further line comes to carry it.
+    Time is ``monotonic()`` (the injected clock's), so tests need not wait.
+    """
+
+    def __init__(self, *, interval: float, burst: int,
+                 monotonic: Callable[[], float]) -> None:
+        self.interval = interval
+        self.burst = burst
+        self._monotonic = monotonic
+        self._window_start = -math.inf
+        self._passed = 0
+        self._held = 0
+
+    def admit(self) -> int | None:
+        now = self._monotonic()
+        if now - self._window_start >= self.interval:
+            self._window_start, self._passed = now, 0
+        if self._passed >= self.burst:
+            self._held += 1
+            return None
+        self._passed += 1
+        held, self._held = self._held, 0
+        return held
+
+    def overdue(self) -> int:
+        if self._held and self._monotonic() - self._window_start >= self.interval:
+            held, self._held = self._held, 0
+            return held
+        return 0

@@ -14,6 +14,7 @@ import anyio.lowlevel
 import pytest
 
 from fluxd import logging as fluxlog
+from fluxd.clock import FakeClock
 
 pytestmark = pytest.mark.anyio
 
@@ -231,3 +232,24 @@ def test_setup_refuses_unknown_levels_and_encodings() -> None:
         fluxlog.setup("verbose", "json", stream=io.StringIO())
     with pytest.raises(ValueError, match="log encoding"):
         fluxlog.setup("info", "xml", stream=io.StringIO())
+
+
+def test_a_throttle_lets_a_burst_through_per_interval_and_counts_the_rest() -> None:
+    clock = FakeClock()
+    throttle = fluxlog.LogThrottle(interval=10, burst=2, monotonic=clock.monotonic)
+    assert [throttle.admit() for _ in range(5)] == [0, 0, None, None, None]
+    assert throttle.overdue() == 0  # the interval is not over: the next line may carry them
+    clock.advance(10)
+    assert throttle.admit() == 3
+    assert throttle.admit() == 0
+
+
+def test_a_throttle_hands_over_what_no_later_line_carried_once_the_interval_is_over(
+        ) -> None:
+    clock = FakeClock()
+    throttle = fluxlog.LogThrottle(interval=10, burst=1, monotonic=clock.monotonic)
+    assert [throttle.admit() for _ in range(4)] == [0, None, None, None]
+    clock.advance(10)
+    assert throttle.overdue() == 3
+    assert throttle.overdue() == 0
+    assert throttle.admit() == 0

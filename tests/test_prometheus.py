@@ -6,9 +6,11 @@ README's test command installs; without them these tests fail rather than skip.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,13 @@ import anyio
 import pytest
 from anyio.abc import Process
 from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
-from fluxd.health import HealthServer, parse_address, serve
+from fluxd import listen
+from fluxd.clock import FakeClock
+from fluxd.health import RENDER_TTL, HealthServer, parse_address, serve
+from fluxd.listen import ListenerLimits
 from fluxd.metrics import Metrics
 
 pytestmark = pytest.mark.anyio
@@ -134,6 +141,72 @@ async def test_leaving_the_block_closes_the_listener() -> None:
         pass
     with pytest.raises(aiohttp.ClientConnectionError):
         await get(f"{server.url}/healthz")
+
+
+class SlowCollector:
+    """A collector that takes 20 ms of CPU per collection, and counts them."""
+
+    def __init__(self) -> None:
+        self.collections = 0
+
+    def collect(self) -> Iterator[Metric]:
+        self.collections += 1
+        done = time.perf_counter() + 0.02
+        while time.perf_counter() < done:
+            pass
+        yield GaugeMetricFamily("fluxd_test_slow", "A slow collector.", value=1)
+
+
+async def test_a_crowd_of_scrapes_shares_one_collection_and_readyz_answers_meanwhile(
+        ) -> None:
+    registry = CollectorRegistry()
+    busy_metrics(registry)
+    slow = SlowCollector()
+    registry.register(slow)
+    # as many as the listener admits, however low this machine's descriptor limit
+    crowd = min(300, listen.connection_cap(400) - 2)
+    async with serve("127.0.0.1:0", registry=registry, ready=lambda: (True, "ok"),
+                     limits=ListenerLimits(max_connections=400), clock=FakeClock()) as server:
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def scrape() -> tuple[int, str]:
+                async with session.get(f"{server.url}/metrics") as resp:
+                    return resp.status, await resp.text()
+
+            async def readyz() -> float:
+                await asyncio.sleep(0.05)  # once the crowd is in
+                started = time.perf_counter()
+                async with session.get(f"{server.url}/readyz") as resp:
+                    assert resp.status == 200
+                return time.perf_counter() - started
+
+            *scrapes, waited = await asyncio.gather(*(scrape() for _ in range(crowd)),
+                                                   readyz())
+    assert slow.collections == 1
+    assert waited < 1.0, f"/readyz took {waited:.2f}s"
+    assert all(status == 200 and "fluxd_test_slow 1.0" in body
+               and 'controller_runtime_reconcile_total{controller="kustomization",'
+                   'result="success"} 1.0' in body for status, body in scrapes)
+
+
+async def test_metrics_are_rendered_again_once_the_render_ttl_is_over() -> None:
+    registry = CollectorRegistry()
+    metrics = busy_metrics(registry)
+    clock = FakeClock()
+    line = 'controller_runtime_reconcile_total{controller="kustomization",result="success"}'
+    async with serve("127.0.0.1:0", registry=registry, ready=lambda: (True, "ok"),
+                     clock=clock) as server:
+        assert f"{line} 1.0" in (await get(f"{server.url}/metrics"))[2]
+        metrics.reconcile_finished("kustomization", "success", 0.7, kind="Kustomization",
+                                   name="apps", namespace="flux-system")
+        assert f"{line} 1.0" in (await get(f"{server.url}/metrics"))[2]
+        _, content_type, body = await get(
+            f"{server.url}/metrics", Accept="application/openmetrics-text;version=1.0.0")
+        assert content_type.startswith("application/openmetrics-text")
+        assert f"{line} 1.0" in body  # the same collection, in the other format
+        clock.advance(RENDER_TTL)
+        assert f"{line} 2.0" in (await get(f"{server.url}/metrics"))[2]
 
 
 def test_addresses_are_read_as_go_listeners_read_them() -> None:

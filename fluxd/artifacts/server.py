@@ -15,7 +15,8 @@ storage path):
 * Paths are decoded, then any ``..`` segment is a 404; symlinks are followed only while
   the resolved file stays under the root (``index.yaml``, ``latest.tar.gz``), else 404.
 * :func:`serve` owns the listener like :func:`fluxd.health.serve`: entering binds
-  (port 0 picks a free port, reported), leaving closes it. No auth, no TLS (as Flux).
+  (port 0 picks a free port, reported), leaving closes it; it is bounded as every
+  listener is (:mod:`fluxd.listen`). No auth, no TLS (as Flux).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ import anyio.to_thread
 from aiohttp import web
 
 from fluxd.artifacts.storage import ArtifactStore
-from fluxd.listen import Listener, serve_app
+from fluxd.clock import Clock
+from fluxd.listen import DEFAULT_LIMITS, Limits, Listener, serve_app
 
 __all__ = ["ArtifactServer", "create_app", "serve"]
 
@@ -104,9 +106,10 @@ ArtifactServer = Listener
 
 
 @asynccontextmanager
-async def serve(address: str, store: ArtifactStore) -> AsyncIterator[ArtifactServer]:
+async def serve(address: str, store: ArtifactStore, *, limits: Limits = DEFAULT_LIMITS,
+                clock: Clock | None = None) -> AsyncIterator[ArtifactServer]:
     """Serve ``store.root`` on ``address`` (Flux's ``--storage-addr``, e.g. ``:9090``) for the
-    duration of the ``async with`` block."""
+    duration of the ``async with`` block; ``limits`` bound its connections (``[http]``)."""
     async with serve_app(address, create_app(store.root), what="artifact server",
-                         log=log) as server:
+                         log=log, limits=limits, clock=clock) as server:
         yield server

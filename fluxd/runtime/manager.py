@@ -162,7 +162,8 @@ class Manager:
     async def run(self, stop: asyncio.Event) -> int:
         """Run until ``stop`` is set (returns 0) or leadership is lost (returns 1)."""
         async with health.serve(self.settings.server.metrics_address, registry=self._registry,
-                                ready=self.readiness) as server:
+                                ready=self.readiness, limits=self.settings.http,
+                                clock=self._clock) as server:
             self.server = server
             async with asyncio.TaskGroup() as infra:
                 background = [infra.create_task(self.queue.run(), name="workqueue")]

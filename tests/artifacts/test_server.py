@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -13,6 +14,8 @@ import pytest
 
 from fluxd.artifacts.server import ArtifactServer, serve
 from fluxd.artifacts.storage import ArtifactRecord, ArtifactStore
+from fluxd.clock import FakeClock
+from fluxd.listen import ListenerLimits
 from tests.artifacts.trees import make_tree
 
 pytestmark = pytest.mark.anyio
@@ -143,3 +146,21 @@ async def test_a_precompressed_sibling_is_never_sent_instead(server: ArtifactSer
 async def test_writes_are_not_allowed(server: ArtifactServer, artifact: ArtifactRecord) -> None:
     status, _, _ = await get(server, "/" + artifact.path, method="PUT")
     assert status == 405
+
+
+async def test_the_server_is_bounded_as_every_listener_is(store: ArtifactStore,
+                                                           clock: FakeClock) -> None:
+    limits = ListenerLimits(max_connections=2, read_header_timeout=10)
+    async with serve("127.0.0.1:0", store, limits=limits, clock=clock) as server:
+        held = [await asyncio.open_connection(server.host, server.port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 503 ")
+        writer.close()
+        held[0][1].write(b"GET / HTTP/1.1\r\n")  # and the rest never comes
+        await held[0][1].drain()
+        clock.advance(10)
+        for held_reader, held_writer in held:
+            # a reset when closed before reading what was sent: as closed as EOF
+            with contextlib.suppress(ConnectionResetError):
+                assert await asyncio.wait_for(held_reader.read(), 5) == b""
+            held_writer.close()

@@ -42,7 +42,9 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
     @contextlib.asynccontextmanager
     async def serve_artifacts() -> AsyncIterator[object]:
         storage = context.settings.storage
-        async with artifact_server.serve(storage.address, context.artifacts) as server:
+        async with artifact_server.serve(storage.address, context.artifacts,
+                                         limits=context.settings.http,
+                                         clock=context.clock) as server:
             if not storage.advertised_address:
                 # the bound port: differs from the configured one only for port 0
                 context.artifacts.advertised = f"localhost:{server.port}"
