@@ -187,15 +187,28 @@ class NotificationSettings(_Group):
     #: webhook receivers, the one listener meant to face the internet (Flux --receiverAddr)
     receiver_address: str = "0.0.0.0:9292"
     #: webhook requests one Receiver path takes in a burst, then per second; more are
-    #: answered 429 (Flux leaves this to the ingress in front of it)
+    #: answered 429 (Flux leaves this to the ingress in front of it). Counted apart for
+    #: authenticated deliveries and for failed requests, so failures cannot spend the
+    #: deliveries' share
     receiver_rate_limit_burst: int = Field(default=20, ge=1)
     receiver_rate_limit_qps: float = Field(default=5.0, gt=0)
     #: largest webhook body read, in bytes; a larger one is answered 413 (Flux: 3 MiB)
     receiver_max_body_size: int = Field(default=3 * 1024 * 1024, ge=1)
+    #: request-body bytes all webhook requests may hold in memory at once; a request that
+    #: would go past it is answered 503 (fluxd's own bound; keep it above the largest body)
+    receiver_max_inflight_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
+    #: the same bound for the event intake, whose bodies are at most 3 MiB (as Flux's)
+    events_max_inflight_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
     #: an event repeated within this window is dropped (Flux --rate-limit-interval)
     rate_limit_interval: Duration = 300.0
-    #: notifications in flight at once
+    #: notifications in flight at once, to all Providers together
     concurrent_sends: int = Field(default=16, ge=1)
+    #: notifications in flight at once to one Provider; its other sends wait in its own
+    #: queue, so a slow Provider delays only itself (Flux has no bound)
+    concurrent_sends_per_provider: int = Field(default=4, ge=1)
+    #: bytes of events (message and metadata) waiting to be sent; beyond it the oldest
+    #: are dropped and counted in fluxd_notification_events_dropped_total
+    queue_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
 
 
 class AccessSettings(_Group):

@@ -34,7 +34,10 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
         recorder=context.recorder(CONTROLLER), clock=context.clock,
         window=float(settings.notification.rate_limit_interval),
         concurrency=settings.notification.concurrent_sends,
-        no_cross_namespace_refs=settings.access.no_cross_namespace_refs)
+        provider_concurrency=settings.notification.concurrent_sends_per_provider,
+        queue_bytes=settings.notification.queue_max_bytes,
+        no_cross_namespace_refs=settings.access.no_cross_namespace_refs,
+        registry=context.registry)
     subscription = context.events.subscribe(CONTROLLER, maxsize=10_000)
 
     async def consume() -> None:
@@ -54,11 +57,14 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
                 for task in tasks:
                     task.cancel()
 
+    events = events_server.EventIntake(dispatcher, clock=context.clock, settings=settings,
+                                       registry=context.registry)
+
     @contextlib.asynccontextmanager
     async def intake() -> AsyncIterator[object]:
-        async with serve_app(settings.notification.events_address,
-                             events_server.create_app(dispatcher),
-                             what="event intake", log=log, lingering_time=0) as server:
+        async with serve_app(settings.notification.events_address, events.app(),
+                             what="event intake", log=log, lingering_time=0,
+                             limits=settings.http, clock=context.clock) as server:
             context.listeners["event intake"] = server.url
             try:
                 yield server

@@ -9,23 +9,34 @@ intake (``events_server``). The contract, as Flux's notification-controller
 - Duplicates are dropped: one event per ``event_key`` (object, message, revisions,
   token) per ``window`` seconds (Flux's 5 minutes). ``submit`` says whether it took the
   event; the HTTP intake answers 429 for a duplicate.
-- ``submit`` never blocks: events wait in a bounded queue (the oldest is dropped when it
-  is full, with a warning); trace events are never dispatched.
+- ``submit`` never blocks: events wait in a queue bounded in events (``queue_size``) and
+  in bytes (``queue_bytes``, as ``event_size`` estimates them); beyond either the oldest
+  are dropped, counted in ``fluxd_notification_events_dropped_total{reason}`` and
+  warned about (throttled). An event stops counting once its last send has started.
+  Trace events are never dispatched.
 - Matching (``alert_matches``): not suspended; an event source of the event's kind and
   namespace (the Alert's by default), name equal or ``*``, labels when ``matchLabels``
   (read from the API); severity (``info`` takes all, ``error`` only errors); the
   inclusion list (when set, one must match) and the exclusion list (any match drops;
   it wins); with ``no_cross_namespace_refs``, events from another namespace are refused.
+  The lists are Go regular expressions, matched with RE2 (``fluxd.regex``) in linear
+  time, a long message in a worker thread; one Go would not compile matches nothing and
+  is logged and warned about on the Alert (``InvalidConfig``) each time, as Flux does.
 - Provider gates: suspended Providers get nothing; commit-status update events go only
   to Git and generic Providers; Git Providers get only events with a commit, a
   commit-status update or severity error; comment Providers need ``change_request``.
 - Metadata merge (RFC 0008, lowest first): ``event.toolkit.fluxcd.io/*`` (prefix
   stripped), the Alert's ``eventMetadata``, its ``summary``, ``<group>/*`` (prefix
   stripped); the ``<group>/token`` key never leaves.
-- Sending runs beside the matching, at most ``concurrency`` at once, each bounded by the
-  Provider's timeout; retryable failures are tried again with doubling delays (1 s, 2 s,
-  4 s), then a Warning event ``NotificationDispatchFailed`` goes on the Alert. Nothing
-  here waits on a reconcile, and no reconcile waits on a send.
+- Sending runs beside the matching. Each Provider has a lane: its sends wait there in
+  order and at most ``provider_concurrency`` of them run at once; ``concurrency`` bounds
+  the sends running in all, and lanes with work take turns at free room. A slow Provider
+  thus delays its own notifications only (until ``concurrency /
+  provider_concurrency`` Providers are all slow at once); the matching never waits for
+  room. Each send is bounded by the Provider's timeout; retryable failures are tried
+  again with doubling delays (1 s, 2 s, 4 s), then a Warning event
+  ``NotificationDispatchFailed`` goes on the Alert. Nothing here waits on a reconcile,
+  and no reconcile waits on a send.
 """
 
 from __future__ import annotations
@@ -34,17 +45,17 @@ import asyncio
 import base64
 import collections
 import dataclasses
-import functools
 import hashlib
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import yaml
+from prometheus_client import CollectorRegistry, Counter
 
+from fluxd import regex
 from fluxd.api.notification import GIT_PROVIDER_TYPES
 from fluxd.clock import Clock
 from fluxd.config import parse_duration
@@ -56,6 +67,7 @@ from fluxd.controllers.notification.notifier import (
     SendError,
 )
 from fluxd.kube import KubeClient, KubeError, NotFound
+from fluxd.logging import LogThrottle
 from fluxd.runtime import cel
 from fluxd.runtime.events import EVENT_GROUP, SEVERITY_ERROR, SEVERITY_TRACE, Event
 from fluxd.runtime.informer import Informer
@@ -133,17 +145,53 @@ class RateLimiter:
 # --------------------------------------------------------------------------- matching
 
 
-@functools.lru_cache(maxsize=4096)
-def _regex(pattern: str) -> re.Pattern[str] | None:
-    try:
-        return re.compile(pattern)
-    except re.error as exc:
-        log.warning("ignoring invalid regular expression %r: %s", pattern, exc)
-        return None
+#: messages longer than this are matched in a worker thread (RE2 lets go of the GIL), so a
+#: slow pattern over a 3 MiB message costs a thread, never the event loop
+INLINE_MATCH_LIMIT = 4096
+
+InvalidPattern = Callable[[str], Awaitable[None]]
 
 
-def _regexes(patterns: list[str] | None) -> list[re.Pattern[str]]:
-    return [r for r in map(_regex, patterns or []) if r is not None]
+async def message_passes(spec: Mapping[str, Any], message: str, *,
+                         patterns: regex.RegexCache | None = None,
+                         invalid: InvalidPattern | None = None) -> bool:
+    """Whether an Alert's ``inclusionList`` and ``exclusionList`` let ``message`` through,
+    as Flux decides: with an inclusion list one of its patterns must match, then no
+    exclusion pattern may. A pattern Go would not compile matches nothing and is reported
+    to ``invalid`` each time it is met (Flux logs it and warns on the Alert)."""
+    cache = patterns if patterns is not None else regex.RegexCache()
+    inclusion_list = [str(p) for p in spec.get("inclusionList") or []]
+    if inclusion_list:
+        inclusion = await _compiled(cache, inclusion_list, "inclusion", invalid)
+        if not await _any_match(inclusion, message):
+            return False
+    exclusion = await _compiled(cache, [str(p) for p in spec.get("exclusionList") or []],
+                                "exclusion", invalid)
+    return not await _any_match(exclusion, message)
+
+
+async def _compiled(cache: regex.RegexCache, texts: list[str], which: str,
+                    invalid: InvalidPattern | None) -> list[regex.Regex]:
+    out: list[regex.Regex] = []
+    for text in texts:
+        try:
+            out.append(cache.get(text))
+        except regex.RegexError as exc:
+            if invalid is not None:
+                await invalid(f"failed to compile {which} regex: {text}: {exc}")
+    return out
+
+
+async def _any_match(patterns: list[regex.Regex], message: str) -> bool:
+    if not patterns:
+        return False
+    if len(message) <= INLINE_MATCH_LIMIT:
+        return _search_any(patterns, message)
+    return await asyncio.to_thread(_search_any, patterns, message)
+
+
+def _search_any(patterns: list[regex.Regex], message: str) -> bool:
+    return any(p.search(message) for p in patterns)
 
 
 def event_source_index(alert: Mapping[str, Any]) -> list[str]:
@@ -159,8 +207,11 @@ LabelReader = Callable[[Event], Awaitable[Mapping[str, str] | None]]
 
 
 async def alert_matches(alert: Mapping[str, Any], event: Event, *, labels: LabelReader,
-                        no_cross_namespace_refs: bool = False) -> bool:
-    """Whether ``alert`` takes ``event`` (see the module docstring)."""
+                        no_cross_namespace_refs: bool = False,
+                        patterns: regex.RegexCache | None = None,
+                        invalid: InvalidPattern | None = None) -> bool:
+    """Whether ``alert`` takes ``event`` (see the module docstring); ``patterns`` and
+    ``invalid`` as for ``message_passes``."""
     spec = alert.get("spec") or {}
     if spec.get("suspend"):
         return False
@@ -188,10 +239,7 @@ async def alert_matches(alert: Mapping[str, Any], event: Event, *, labels: Label
         break
     if not matched:
         return False
-    inclusion = _regexes(spec.get("inclusionList"))
-    if inclusion and not any(r.search(event.message) for r in inclusion):
-        return False
-    return not any(r.search(event.message) for r in _regexes(spec.get("exclusionList")))
+    return await message_passes(spec, event.message, patterns=patterns, invalid=invalid)
 
 
 def merged_metadata(event: Event, alert: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
@@ -237,8 +285,61 @@ def provider_takes(provider_type: str, event: Event, metadata: Mapping[str, str]
 # --------------------------------------------------------------------------- dispatch
 
 
+def event_size(event: Event) -> int:
+    """Roughly the bytes a queued event holds: its strings, and a fixed share for the
+    objects around them. What the queue's byte budget counts."""
+    ref = event.involved_object
+    size = 512 + len(event.message) + len(event.reason) + len(event.reporting_controller)
+    size += len(event.reporting_instance) + len(ref.kind) + len(ref.name)
+    size += len(ref.namespace) + len(ref.uid) + len(ref.api_version)
+    size += len(ref.resource_version)
+    return size + sum(64 + len(k) + len(v) for k, v in event.metadata.items())
+
+
+ProviderKey = tuple[str, str]
+
+
+@dataclass(eq=False)
+class _Queued:
+    """One event in the queue: waiting to be matched, or matched with sends waiting."""
+
+    number: int
+    event: Event
+    size: int
+    #: its sends waiting in Provider lanes: (lane, send number)
+    waiting: list[tuple[_Lane, int]] = field(default_factory=list)
+    dropped: bool = False
+
+
+@dataclass(eq=False)
+class _Send:
+    queued: _Queued
+    alert: Obj
+    provider: Obj
+
+
+@dataclass(eq=False)
+class _Lane:
+    """One Provider's sends: those waiting, oldest first, and how many are in flight."""
+
+    key: ProviderKey
+    waiting: collections.OrderedDict[int, _Send] = field(
+        default_factory=collections.OrderedDict)
+    running: int = 0
+    #: whether the lane is in the dispatcher's round of lanes ready to start a send
+    in_turn: bool = False
+
+
 @dataclass
 class Dispatcher:
+    """Events in, notifications out (see the module docstring).
+
+    ``concurrency`` sends run at once in all, at most ``provider_concurrency`` of them for
+    one Provider; ``queue_size`` events and ``queue_bytes`` (``event_size``) may wait, the
+    oldest dropped beyond either, counted in ``fluxd_notification_events_dropped_total``
+    on ``registry``.
+    """
+
     client: KubeClient
     alerts: Informer
     provider_objects: Informer
@@ -246,54 +347,201 @@ class Dispatcher:
     clock: Clock
     window: float = 300.0
     concurrency: int = 16
+    provider_concurrency: int = 4
     queue_size: int = 10_000
+    queue_bytes: int = 64 << 20
     no_cross_namespace_refs: bool = False
     retry_delays: tuple[float, ...] = RETRY_DELAYS
-    _queue: collections.deque[Event] = field(default_factory=collections.deque)
+    registry: CollectorRegistry | None = None
+    #: every queued event by arrival number, oldest first: what the budget counts
+    _queued: collections.OrderedDict[int, _Queued] = field(
+        default_factory=collections.OrderedDict)
+    #: the queued events not matched yet, oldest first
+    _unmatched: collections.OrderedDict[int, _Queued] = field(
+        default_factory=collections.OrderedDict)
+    _queued_bytes: int = 0
+    _arrivals: int = 0
+    _lanes: dict[ProviderKey, _Lane] = field(default_factory=dict)
+    #: lanes with a send waiting and room to start it, served in turn
+    _turns: collections.deque[_Lane] = field(default_factory=collections.deque)
+    _running: int = 0
+    _send_numbers: int = 0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _limiter: RateLimiter | None = None
     _session: aiohttp.ClientSession | None = None
+    _sends: asyncio.TaskGroup | None = None
+    _patterns: regex.RegexCache = field(default_factory=regex.RegexCache)
+    _dropped: Counter | None = None
+    _drop_log: LogThrottle | None = None
 
     def __post_init__(self) -> None:
         self._limiter = RateLimiter(self.clock, self.window)
         self.alerts.add_index(EVENT_SOURCE_INDEX, event_source_index)
+        self._drop_log = LogThrottle(interval=10.0, burst=1, monotonic=self.clock.monotonic)
+        if self.registry is not None:
+            self._dropped = Counter(
+                "fluxd_notification_events_dropped_total",
+                "Events dropped before they were sent: the oldest, when the notification "
+                "queue holds queue_size events (queue_full) or queue_bytes (queue_bytes).",
+                ["reason"], registry=self.registry)
+            for reason in ("queue_full", "queue_bytes"):
+                self._dropped.labels(reason)
 
     # --- intake ----------------------------------------------------------------------
 
     def submit(self, event: Event) -> bool:
         """Queue ``event``; False when it is a duplicate within the window (nothing is
-        queued then). Never blocks."""
+        queued then). Never blocks; over the queue's bounds the oldest events go."""
         if event.severity == SEVERITY_TRACE:
             return True
         event = clean_metadata(event)
         assert self._limiter is not None
         if not self._limiter.allow(event_key(event)):
             return False
-        if len(self._queue) >= self.queue_size:
-            dropped = self._queue.popleft()
-            log.warning("notification queue full: dropped the oldest event, about %s/%s",
-                        dropped.involved_object.kind, dropped.involved_object.name)
-        self._queue.append(event)
+        self._arrivals += 1
+        queued = _Queued(self._arrivals, event, event_size(event))
+        if queued.size > self.queue_bytes:
+            # alone over the budget: it goes, not everything queued before it
+            self._count_drop(queued, "queue_bytes")
+            return True
+        self._queued[queued.number] = self._unmatched[queued.number] = queued
+        self._queued_bytes += queued.size
+        while len(self._queued) > self.queue_size:
+            self._drop_oldest("queue_full")
+        while self._queued_bytes > self.queue_bytes:
+            self._drop_oldest("queue_bytes")
         self._wake.set()
         return True
+
+    @property
+    def queued_bytes(self) -> int:
+        """What the queued events count against ``queue_bytes``."""
+        return self._queued_bytes
+
+    def _drop_oldest(self, reason: str) -> None:
+        queued = next(iter(self._queued.values()))
+        self._forget(queued)
+        self._unmatched.pop(queued.number, None)
+        queued.dropped = True
+        for lane, send in queued.waiting:
+            lane.waiting.pop(send, None)
+            self._tidy(lane)
+        queued.waiting.clear()
+        self._count_drop(queued, reason)
+
+    def _count_drop(self, queued: _Queued, reason: str) -> None:
+        if self._dropped is not None:
+            self._dropped.labels(reason).inc()
+        assert self._drop_log is not None
+        held = self._drop_log.admit()
+        if held is not None:
+            ref = queued.event.involved_object
+            log.warning("notification queue over its %s: dropped an event about %s/%s/%s "
+                        "(and %d more since the last warning)",
+                        "length" if reason == "queue_full" else "byte budget",
+                        ref.kind, ref.namespace, ref.name, held)
+
+    def _forget(self, queued: _Queued) -> None:
+        """The event no longer counts against the queue's bounds."""
+        if self._queued.pop(queued.number, None) is not None:
+            self._queued_bytes -= queued.size
 
     # --- the loop ----------------------------------------------------------------------
 
     async def run(self) -> None:
         """Match and send until cancelled."""
-        limit = asyncio.Semaphore(self.concurrency)
         async with aiohttp.ClientSession(trust_env=False) as session, \
                 asyncio.TaskGroup() as sends:
             self._session = session
-            while True:
-                if not self._queue:
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                event = self._queue.popleft()
-                for alert, provider in await self.matches(event):
-                    await limit.acquire()
-                    sends.create_task(self._send_released(limit, event, alert, provider))
+            self._sends = sends
+            try:
+                # sends that waited through a restart start again
+                self._turns.clear()
+                for lane in list(self._lanes.values()):
+                    lane.in_turn = False
+                    self._offer_turn(lane)
+                    self._tidy(lane)
+                self._start_sends()
+                await self._match_all()
+            finally:
+                # the group is winding down: the sends it cancels start no others
+                self._sends = None
+
+    async def _match_all(self) -> None:
+        while True:
+            if not self._unmatched:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            # it stays queued while it is matched: counted, and matched again if this
+            # task is cancelled meanwhile
+            queued = next(iter(self._unmatched.values()))
+            try:
+                pairs = await self.matches(queued.event)
+            except Exception:
+                # a bug must not make one event end the loop over and over
+                log.exception("matching an event against the Alerts failed; it is dropped")
+                pairs = []
+            if queued.dropped:  # over the budget while it was being matched
+                continue
+            del self._unmatched[queued.number]
+            for alert, provider in pairs:
+                meta = provider.get("metadata") or {}
+                key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+                lane = self._lanes.get(key)
+                if lane is None:
+                    lane = self._lanes[key] = _Lane(key)
+                self._send_numbers += 1
+                lane.waiting[self._send_numbers] = _Send(queued, alert, provider)
+                queued.waiting.append((lane, self._send_numbers))
+                self._offer_turn(lane)
+            if not queued.waiting:
+                self._forget(queued)
+            self._start_sends()
+
+    def _offer_turn(self, lane: _Lane) -> None:
+        if not lane.in_turn and lane.waiting and lane.running < self.provider_concurrency:
+            lane.in_turn = True
+            self._turns.append(lane)
+
+    def _start_sends(self) -> None:
+        """Start waiting sends while there is room, one lane after the other: a busy
+        Provider's sends wait in its lane and hold no room the others could use."""
+        while self._sends is not None and self._running < self.concurrency and self._turns:
+            lane = self._turns.popleft()
+            lane.in_turn = False
+            if not lane.waiting or lane.running >= self.provider_concurrency:
+                self._tidy(lane)
+                continue
+            number, send = lane.waiting.popitem(last=False)
+            queued = send.queued
+            queued.waiting.remove((lane, number))
+            if not queued.waiting:
+                self._forget(queued)
+            lane.running += 1
+            self._running += 1
+            self._sends.create_task(self._send_in_lane(lane, send))
+            self._offer_turn(lane)
+
+    def _tidy(self, lane: _Lane) -> None:
+        """An idle lane is dropped: lanes exist only for Providers with work (one still in
+        the round is dropped when its turn comes, so it is never in the round twice)."""
+        if not (lane.waiting or lane.running or lane.in_turn) \
+                and self._lanes.get(lane.key) is lane:
+            del self._lanes[lane.key]
+
+    async def _send_in_lane(self, lane: _Lane, send: _Send) -> None:
+        try:
+            await self.send(send.queued.event, send.alert, send.provider)
+        except Exception:
+            # a bug in a provider must not end the dispatcher
+            log.exception("sending a notification failed unexpectedly")
+        finally:
+            lane.running -= 1
+            self._running -= 1
+            self._offer_turn(lane)
+            self._tidy(lane)
+            self._start_sends()
 
     async def matches(self, event: Event) -> list[tuple[Obj, Obj]]:
         """The (Alert, Provider) pairs that take ``event``."""
@@ -308,10 +556,18 @@ class Dispatcher:
         source = event.involved_object
         for alert in self.alerts.by_index(EVENT_SOURCE_INDEX,
                                           f"{source.namespace}/{source.kind}"):
-            if not await alert_matches(alert, event, labels=labels,
-                                       no_cross_namespace_refs=self.no_cross_namespace_refs):
-                continue
             meta = alert["metadata"]
+
+            async def invalid(message: str, alert: Obj = alert) -> None:
+                log.error("Alert %s/%s: %s", alert["metadata"].get("namespace"),
+                          alert["metadata"].get("name"), message)
+                await self.recorder.event(alert, type="Warning", reason="InvalidConfig",
+                                          message=message)
+
+            if not await alert_matches(alert, event, labels=labels,
+                                       no_cross_namespace_refs=self.no_cross_namespace_refs,
+                                       patterns=self._patterns, invalid=invalid):
+                continue
             ref = str(((alert.get("spec") or {}).get("providerRef") or {}).get("name") or "")
             provider = self.provider_objects.get(meta.get("namespace", ""), ref)
             if provider is None:
@@ -332,16 +588,6 @@ class Dispatcher:
             return None
         found: Mapping[str, str] = (obj.get("metadata") or {}).get("labels") or {}
         return found
-
-    async def _send_released(self, limit: asyncio.Semaphore, event: Event, alert: Obj,
-                             provider: Obj) -> None:
-        try:
-            await self.send(event, alert, provider)
-        except Exception:
-            # a bug in a provider must not end the dispatcher
-            log.exception("sending a notification failed unexpectedly")
-        finally:
-            limit.release()
 
     async def send(self, event: Event, alert: Obj, provider: Obj) -> None:
         """One notification: metadata merged, the Provider resolved, sent with retries;
@@ -465,5 +711,5 @@ def _proxy_url(data: Mapping[str, str]) -> str | None:
 
 
 __all__ = ["Dispatcher", "RateLimiter",
-           "alert_matches", "clean_metadata", "event_key", "merged_metadata",
-           "provider_takes"]
+           "alert_matches", "clean_metadata", "event_key", "event_size", "merged_metadata",
+           "message_passes", "provider_takes"]

@@ -1,8 +1,7 @@
 """Bearer-token (JWT) verification for the OIDC-authenticated Receiver types
 (``gcr``, ``generic-oidc``): the issuer's discovery document and key set (cached,
 fetched again for an unknown key id), the signature (RSA, RSA-PSS, ECDSA, Ed25519) and
-the ``iss``/``aud``/``exp``/``nbf`` claims. Also ``read_capped``, the bounded read both
-this module and the webhook server use for bodies from strangers.
+the ``iss``/``aud``/``exp``/``nbf`` claims; documents are read with ``body.read_capped``.
 """
 
 from __future__ import annotations
@@ -20,27 +19,12 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from fluxd.clock import Clock
+from fluxd.controllers.notification.body import read_capped
 
 if TYPE_CHECKING:
     from fluxd.controllers.notification.jws import PublicKey
 
 log = logging.getLogger("fluxd.notification.receiver")
-
-_CHUNK = 64 * 1024
-
-
-async def read_capped(stream: aiohttp.StreamReader, limit: int) -> bytes | None:
-    """The whole stream, or None as soon as it goes past ``limit`` bytes (nothing more is
-    kept than ``limit`` plus one chunk)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in stream.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
 
 class OIDCError(Exception):
     """A bearer token that could not be verified (the message says why)."""

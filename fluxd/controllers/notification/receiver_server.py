@@ -5,23 +5,39 @@ codes):
 
 1. The path is looked up in the Receiver informer's ``webhookPath`` index: unknown →
    **404** with aiohttp's plain body (nothing says whether the path ever existed).
-2. Each known path has a token bucket (``receiver_rate_limit_burst`` at once, refilled at
-   ``receiver_rate_limit_qps``): empty → **429**.
+2. Each known path has two token buckets, each ``receiver_rate_limit_burst`` at once and
+   refilled at ``receiver_rate_limit_qps``: one for *deliveries* (requests that passed
+   step 5), one for *failures* (requests refused in steps 4 and 5). An empty delivery
+   bucket → **429** before the body is read.
 3. A suspended Receiver, or one that is not Ready → **503**.
-4. The body is read in chunks and never past ``receiver_max_body_size``: larger →
-   **413**.
+4. The body is read whole by the listener's ``BodyReader`` (``body.py``): past
+   ``receiver_max_body_size`` → **413**, slower than 30 s → **408**, unreadable (also a
+   ``Content-Encoding`` the bytes are not) → **400**, the bodies of all requests in flight
+   past ``receiver_max_inflight_bytes`` → **503**.
 5. The request is authenticated and decoded as the Receiver's ``type`` says (the
-   ``VALIDATORS`` table; the token is read from the Secret on every request, Secrets are
-   never cached) and filtered by ``spec.events`` where the type has events: any
-   failure → **400**.
+   ``VALIDATORS`` table; the token is read from the Secret on every request) and
+   filtered by ``spec.events`` where the type has events: any failure → **400**. A
+   failure takes a token from the failure bucket; when there is none, **429** instead.
+   A delivery takes one from the delivery bucket; when there is none, **429**.
 6. Every ``spec.resources`` entry that passes its ``filter`` and ``spec.resourceFilter``
    (CEL over ``res``: the object's apiVersion, kind and metadata; ``req``: the JSON body,
    ``{}`` for other content types; ``claims``: a verified OIDC token's claims) gets the
    annotation ``reconcile.fluxcd.io/requestedAt`` (Go's ``metav1.Now().String()``) by a
    JSON merge patch: all done → **200**; any failure → **500**.
 
+Why two buckets: the signature can only be checked once the body is read, and someone
+who knows only the URL must not be able to spend a path's budget and so suppress real
+pushes. Their requests still have to be read and checked (one of them could be a real
+delivery), but once the failure bucket is empty they cost no more than the limit allows
+of what is dear: the path's Secret is then read at most once per refill interval
+(``1 / receiver_rate_limit_qps`` s) and shared by the requests in that interval; outside
+such a flood it is read on every request, and Secrets are never cached otherwise. Types
+that authenticate nothing (``generic``, ``dockerhub``, ``quay``, ``acr``, ``cdevents``)
+have only the path as secret: every well-formed request to them is a delivery.
+
 Bodies of error answers are a few generic words; what went wrong is logged with the
-Receiver's name. Signatures and tokens are compared with ``hmac.compare_digest``; an
+Receiver's name. An answer given before the body was read to its end closes the
+connection. Signatures and tokens are compared with ``hmac.compare_digest``; an
 empty token authenticates nothing.
 
 Gitea: a ``github`` Receiver takes Gitea's requests as they come (Gitea sends
@@ -36,7 +52,6 @@ parameter, not the form body), a signature over that parameter.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import contextlib
@@ -52,7 +67,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapp
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDictProxy
 from prometheus_client import CollectorRegistry, Gauge, Histogram
@@ -63,10 +77,10 @@ from fluxd import logging as fluxlog
 from fluxd.api.notification import OIDCProvider, ReceiverResource, ReceiverSpec
 from fluxd.clock import Clock
 from fluxd.config import Settings
+from fluxd.controllers.notification.body import BodyReader, RequestRejected
 from fluxd.controllers.notification.oidc import (
     OIDCError,
     OIDCVerifier,
-    read_capped,
     unverified_claims,
 )
 from fluxd.kube import KubeClient, KubeError
@@ -99,8 +113,8 @@ CLAIMS_VARIABLES = ("claims", "vars")
 #: the audience a generic-oidc token must carry when the provider names none
 DEFAULT_OIDC_AUDIENCE = "notification-controller"
 GOOGLE_ISSUER = "https://accounts.google.com"
-
-_CHUNK = 64 * 1024
+#: Secrets whose credentials floods share at once (the least recently read go first)
+_MAX_FLOODED_SECRETS = 1024
 
 
 def webhook_path(token: str, name: str, namespace: str) -> str:
@@ -209,16 +223,6 @@ def check_oidc_providers(providers: list[OIDCProvider]) -> None:
 
 
 # --------------------------------------------------------------------------- requests
-
-
-class RequestRejected(Exception):
-    """A request answered with ``status`` and the short ``answer``; the message is the
-    detail that is logged, never sent."""
-
-    def __init__(self, status: int, answer: str, detail: str) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.answer = answer
 
 
 def _bad(answer: str, detail: str) -> RequestRejected:
@@ -550,15 +554,31 @@ class PathRateLimiter:
         self._max_keys = max_keys
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
+    @property
+    def interval(self) -> float:
+        """Seconds the bucket takes to refill one token."""
+        return 1.0 / self._qps
+
+    def ready(self, key: str) -> bool:
+        """Whether ``key`` has a token now (none is taken)."""
+        return self._refilled(key) >= 1.0
+
     def allow(self, key: str) -> bool:
+        """Take a token for ``key``; False when there is none."""
+        tokens = self._refilled(key)
+        if tokens < 1.0:
+            return False
+        self._buckets[key] = (tokens - 1.0, self._buckets[key][1])
+        return True
+
+    def _refilled(self, key: str) -> float:
         now = self._clock.monotonic()
         tokens, last = self._buckets.pop(key, (self._burst, now))
         tokens = min(self._burst, tokens + (now - last) * self._qps)
-        allowed = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        self._buckets[key] = (tokens, now)
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)
-        return allowed
+        return tokens
 
 
 class ReceiverMetrics:
@@ -576,6 +596,9 @@ class ReceiverMetrics:
         self.inflight = Gauge("gotk_receiver_http_requests_inflight",
                               "The number of inflight requests being handled at the same "
                               "time.", ["handler"], registry=registry)
+        self.body_bytes = Gauge("fluxd_receiver_request_body_bytes_inflight",
+                                "Bytes of webhook request bodies held in memory.",
+                                registry=registry)
 
     def observe(self, method: str, code: int, seconds: float, size: int) -> None:
         self.duration.labels(HANDLER_ID, method, str(code)).observe(seconds)
@@ -611,13 +634,21 @@ class ReceiverServer:
         self.oidc = oidc or OIDCVerifier(clock=clock)
         self.google_issuer = google_issuer
         self.max_body = n.receiver_max_body_size
-        self.limiter = PathRateLimiter(burst=n.receiver_rate_limit_burst,
-                                       qps=n.receiver_rate_limit_qps, clock=clock)
+        self.bodies = BodyReader(max_size=n.receiver_max_body_size,
+                                 max_inflight=n.receiver_max_inflight_bytes, clock=clock,
+                                 gauge=metrics.body_bytes if metrics is not None else None)
+        self.deliveries = PathRateLimiter(burst=n.receiver_rate_limit_burst,
+                                          qps=n.receiver_rate_limit_qps, clock=clock)
+        self.failures = PathRateLimiter(burst=n.receiver_rate_limit_burst,
+                                        qps=n.receiver_rate_limit_qps, clock=clock)
+        #: credentials read while their path's failure bucket was empty, by Secret, with
+        #: when they were read (see the module docstring)
+        self._flood_credentials: OrderedDict[str, tuple[float, Credentials]] = OrderedDict()
         self.listener: listen.Listener | None = None
         self._started = clock.monotonic()
 
     def app(self) -> web.Application:
-        # the cap on what aiohttp itself would buffer; handle() reads in chunks anyway
+        # the cap on what aiohttp itself would buffer; the BodyReader reads in chunks anyway
         app = web.Application(client_max_size=self.max_body + 1)
         app.router.add_post(HOOK_PREFIX + "{digest}", self.handle)
         return app
@@ -628,7 +659,8 @@ class ReceiverServer:
         try:
             # lingering_time=0: an oversized body from a stranger is not drained
             async with listen.serve_app(address, self.app(), what="webhook receiver",
-                                        log=log, lingering_time=0) as listener:
+                                        log=log, lingering_time=0, limits=self.settings.http,
+                                        clock=self.clock) as listener:
                 self.listener = listener
                 yield listener
         finally:
@@ -652,7 +684,11 @@ class ReceiverServer:
         if self.metrics is not None:
             self.metrics.observe(request.method, status, self.clock.monotonic() - started,
                                  len(text))
-        return web.Response(status=status, text=text)
+        response = web.Response(status=status, text=text)
+        if not request.content.is_eof():
+            # the rest of the body is not waited for
+            response.force_close()
+        return response
 
     async def answer(self, request: web.Request) -> tuple[int, str]:
         """The status and body for one request."""
@@ -670,7 +706,8 @@ class ReceiverServer:
             return exc.status, exc.answer
 
     async def process(self, request: web.Request, obj: Obj) -> tuple[int, str]:
-        if not self.limiter.allow(request.path):
+        path = request.path
+        if not self.deliveries.ready(path):
             raise RequestRejected(429, "too many requests", "rate limit exceeded")
         raw_spec = obj.get("spec") or {}
         if raw_spec.get("suspend"):
@@ -682,48 +719,55 @@ class ReceiverServer:
         except ValidationError as exc:
             raise RequestRejected(503, "receiver unavailable",
                                   f"invalid spec: {exc.errors()[:1]}") from None
-        webhook = Webhook(request.headers, await self.read_body(request))
-        accepted = await self.validate(obj, spec, webhook)
-        failed = await self.request_reconciliation(obj, spec, webhook, accepted)
+        failed = 0
+        try:
+            async with self.bodies.read(request) as body:
+                webhook = Webhook(request.headers, body)
+                accepted = await self.validate(obj, spec, webhook,
+                                               flooded=not self.failures.ready(path))
+                delivered = self.deliveries.allow(path)
+                if delivered:
+                    failed = await self.request_reconciliation(obj, spec, webhook, accepted)
+        except RequestRejected as exc:
+            # refused while reading or authenticating: only these spend the failure bucket
+            if not self.failures.allow(path):
+                raise RequestRejected(429, "too many requests", "rate limit of failed "
+                                      f"requests exceeded: {exc}") from None
+            raise
+        if not delivered:
+            raise RequestRejected(429, "too many requests", "rate limit exceeded")
         if failed:
             return 500, "failed to request reconciliation"
         return 200, "ok"
 
-    async def read_body(self, request: web.Request) -> bytes:
-        length = request.content_length
-        if length is not None and length > self.max_body:
-            raise RequestRejected(413, "request body too large",
-                                  f"request body of {length} bytes exceeds the maximum size "
-                                  f"of {self.max_body} bytes")
-        try:
-            async with asyncio.timeout(30.0):
-                body = await read_capped(request.content, self.max_body)
-        except TimeoutError:
-            raise RequestRejected(408, "request timeout",
-                                  "the request body was not read in time") from None
-        except aiohttp.ClientError as exc:
-            raise _bad("invalid request", f"failed to read request body: {exc}") from None
-        if body is None:
-            raise RequestRejected(413, "request body too large",
-                                  f"request body exceeds the maximum size of {self.max_body} "
-                                  "bytes")
-        return body
-
-    async def validate(self, obj: Obj, spec: ReceiverSpec, webhook: Webhook) -> Accepted:
+    async def validate(self, obj: Obj, spec: ReceiverSpec, webhook: Webhook, *,
+                       flooded: bool = False) -> Accepted:
+        """What the request delivers, once authenticated; ``RequestRejected`` otherwise.
+        ``flooded``: the path's failure bucket is empty (see ``credentials``)."""
         if spec.type == "generic-oidc":
             return await self.validate_oidc(spec, webhook)
         validator = VALIDATORS.get(spec.type)
         if validator is None:
             raise _bad("receiver type not supported by fluxd",
                        f"receiver type {spec.type!r} not supported")
-        secret = await self.credentials(obj, spec)
+        secret = await self.credentials(obj, spec, flooded=flooded)
         return await validator(self, spec, webhook, secret)
 
-    async def credentials(self, obj: Obj, spec: ReceiverSpec) -> Credentials:
+    async def credentials(self, obj: Obj, spec: ReceiverSpec, *,
+                          flooded: bool = False) -> Credentials:
+        """The Receiver's Secret, read now; while ``flooded``, one read within the last
+        refill interval of the rate limit is shared instead."""
         ns = obj["metadata"].get("namespace", "")
         if spec.secret_ref is None:
             raise _bad("invalid request", "spec.secretRef is required")
         name = spec.secret_ref.name
+        key = f"{ns}/{name}"
+        now = self.clock.monotonic()
+        if not flooded:
+            self._flood_credentials.pop(key, None)
+        elif (kept := self._flood_credentials.get(key)) is not None and \
+                now - kept[0] < self.failures.interval:
+            return kept[1]
         try:
             secret = await self.client.get("v1", "Secret", name, ns)
         except KubeError as exc:
@@ -738,7 +782,13 @@ class ReceiverServer:
             # go-github skips the check for an empty secret; fluxd accepts nothing then
             raise _bad("invalid request", f"invalid '{ns}/{name}' secret data: required "
                                           "field 'token'")
-        return Credentials(token, data)
+        credentials = Credentials(token, data)
+        if flooded:
+            self._flood_credentials.pop(key, None)
+            self._flood_credentials[key] = (now, credentials)
+            while len(self._flood_credentials) > _MAX_FLOODED_SECRETS:
+                self._flood_credentials.popitem(last=False)
+        return credentials
 
     async def validate_oidc(self, spec: ReceiverSpec, webhook: Webhook) -> Accepted:
         token = _bearer(webhook)
@@ -795,6 +845,9 @@ class ReceiverServer:
         if webhook.media_type == "application/json":
             try:
                 req = json.loads(accepted.body)
+                # the CEL engine takes only strings that have a UTF-8 form ("\ud800" has
+                # none) and would fail on them where its errors are not caught
+                json.dumps(req, ensure_ascii=False).encode("utf-8")
             except (ValueError, RecursionError) as exc:
                 raise ValueError(f"failed to parse request body as JSON: {exc}") from None
             if not isinstance(req, dict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 from collections.abc import Mapping
 from typing import Any
@@ -17,6 +18,7 @@ from fluxd.controllers.notification.dispatch import (
     merged_metadata,
     provider_takes,
 )
+from fluxd.regex import RegexCache
 from fluxd.runtime.events import Event, ObjectReference
 
 pytestmark = pytest.mark.anyio
@@ -72,10 +74,69 @@ def labels_of(found: Mapping[str, str]) -> Any:
     (alert({"kind": "Kustomization", "name": "*"}, inclusionList=["Applied"],
            exclusionList=["main@"]), event(), False),
     (alert({"kind": "Kustomization", "name": "*"}, exclusionList=["[invalid"]), event(), True),
+    # as in Flux: an inclusion list whose patterns do not compile lets nothing through
+    (alert({"kind": "Kustomization", "name": "*"}, inclusionList=["[invalid"]), event(), False),
+    (alert({"kind": "Kustomization", "name": "*"}, inclusionList=["[invalid", "Applied"]),
+     event(), True),
+    # Go's syntax and semantics, not Python's
+    (alert({"kind": "Kustomization", "name": "*"}, inclusionList=["abc$"]),
+     event(message="Applied revision: main@sha1:abc\n"), False),
+    (alert({"kind": "Kustomization", "name": "*"}, inclusionList=[r"\pL+ revision"]),
+     event(), True),
+    (alert({"kind": "Kustomization", "name": "*"}, exclusionList=["(?!x)main"]), event(),
+     True),
 ])
 async def test_alert_matching(the_alert: dict[str, Any], the_event: Event,
                               matched: bool) -> None:
     assert await alert_matches(the_alert, the_event, labels=no_labels) is matched
+
+
+async def test_patterns_go_cannot_compile_are_reported_each_time_they_are_met() -> None:
+    reported: list[str] = []
+
+    async def invalid(message: str) -> None:
+        reported.append(message)
+
+    cache = RegexCache()
+    the_alert = alert({"kind": "Kustomization", "name": "*"}, inclusionList=[r"(a)\1"],
+                      exclusionList=["(?=x)"])
+    for _ in range(2):
+        assert not await alert_matches(the_alert, event(), labels=no_labels, patterns=cache,
+                                       invalid=invalid)
+    # the exclusion list is not read once the inclusion list has refused the event
+    assert reported == [r"failed to compile inclusion regex: (a)\1: error parsing regexp: "
+                        r"invalid escape sequence: \1"] * 2
+    reported.clear()
+    assert not await alert_matches(alert({"kind": "Kustomization", "name": "*"},
+                                         exclusionList=["(?=x)", "sha1"]),
+                                   event(), labels=no_labels, invalid=invalid)
+    assert reported == ["failed to compile exclusion regex: (?=x): error parsing regexp: "
+                        "invalid perl operator: (?="]
+
+
+async def test_a_long_message_is_matched_off_the_event_loop() -> None:
+    # Flux's documented example; Python's re needs seconds for a 150 KB message
+    the_alert = alert({"kind": "Kustomization", "name": "*"},
+                      inclusionList=[".*succeeded.*"], exclusionList=[".*uninstall.*"])
+    loop = asyncio.get_running_loop()
+    stalls: list[float] = []
+
+    async def ticker() -> None:
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.005)
+            stalls.append(loop.time() - last - 0.005)
+            last = loop.time()
+
+    async with asyncio.TaskGroup() as group:
+        tick = group.create_task(ticker())
+        for size in (150_000, 60_000, 100_000):
+            long = "x" * size
+            assert not await alert_matches(the_alert, event(message=long), labels=no_labels)
+            assert await alert_matches(the_alert, event(message=long + " succeeded"),
+                                       labels=no_labels)
+        tick.cancel()
+    assert max(stalls, default=0.0) < 0.25
 
 
 async def test_match_labels_are_read_from_the_object() -> None:

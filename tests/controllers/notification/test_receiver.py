@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
+import gzip
 import hashlib
 import hmac
 import json
@@ -29,11 +31,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from fluxd.clock import SystemClock
+from fluxd.clock import FakeClock, SystemClock
 from fluxd.config import Settings
 from fluxd.controllers import kustomize, source
 from fluxd.controllers.notification import receiver
 from fluxd.controllers.notification.receiver_server import (
+    ReceiverMetrics,
     ReceiverServer,
     go_time_string,
     webhook_path,
@@ -43,6 +46,8 @@ from fluxd.runtime.manager import ControllerContext, ControllerSpec
 from tests.conftest import Cluster
 from tests.controllers.conftest import Flux, condition, install_crds, running_flux
 from tests.support.gitserver import GitServer, commit, head
+from tests.support.rawhttp import Connection, chunk
+from tests.support.rawhttp import head as raw_head
 
 pytestmark = pytest.mark.anyio
 
@@ -893,3 +898,248 @@ async def test_a_deleted_receiver_lets_go_of_its_finalizer_and_its_path(hub: Hub
         await hub.client.get(NOTIFICATION, "Receiver", "hook", hub.namespace)
     assert not hub.receivers.reconciler.informer.by_index("webhookPath", path)
     assert (await hub.post(path))[0] == 404
+
+
+# --------------------------------------------------------------------------- hostile clients
+
+
+@pytest.mark.parametrize("hub_overrides", [{"notification": {
+    "receiver_rate_limit_burst": 20, "receiver_rate_limit_qps": 0.01}}], indirect=True)
+async def test_unsigned_requests_cannot_spend_the_rate_limit_of_signed_deliveries(
+        hub: Hub) -> None:
+    await hub.secret("token", {"token": TOKEN})
+    await hub.gitrepo("app")
+    path = await hub.receiver("hook", "github", [gitrepo_ref("app")], events=["push"])
+    forged = {**JSON, "X-GitHub-Event": "push",
+              "X-Hub-Signature-256": "sha256=" + sign("a guess", PUSH)}
+    answers = [(await hub.post(path, PUSH, forged))[0] for _ in range(25)]
+    assert answers == [400] * 20 + [429] * 5
+    signed = {**forged, "X-Hub-Signature-256": "sha256=" + sign(TOKEN, PUSH)}
+    assert await hub.post(path, PUSH, signed) == (200, "ok")
+    assert await hub.requested_at("app") is not None
+
+
+class SecretReads:
+    """The cluster client, counting the Secrets read through it."""
+
+    def __init__(self, client: KubeClient) -> None:
+        self.client = client
+        self.count = 0
+
+    async def get(self, api_version: str, kind: str, name: str,
+                  namespace: str | None = None) -> dict[str, Any]:
+        if kind == "Secret":
+            self.count += 1
+        return await self.client.get(api_version, kind, name, namespace)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+@dataclass
+class Standalone:
+    """A ReceiverServer on a fake clock (buckets refill and deadlines pass only when the
+    test says), serving one Ready ``generic-hmac`` Receiver for the GitRepository
+    ``app``."""
+
+    server: ReceiverServer
+    url: str
+    path: str
+    clock: FakeClock
+    client: KubeClient
+    secrets: SecretReads
+    registry: CollectorRegistry
+    namespace: str
+
+    def held(self) -> float:
+        value = self.registry.get_sample_value("fluxd_receiver_request_body_bytes_inflight")
+        assert value is not None
+        assert value == self.server.bodies.inflight
+        return value
+
+    async def post(self, body: bytes, headers: Mapping[str, str] | None = None
+                   ) -> tuple[int, str]:
+        async with aiohttp.ClientSession() as session, \
+                session.post(self.url + self.path, data=body,
+                             headers=dict(headers or {})) as resp:
+            return resp.status, await resp.text()
+
+    async def requested_at(self) -> str | None:
+        obj = await self.client.get(SOURCE, "GitRepository", "app", self.namespace)
+        value = (obj["metadata"].get("annotations") or {}).get(REQUESTED_AT)
+        return None if value is None else str(value)
+
+
+@contextlib.asynccontextmanager
+async def standalone(cluster: Cluster, namespace: str, *, spec: dict[str, Any] | None = None,
+                     **notification: Any) -> AsyncIterator[Standalone]:
+    settings_ = Settings.model_validate({"notification": notification})
+    async with await KubeClient.connect(clock=SystemClock(),
+                                        kubeconfig=str(cluster.kubeconfig),
+                                        field_manager="fluxd-tests") as client:
+        await install_crds(client)
+        await client.create({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "token", "namespace": namespace},
+            "data": {"token": base64.b64encode(TOKEN.encode()).decode()}})
+        await client.create({
+            "apiVersion": SOURCE, "kind": "GitRepository",
+            "metadata": {"name": "app", "namespace": namespace},
+            "spec": {"interval": "10m", "url": "http://127.0.0.1:9/none.git",
+                     "ref": {"branch": "main"}, "suspend": True}})
+        path = webhook_path(TOKEN, "hook", namespace)
+        obj = {"metadata": {"name": "hook", "namespace": namespace},
+               "spec": {"type": "generic-hmac", "resources": [gitrepo_ref("app")],
+                        "secretRef": {"name": "token"}, **(spec or {})},
+               "status": {"webhookPath": path, "conditions": [
+                   {"type": "Ready", "status": "True", "reason": "Succeeded",
+                    "message": "", "lastTransitionTime": "2024-01-01T00:00:00Z"}]}}
+        clock = FakeClock()
+        registry = CollectorRegistry()
+        secrets = SecretReads(client)
+        server = ReceiverServer(client=secrets, receivers=FixedIndex(obj),  # type: ignore[arg-type]
+                                clock=clock, settings=settings_,
+                                metrics=ReceiverMetrics(registry))
+        async with server.serve("127.0.0.1:0") as listener:
+            yield Standalone(server, listener.url, path, clock, client, secrets, registry,
+                             namespace)
+
+
+def hmac_headers(body: bytes, token: str = TOKEN) -> dict[str, str]:
+    return {"X-Signature": "sha256=" + sign(token, body)}
+
+
+async def test_a_flood_of_failures_reads_the_secret_once_per_refill_and_lets_pushes_through(
+        cluster: Cluster, namespace: str) -> None:
+    async with standalone(cluster, namespace, receiver_rate_limit_burst=3,
+                          receiver_rate_limit_qps=1.0) as s:
+        forged = hmac_headers(b"{}", "a guess")
+        assert [(await s.post(b"{}", forged))[0] for _ in range(3)] == [400] * 3
+        assert s.secrets.count == 3
+        # the failure bucket is empty: the flood is still checked, one Secret read shared
+        assert [(await s.post(b"{}", forged))[0] for _ in range(20)] == [429] * 20
+        assert s.secrets.count == 4
+        assert await s.post(b"{}", hmac_headers(b"{}")) == (200, "ok")
+        assert await s.requested_at() is not None
+        assert s.secrets.count == 4
+        # a refill interval later the Secret is read again
+        s.clock.advance(1.0)
+        assert (await s.post(b"{}", forged))[0] == 400
+        assert s.secrets.count == 5
+        assert (await s.post(b"{}", forged))[0] == 429
+        assert s.secrets.count == 6
+        assert (await s.post(b"{}", forged))[0] == 429
+        assert s.secrets.count == 6
+
+
+async def test_request_bodies_in_flight_never_hold_more_than_the_budget(
+        cluster: Cluster, namespace: str) -> None:
+    part = 200 << 10
+    async with standalone(cluster, namespace, receiver_max_body_size=256 << 10,
+                          receiver_max_inflight_bytes=1 << 20) as s:
+        budget = s.server.bodies.max_inflight
+        stalled: list[Connection] = []
+        try:
+            # bodies announced at 256 KiB, stalled after 200 KiB: each is held
+            while s.held() + (256 << 10) <= budget:
+                before = s.held()
+                conn = await Connection.open(s.url)
+                stalled.append(conn)
+                await conn.send(raw_head(s.path, content_length=256 << 10) + b"x" * part)
+                await until(lambda before=before: s.held() == before + part)
+            assert len(stalled) >= 4
+            # those that cannot fit are refused at once, nothing read
+            for _ in range(3):
+                conn = await Connection.open(s.url)
+                try:
+                    await conn.send(raw_head(s.path, content_length=256 << 10))
+                    answer = await conn.response(within=2)
+                finally:
+                    await conn.close()
+                assert (answer.status, answer.body) == (503, b"server busy")
+                assert answer.headers.get("connection") == "close"
+            # one that does not say its length is refused when its bytes do not fit
+            free = int(budget - s.held())
+            conn = await Connection.open(s.url)
+            try:
+                answer = await conn.send_until_answered(
+                    [raw_head(s.path, chunked=True),
+                     *[chunk(b"y" * (16 << 10))] * (free // (16 << 10) + 4)])
+            finally:
+                await conn.close()
+            assert answer.status == 503
+            assert s.held() <= budget
+        finally:
+            for conn in stalled:
+                await conn.close()
+        # the stalled clients went away: their bytes are let go, and pushes come in again
+        await until(lambda: s.held() == 0)
+        assert await s.post(b"{}", hmac_headers(b"{}")) == (200, "ok")
+        assert await s.requested_at() is not None
+
+
+async def test_a_body_slower_than_the_deadline_is_408(cluster: Cluster,
+                                                      namespace: str) -> None:
+    async with standalone(cluster, namespace) as s:
+        conn = await Connection.open(s.url)
+        try:
+            await conn.send(raw_head(s.path, content_length=100) + b"{" * 10)
+            await until(lambda: s.held() == 10)
+            s.clock.advance(29)
+            await asyncio.sleep(0.1)
+            assert s.held() == 10, "still waiting for the rest"
+            s.clock.advance(2)
+            answer = await conn.response()
+        finally:
+            await conn.close()
+        assert (answer.status, answer.body) == (408, b"request timeout")
+        await until(lambda: s.held() == 0)
+
+
+async def test_a_signed_request_whose_body_is_not_the_gzip_it_claims_is_400(
+        cluster: Cluster, namespace: str) -> None:
+    async with standalone(cluster, namespace) as s:
+        body = b"this is not gzip"
+        headers = {**hmac_headers(body), "Content-Encoding": "gzip"}
+        assert await s.post(body, headers) == (400, "invalid request")
+        assert await s.requested_at() is None
+        # what aiohttp inflates is what the signature covers
+        payload = b'{"ref": "refs/heads/main"}'
+        headers = {**hmac_headers(payload), "Content-Encoding": "gzip"}
+        assert await s.post(gzip.compress(payload), headers) == (200, "ok")
+
+
+async def test_a_gzip_bomb_is_413_and_nothing_is_kept(cluster: Cluster,
+                                                     namespace: str) -> None:
+    bomb = gzip.compress(b"\0" * (64 << 20), compresslevel=9)
+    async with standalone(cluster, namespace) as s:
+        headers = {**hmac_headers(bomb), "Content-Encoding": "gzip"}
+        assert await s.post(bomb, headers) == (413, "request body too large")
+        await until(lambda: s.held() == 0)
+        assert await s.requested_at() is None
+
+
+async def test_an_unreadable_chunked_body_is_400(cluster: Cluster, namespace: str) -> None:
+    async with standalone(cluster, namespace) as s:
+        conn = await Connection.open(s.url)
+        try:
+            answer = await conn.send_until_answered(
+                [raw_head(s.path, chunked=True), b"zz\r\nnot a chunk size\r\n"])
+        finally:
+            await conn.close()
+        assert answer.status == 400
+
+
+async def test_a_json_body_the_filters_cannot_read_is_a_handled_failure_not_a_crash(
+        cluster: Cluster, namespace: str, caplog: pytest.LogCaptureFixture) -> None:
+    async with standalone(cluster, namespace, spec={
+            "resourceFilter": "req.ref.lowerAscii() == 'refs/heads/main'"}) as s:
+        body = b'{"ref": "refs/heads/\\ud800"}'
+        assert json.loads(body)["ref"].endswith("\ud800")
+        answer = await s.post(body, {**JSON, **hmac_headers(body)})
+        assert answer == (500, "failed to request reconciliation")
+        assert "webhook request failed" not in caplog.text
+        assert await s.requested_at() is None
+        body = b'{"ref": "refs/heads/MAIN"}'
+        assert await s.post(body, {**JSON, **hmac_headers(body)}) == (200, "ok")
+        assert await s.requested_at() is not None
