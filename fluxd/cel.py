@@ -107,9 +107,10 @@ class Expression:
         # spec when the expression reads only its status costs five times as much.
         activation = {name: variables[name] for name in self._names if name in variables}
         context: dict[str, Any] | rust_cel.Context = activation
-        if self._functions:
-            context = _engine().Context(variables=activation, functions=self._functions)
         try:
+            if self._functions:
+                # converting the variables can fail too (a lone surrogate in a string)
+                context = _engine().Context(variables=activation, functions=self._functions)
             return self._program.execute(context)
         except BaseException as err:
             _reraise_foreign(err)

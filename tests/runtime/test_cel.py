@@ -139,6 +139,14 @@ def test_runtime_errors_of_every_kind_become_cel_errors() -> None:
             Expression.compile(text).evaluate({"x": 0, "items": []})
 
 
+def test_a_value_the_engine_cannot_take_is_a_cel_error_also_with_extension_functions(
+        ) -> None:
+    # a lone surrogate has no UTF-8 form: converting it fails before evaluation starts
+    for text in ("x.lowerAscii() == 'a'", "x == 'a'"):
+        with pytest.raises(CELError, match="failed to evaluate"):
+            Expression.compile(text).evaluate({"x": "\ud800"})
+
+
 # --------------------------------------------------------------------------- readyExpr
 
 
