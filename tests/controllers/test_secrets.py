@@ -25,6 +25,7 @@ from aiohttp import web
 from fluxd import logging as fluxlog
 from tests.controllers.conftest import Flux, condition
 from tests.controllers.notification.test_receiver import gitea_headers, gitea_push
+from tests.support import loopback
 from tests.support.gitserver import BasicAuth, GitServer, head
 
 pytestmark = pytest.mark.anyio
@@ -73,14 +74,8 @@ async def endpoint() -> AsyncIterator[Endpoint]:
     app = web.Application()
     app.router.add_post("/services/{token}", hook)
     app.router.add_route("*", "/api/v1/repos/org/app/{rest:.*}", status)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with loopback.serve(app) as state.url:
         yield state
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 from collections.abc import Mapping
 from typing import Any
@@ -20,6 +19,7 @@ from fluxd.controllers.notification.dispatch import (
 )
 from fluxd.regex import RegexCache
 from fluxd.runtime.events import Event, ObjectReference
+from tests.support.loopback import loop_stalls
 
 pytestmark = pytest.mark.anyio
 
@@ -118,24 +118,12 @@ async def test_a_long_message_is_matched_off_the_event_loop() -> None:
     # Flux's documented example; Python's re needs seconds for a 150 KB message
     the_alert = alert({"kind": "Kustomization", "name": "*"},
                       inclusionList=[".*succeeded.*"], exclusionList=[".*uninstall.*"])
-    loop = asyncio.get_running_loop()
-    stalls: list[float] = []
-
-    async def ticker() -> None:
-        last = loop.time()
-        while True:
-            await asyncio.sleep(0.005)
-            stalls.append(loop.time() - last - 0.005)
-            last = loop.time()
-
-    async with asyncio.TaskGroup() as group:
-        tick = group.create_task(ticker())
+    async with loop_stalls() as stalls:
         for size in (150_000, 60_000, 100_000):
             long = "x" * size
             assert not await alert_matches(the_alert, event(message=long), labels=no_labels)
             assert await alert_matches(the_alert, event(message=long + " succeeded"),
                                        labels=no_labels)
-        tick.cancel()
     assert max(stalls, default=0.0) < 0.25
 
 

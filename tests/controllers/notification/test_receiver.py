@@ -34,11 +34,12 @@ from prometheus_client import CollectorRegistry
 from fluxd.clock import FakeClock, SystemClock
 from fluxd.config import Settings
 from fluxd.controllers import kustomize, source
-from fluxd.controllers.notification import receiver
+from fluxd.controllers.notification import receiver, receiver_server
 from fluxd.controllers.notification.receiver_server import (
     ReceiverMetrics,
     ReceiverServer,
     go_time_string,
+    signature_matches,
     webhook_path,
 )
 from fluxd.kube import KubeClient, NotFound
@@ -192,6 +193,24 @@ def sign(token: str, body: bytes, algorithm: str = "sha256") -> str:
 
 
 # --------------------------------------------------------------------------- pure parts
+
+
+def test_signatures_and_tokens_are_compared_in_constant_time(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    compared: list[tuple[bytes, bytes]] = []
+    constant_time = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return constant_time(a, b)
+
+    monkeypatch.setattr(receiver_server.hmac, "compare_digest", spy)
+    body = b'{"ref": "refs/heads/main"}'
+    assert signature_matches("sha256=" + sign(TOKEN, body), [body], TOKEN.encode())
+    assert not signature_matches("sha256=" + sign("other", body), [body], TOKEN.encode())
+    assert receiver_server._same(TOKEN, TOKEN.encode())
+    assert not receiver_server._same("guess", TOKEN.encode())
+    assert len(compared) == 4  # every comparison went through hmac.compare_digest
 
 
 def test_the_webhook_path_is_the_sha256_of_token_name_and_namespace() -> None:
