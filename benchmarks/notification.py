@@ -97,7 +97,7 @@ async def matching(kubeconfig: Path, count: int) -> dict[str, float]:
         cache = InformerCache(client, clock=clock)
         dispatcher = Dispatcher(client=client, alerts=cache.informer(API, "Alert"),
                                 provider_objects=cache.informer(API, "Provider"),
-                                recorder=None, clock=clock)
+                                recorder=None, clock=clock, queue_size=count + 1)
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(i.run()) for i in cache.informers()]
             await asyncio.wait_for(cache.wait_for_sync(), 30)
@@ -105,8 +105,10 @@ async def matching(kubeconfig: Path, count: int) -> dict[str, float]:
             matched = 0
             started = time.perf_counter()
             for ev in events:
+                # the intake (duplicate check, metadata clean-up, queue), then the matching
+                # the dispatcher's loop does for each queued event (the sends are not run)
                 if dispatcher.submit(ev):
-                    matched += len(await dispatcher.matches(dispatcher._queue.popleft()))
+                    matched += len(await dispatcher.matches(ev))
             took = time.perf_counter() - started
             for task in tasks:
                 task.cancel()

@@ -22,27 +22,31 @@ takes seconds. So every user pattern is compiled here, with RE2 (``google-re2``)
   loop runs on.
 - A lone surrogate in the text (input that was not UTF-8) is matched as U+FFFD, the rune
   Go reads in place of invalid UTF-8.
-- ``RegexCache`` holds one owner's compiled patterns (and refusals), least recently used
-  dropped beyond its size. (``google-re2`` also keeps its own 128-entry LRU of compiled
-  patterns: with ``MAX_MEM`` that bounds the memory both hold.)
+- ``AnyOf(patterns)`` searches a list of patterns in one pass (RE2's ``Set``): whether
+  any matches, as a loop over ``search`` would say, at the cost of about one search.
+- ``RegexCache`` holds one owner's compiled patterns (and refusals) and ``AnyOf`` sets,
+  least recently used dropped beyond its size. (``google-re2`` also keeps its own
+  128-entry LRU of compiled patterns: with ``MAX_MEM`` that bounds the memory both hold.)
 """
 
 from __future__ import annotations
 
 import collections
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import re2
 
-__all__ = ["MAX_MEM", "Regex", "RegexCache", "RegexError", "compile"]
+__all__ = ["MAX_MEM", "AnyOf", "Regex", "RegexCache", "RegexError", "compile"]
 
 #: memory one compiled pattern may use (RE2's default is 8 MiB): caches of compiled
 #: patterns stay small even when every pattern's DFA cache is filled by hostile input
 MAX_MEM = 1 << 20
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: a pattern that is nothing but ASCII text: no metacharacter, escape or flag
+_LITERAL = re.compile(r"[ !\"#%&',\-/0-9:;<=>@A-Z_`a-z~]*")
 
 
 class RegexError(ValueError):
@@ -82,25 +86,89 @@ class Regex:
 def compile(pattern: str) -> Regex:
     """``pattern`` compiled with RE2 as Go reads it; ``RegexError`` when Go would refuse it."""
     _refuse_any_byte(pattern)
-    options = re2.Options()
-    options.log_errors = False  # RE2 would write every refusal to stderr
-    options.max_mem = MAX_MEM
     try:
-        compiled = re2.compile(_utf8(pattern), options)
+        compiled = re2.compile(_utf8(pattern), _options())
     except re2.error as exc:
         raise RegexError(f"error parsing regexp: {_text(exc)}") from None
     return Regex(pattern, compiled)
 
 
+class AnyOf:
+    """A list of patterns searched together, one pass over the text (RE2's ``Set``):
+    whether any of them matches somewhere. ``refused`` holds (pattern, message) for those
+    Go would not compile; they match nothing, so a list of only refused patterns matches
+    nothing."""
+
+    __slots__ = ("_each", "_literals", "_set", "refused")
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        self.refused: list[tuple[str, str]] = []
+        self._each: list[Regex] = []
+        for pattern in patterns:
+            try:
+                self._each.append(compile(pattern))
+            except RegexError as exc:
+                self.refused.append((pattern, str(exc)))
+        self._set: Any = None
+        if len(self._each) > 1:
+            self._set = _set_of(self._each)
+        #: when every pattern is plain ASCII text (most users' lists are), a search is a
+        #: substring test: the same answer without a call into RE2
+        self._literals: tuple[str, ...] | None = None
+        if all(_LITERAL.fullmatch(p.pattern) for p in self._each):
+            self._literals = tuple(p.pattern for p in self._each)
+
+    def search(self, text: str) -> bool:
+        if self._literals is not None and text.isascii():
+            return any(literal in text for literal in self._literals)
+        if self._set is not None:
+            return self._set.Match(_utf8(text)) is not None
+        return any(p.search(text) for p in self._each)
+
+
+def _set_of(patterns: Sequence[Regex]) -> Any:
+    """One RE2 set of ``patterns``, or None when together they do not fit in ``MAX_MEM``
+    (they are then searched one after the other)."""
+    together = re2.Set.SearchSet(_options())
+    try:
+        for pattern in patterns:
+            together.Add(_utf8(pattern.pattern))
+        together.Compile()
+    except re2.error:
+        return None
+    return together
+
+
+def _options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would write every refusal to stderr
+    options.max_mem = MAX_MEM
+    return options
+
+
 class RegexCache:
-    """Compiled patterns by pattern text, at most ``size``; a refused pattern is
-    remembered too, and ``get`` raises its ``RegexError`` again."""
+    """Compiled patterns by pattern text, and ``AnyOf`` sets by their patterns, at most
+    ``size`` of each; a refused pattern is remembered too, and ``get`` raises its
+    ``RegexError`` again."""
 
     def __init__(self, size: int = 256) -> None:
         self._size = max(1, size)
         #: a refusal is kept as its message: a stored exception would grow a traceback
         #: each time it is raised again
         self._entries: collections.OrderedDict[str, Regex | str] = collections.OrderedDict()
+        self._sets: collections.OrderedDict[tuple[str, ...], AnyOf] = \
+            collections.OrderedDict()
+
+    def any_of(self, patterns: Sequence[str]) -> AnyOf:
+        key = tuple(patterns)
+        found = self._sets.get(key)
+        if found is None:
+            found = self._sets[key] = AnyOf(key)
+            if len(self._sets) > self._size:
+                self._sets.popitem(last=False)
+        else:
+            self._sets.move_to_end(key)
+        return found
 
     def get(self, pattern: str) -> Regex:
         entry = self._entries.get(pattern)

@@ -124,3 +124,55 @@ def test_the_cache_is_bounded_and_remembers_refusals() -> None:
         with pytest.raises(regex.RegexError, match="missing"):
             cache.get("[x")
     assert len(cache) == 3
+
+
+_POOL = ["succeeded$", "(?m)succeeded$", r"\pL+ed\z", r"\Qv1.0\E", "(?i)HEALTH", "a.b",
+         "(?s)a.b", r"\d", "a|ab", "^Applied", "timed out", "", "x*"]
+_TEXTS = ["upgrade succeeded\n", "upgrade succeeded", "v1.0.3", "health check failed",
+          "a\nb", "٣", "Applied revision: main@sha1:0", "", "Health check timed out"]
+
+
+def test_a_list_searched_together_matches_when_one_of_its_patterns_does() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        patterns = rng.sample(_POOL, rng.randint(0, 4))
+        together = regex.AnyOf(patterns)
+        for text in _TEXTS:
+            expected = any(regex.compile(p).search(text) for p in patterns)
+            assert together.search(text) is expected, (patterns, text)
+
+
+def test_a_flag_in_one_pattern_of_a_list_does_not_reach_the_others() -> None:
+    together = regex.AnyOf(["(?i)abc", "XYZ"])
+    assert together.search("ABC")
+    assert not together.search("xyz")
+
+
+def test_refused_patterns_of_a_list_are_named_and_match_nothing() -> None:
+    together = regex.AnyOf(["(?=ok)", "ok$", r"(a)\1"])
+    assert [p for p, _ in together.refused] == ["(?=ok)", r"(a)\1"]
+    assert all("error parsing regexp" in message for _, message in together.refused)
+    assert together.search("it is ok")
+    assert not regex.AnyOf(["(?=ok)"]).search("ok")
+
+
+def test_the_cache_keeps_one_set_per_list() -> None:
+    cache = regex.RegexCache(size=2)
+    first = cache.any_of(["a", "b"])
+    assert cache.any_of(("a", "b")) is first
+    cache.any_of(["c"])
+    cache.any_of(["d"])
+    assert cache.any_of(["a", "b"]) is not first  # dropped, built again
+
+
+def test_a_list_of_plain_text_is_searched_as_the_patterns_would_be() -> None:
+    plain = regex.AnyOf(["timed out", "Dependency-Not/Ready: 'x'", ""])
+    metachars = regex.AnyOf(["timed.out", "(timed) out"])
+    for text in ("Health check timed out", "timedXout", "Dependency-Not/Ready: 'x'",
+                 "smile ☺ timed out", ""):
+        assert plain.search(text) is any(regex.compile(p).search(text) for p in
+                                         ["timed out", "Dependency-Not/Ready: 'x'", ""])
+        assert metachars.search(text) is any(regex.compile(p).search(text) for p in
+                                             ["timed.out", "(timed) out"])
+    assert not regex.AnyOf(["timed out"]).search("timedXout")
+    assert regex.AnyOf(["timed.out"]).search("timedXout")

@@ -160,38 +160,32 @@ async def message_passes(spec: Mapping[str, Any], message: str, *,
     exclusion pattern may. A pattern Go would not compile matches nothing and is reported
     to ``invalid`` each time it is met (Flux logs it and warns on the Alert)."""
     cache = patterns if patterns is not None else regex.RegexCache()
-    inclusion_list = [str(p) for p in spec.get("inclusionList") or []]
+    inclusion_list = spec.get("inclusionList")
     if inclusion_list:
-        inclusion = await _compiled(cache, inclusion_list, "inclusion", invalid)
-        if not await _any_match(inclusion, message):
+        inclusion = cache.any_of([str(p) for p in inclusion_list])
+        if inclusion.refused:
+            await _report(inclusion, "inclusion", invalid)
+        if not await _search(inclusion, message):
             return False
-    exclusion = await _compiled(cache, [str(p) for p in spec.get("exclusionList") or []],
-                                "exclusion", invalid)
-    return not await _any_match(exclusion, message)
+    exclusion_list = spec.get("exclusionList")
+    if not exclusion_list:
+        return True
+    exclusion = cache.any_of([str(p) for p in exclusion_list])
+    if exclusion.refused:
+        await _report(exclusion, "exclusion", invalid)
+    return not await _search(exclusion, message)
 
 
-async def _compiled(cache: regex.RegexCache, texts: list[str], which: str,
-                    invalid: InvalidPattern | None) -> list[regex.Regex]:
-    out: list[regex.Regex] = []
-    for text in texts:
-        try:
-            out.append(cache.get(text))
-        except regex.RegexError as exc:
-            if invalid is not None:
-                await invalid(f"failed to compile {which} regex: {text}: {exc}")
-    return out
+async def _report(patterns: regex.AnyOf, which: str, invalid: InvalidPattern | None) -> None:
+    if invalid is not None:
+        for text, error in patterns.refused:
+            await invalid(f"failed to compile {which} regex: {text}: {error}")
 
 
-async def _any_match(patterns: list[regex.Regex], message: str) -> bool:
-    if not patterns:
-        return False
+async def _search(patterns: regex.AnyOf, message: str) -> bool:
     if len(message) <= INLINE_MATCH_LIMIT:
-        return _search_any(patterns, message)
-    return await asyncio.to_thread(_search_any, patterns, message)
-
-
-def _search_any(patterns: list[regex.Regex], message: str) -> bool:
-    return any(p.search(message) for p in patterns)
+        return patterns.search(message)
+    return await asyncio.to_thread(patterns.search, message)
 
 
 def event_source_index(alert: Mapping[str, Any]) -> list[str]:
