@@ -684,8 +684,15 @@ def _unsafe_name(name: str) -> bool:
     and short name ``git~1``, HFS+'s ignored code points."""
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         return True
-    folded = "".join(c for c in name if c not in _HFS_IGNORED).lower()
-    return folded.split(":", 1)[0].rstrip(". ") in (".git", "git~1")
+    if name.isascii():
+        # nearly every name: no HFS+ ignored code point, and only names starting with
+        # '.' or 'g' can fold to .git or git~1
+        if name[0] not in ".gG":
+            return False
+        folded = name
+    else:
+        folded = "".join(c for c in name if c not in _HFS_IGNORED)
+    return folded.lower().split(":", 1)[0].rstrip(". ") in (".git", "git~1")
 
 
 def _shown(path: str) -> str:
