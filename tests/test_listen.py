@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from fluxd import listen
 from fluxd.clock import FakeClock
 from fluxd.config import HTTPSettings
 from fluxd.listen import Listener, ListenerLimits, serve_app
+from tests.support.rawhttp import Connection
 
 pytestmark = pytest.mark.anyio
 
@@ -57,52 +58,39 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+async def connect(listener: Listener) -> Connection:
+    return await Connection.open(listener.url)
 
 
-async def connect(listener: Listener) -> Stream:
-    return await asyncio.open_connection(listener.host, listener.port)
-
-
-async def hang_up(stream: Stream) -> None:
-    stream[1].close()
-    with suppress(ConnectionError):
-        await stream[1].wait_closed()
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One response (status, body) off a kept-alive connection: read by its length."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
-    lines = head.decode("latin-1").split("\r\n")
-    length = next(int(line.split(":", 1)[1]) for line in lines
-                  if line.lower().startswith("content-length:"))
-    body = await asyncio.wait_for(reader.readexactly(length), 5)
-    return int(lines[0].split()[1]), body
+async def read_response(stream: Connection) -> tuple[int, bytes]:
+    """One response (status, body) off a kept-alive connection."""
+    answer = await stream.response(within=5)
+    return answer.status, answer.body
 
 
 async def status_of(listener: Listener, path: str = "/healthz") -> int:
     """The status of one request on a connection of its own."""
-    reader, writer = await connect(listener)
+    stream = await connect(listener)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        await writer.drain()
-        line = await asyncio.wait_for(reader.readline(), 5)
+        await stream.send(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                          .encode())
+        line = await asyncio.wait_for(stream.reader.readline(), 5)
         return int(line.split()[1])
     finally:
-        await hang_up((reader, writer))
+        await stream.close()
 
 
-async def closed_by_server(reader: asyncio.StreamReader, within: float = 5.0) -> bytes:
+async def closed_by_server(stream: Connection, within: float = 5.0) -> bytes:
     """What the server sent before closing the connection (fails if it does not close)."""
     try:
-        return await asyncio.wait_for(reader.read(), within)
+        return await asyncio.wait_for(stream.reader.read(), within)
     except ConnectionResetError:
         return b""
 
 
-async def still_open(reader: asyncio.StreamReader) -> bool:
+async def still_open(stream: Connection) -> bool:
     try:
-        await asyncio.wait_for(reader.read(1), 0.2)
+        await asyncio.wait_for(stream.reader.read(1), 0.2)
     except TimeoutError:
         return True
     return False
@@ -130,21 +118,21 @@ async def test_connections_past_the_cap_are_refused_and_every_listener_still_ans
     async with serve(clock, max_connections=8) as capped, serve(clock) as other:
         idle = [await connect(capped) for _ in range(8)]
         extra = [await connect(capped) for _ in range(4)]
-        for reader, _ in extra:
-            answer = await closed_by_server(reader)
+        for stream in extra:
+            answer = await closed_by_server(stream)
             assert answer.startswith(b"HTTP/1.1 503 ") and answer.endswith(
                 b"too many connections\n")
-        assert all([await still_open(reader) for reader, _ in idle])
+        assert all([await still_open(stream) for stream in idle])
         assert await status_of(other) == 200
         assert await status_of(capped) == 503
-        await hang_up(idle.pop())
+        await idle.pop().close()
 
         async def answers() -> bool:
             return await status_of(capped) == 200
 
         await until(answers, "the freed slot is taken again")
         for stream in idle + extra:
-            await hang_up(stream)
+            await stream.close()
 
 
 def test_a_listener_takes_at_most_an_eighth_of_the_descriptor_limit() -> None:
@@ -170,20 +158,19 @@ async def test_a_client_dripping_its_headers_is_disconnected_after_the_header_ti
         dripping = await connect(listener)
         punctual = await connect(listener)
         for step in (b"GET /healthz HTTP/1.1\r\n", b"Host: x\r\n", b"X-Drip: 1\r\n"):
-            for _, writer in (dripping, punctual):
-                writer.write(step)
-                await writer.drain()
+            for stream in (dripping, punctual):
+                await stream.send(step)
             clock.advance(3)
             await settle()
-        assert await still_open(dripping[0])
-        punctual[1].write(b"\r\n")  # its headers complete 9 s after connecting
-        assert await read_response(punctual[0]) == (200, b"ok")
+        assert await still_open(dripping)
+        await punctual.send(b"\r\n")  # its headers complete 9 s after connecting
+        assert await read_response(punctual) == (200, b"ok")
         clock.advance(2)
         await settle()
-        assert await closed_by_server(dripping[0]) == b""
-        assert await still_open(punctual[0]), "a kept-alive connection is not a late one"
+        assert await closed_by_server(dripping) == b""
+        assert await still_open(punctual), "a kept-alive connection is not a late one"
         for stream in (dripping, punctual):
-            await hang_up(stream)
+            await stream.close()
 
 
 async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(
@@ -193,30 +180,29 @@ async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeou
         await settle()
         clock.advance(9)
         await settle()
-        assert await still_open(silent[0])
+        assert await still_open(silent)
         clock.advance(1)
         await settle()
-        assert await closed_by_server(silent[0]) == b""
-        await hang_up(silent)
+        assert await closed_by_server(silent) == b""
+        await silent.close()
 
 
 async def test_the_next_request_on_a_kept_alive_connection_has_its_own_header_deadline(
         clock: FakeClock) -> None:
     async with serve(clock, read_header_timeout=10) as listener:
-        reader, writer = stream = await connect(listener)
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert await read_response(reader) == (200, b"ok")
+        stream = await connect(listener)
+        await stream.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await read_response(stream) == (200, b"ok")
         clock.advance(30)  # idle between requests: the idle timeout's business, not this
         await settle()
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert await read_response(reader) == (200, b"ok")
-        writer.write(b"GET /heal")  # the next one starts, and stalls
-        await writer.drain()
+        await stream.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await read_response(stream) == (200, b"ok")
+        await stream.send(b"GET /heal")  # the next one starts, and stalls
         await settle()
         clock.advance(10)
         await settle()
-        assert await closed_by_server(reader) == b""
-        await hang_up(stream)
+        assert await closed_by_server(stream) == b""
+        await stream.close()
 
 
 # -- the idle timeout --------------------------------------------------------------------
@@ -226,13 +212,13 @@ async def test_an_idle_keep_alive_connection_is_closed_after_the_idle_timeout(
         clock: FakeClock) -> None:
     # aiohttp's own keep-alive timer: it runs on the loop's time, so this one waits
     async with serve(clock, idle_timeout=0.3) as listener:
-        reader, writer = stream = await connect(listener)
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert await read_response(reader) == (200, b"ok")
+        stream = await connect(listener)
+        await stream.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert await read_response(stream) == (200, b"ok")
         answered = time.monotonic()
-        assert await closed_by_server(reader) == b""
+        assert await closed_by_server(stream) == b""
         assert 0.25 <= time.monotonic() - answered < 4
-        await hang_up(stream)
+        await stream.close()
 
 
 # -- log lines ---------------------------------------------------------------------------
@@ -250,12 +236,11 @@ async def test_malformed_requests_are_answered_400_and_logged_as_a_few_short_lin
     caplog.set_level(logging.INFO)
     async with serve(clock) as listener:
         for i in range(200):
-            reader, writer = stream = await connect(listener)
-            writer.write(MALFORMED[i % len(MALFORMED)])
-            await writer.drain()
-            answer = await closed_by_server(reader)
+            stream = await connect(listener)
+            await stream.send(MALFORMED[i % len(MALFORMED)])
+            answer = await closed_by_server(stream)
             assert answer.startswith(b"HTTP/1.1 400 ") or answer.startswith(b"HTTP/1.0 400 ")
-            await hang_up(stream)
+            await stream.close()
         clock.advance(listen.LOG_INTERVAL)
         await settle()
     records = [r for r in caplog.records if r.name in ("aiohttp.server", log.name)]
