@@ -34,6 +34,7 @@ from prometheus_client.metrics_core import Metric
 
 from fluxd.clock import Clock, SystemClock
 from fluxd.listen import DEFAULT_LIMITS, Limits, Listener, parse_address, serve_app
+from fluxd.lru import LRU
 
 __all__ = ["RENDER_TTL", "HealthServer", "Readiness", "create_app", "parse_address", "serve"]
 
@@ -85,24 +86,23 @@ class _Exposition:
         self._view = view
         self._clock = clock
         self._collected: tuple[float, _Collected] | None = None
-        #: content type -> (when its families were collected, the body being encoded)
-        self._bodies: dict[str, tuple[float, asyncio.Future[bytes]]] = {}
+        #: content type -> (when its families were collected, the body being encoded);
+        #: the one rendered longest ago goes first
+        self._bodies: LRU[str, tuple[float, asyncio.Future[bytes]]] = LRU(_KEPT_BODIES)
         # one thread: scrapes asking for many content types queue up rather than take
         # every core
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="metrics")
 
     async def body(self, encode: Callable[[_Collected], bytes], content_type: str) -> bytes:
         now = self._clock.monotonic()
-        entry = self._bodies.get(content_type)
+        entry = self._bodies.peek(content_type)
         if entry is None or now - entry[0] >= RENDER_TTL:
             collected_at, families = self._collect(now)
             rendering = asyncio.get_running_loop().run_in_executor(
                 self._worker, encode, families)
             rendering.add_done_callback(functools.partial(self._drop_failed, content_type))
-            self._bodies.pop(content_type, None)  # to the end: the oldest go first
-            entry = self._bodies[content_type] = (collected_at, rendering)
-            while len(self._bodies) > _KEPT_BODIES:
-                del self._bodies[next(iter(self._bodies))]
+            entry = (collected_at, rendering)
+            self._bodies.put(content_type, entry)
         # shielded: a scraper that goes away does not cancel the others' render
         return await asyncio.shield(entry[1])
 
@@ -113,9 +113,9 @@ class _Exposition:
 
     def _drop_failed(self, content_type: str, rendering: asyncio.Future[bytes]) -> None:
         if rendering.cancelled() or rendering.exception() is not None:
-            entry = self._bodies.get(content_type)
+            entry = self._bodies.peek(content_type)
             if entry is not None and entry[1] is rendering:
-                del self._bodies[content_type]
+                self._bodies.pop(content_type)
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)

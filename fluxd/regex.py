@@ -31,12 +31,13 @@ takes seconds. So every user pattern is compiled here, with RE2 (``google-re2``)
 
 from __future__ import annotations
 
-import collections
 import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import re2
+
+from fluxd.lru import LRU
 
 __all__ = ["MAX_MEM", "AnyOf", "Regex", "RegexCache", "RegexError", "compile"]
 
@@ -152,22 +153,17 @@ class RegexCache:
     ``RegexError`` again."""
 
     def __init__(self, size: int = 256) -> None:
-        self._size = max(1, size)
         #: a refusal is kept as its message: a stored exception would grow a traceback
         #: each time it is raised again
-        self._entries: collections.OrderedDict[str, Regex | str] = collections.OrderedDict()
-        self._sets: collections.OrderedDict[tuple[str, ...], AnyOf] = \
-            collections.OrderedDict()
+        self._entries: LRU[str, Regex | str] = LRU(max(1, size))
+        self._sets: LRU[tuple[str, ...], AnyOf] = LRU(max(1, size))
 
     def any_of(self, patterns: Sequence[str]) -> AnyOf:
         key = tuple(patterns)
         found = self._sets.get(key)
         if found is None:
-            found = self._sets[key] = AnyOf(key)
-            if len(self._sets) > self._size:
-                self._sets.popitem(last=False)
-        else:
-            self._sets.move_to_end(key)
+            found = AnyOf(key)
+            self._sets.put(key, found)
         return found
 
     def get(self, pattern: str) -> Regex:
@@ -177,11 +173,7 @@ class RegexCache:
                 entry = compile(pattern)
             except RegexError as exc:
                 entry = str(exc)
-            self._entries[pattern] = entry
-            if len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-        else:
-            self._entries.move_to_end(pattern)
+            self._entries.put(pattern, entry)
         if isinstance(entry, str):
             raise RegexError(entry)
         return entry

@@ -29,7 +29,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio.to_thread
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.abc import AbstractStreamWriter
+from multidict import CIMultiDict
 
 from fluxd.artifacts.storage import ArtifactStore
 from fluxd.clock import Clock
@@ -51,12 +53,32 @@ _FALLBACK_TYPE = "application/octet-stream"
 
 
 class _PlainFileResponse(web.FileResponse):
-    """A FileResponse that never swaps in a pre-compressed ``<file>.gz``/``.br`` sibling."""
+    """A FileResponse that never swaps in a pre-compressed ``<file>.gz``/``.br`` sibling.
 
-    def _get_file_path_stat_encoding(
-        self, accept_encoding: str
-    ) -> tuple[Path | None, os.stat_result, str | None]:
-        return super()._get_file_path_stat_encoding("")
+    aiohttp looks for a sibling only in the codings the request accepts, so the response
+    is prepared for the request as if it accepted none (``Request.clone``, public API).
+    """
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        return await super().prepare(_accepting_no_coding(request))
+
+
+def _accepting_no_coding(request: web.BaseRequest) -> web.BaseRequest:
+    """``request`` without its ``Accept-Encoding``. A header value that is not text (a
+    client's invalid UTF-8) cannot be copied into the clone; it is left out too."""
+    if hdrs.ACCEPT_ENCODING not in request.headers:
+        return request
+    headers = CIMultiDict((name, value) for name, value in request.headers.items()
+                          if name.lower() != "accept-encoding" and _is_text(value))
+    return request.clone(headers=headers)
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _content_type(path: Path) -> str:

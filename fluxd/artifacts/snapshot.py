@@ -29,7 +29,6 @@ import io
 import os
 import tarfile
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from fluxd.artifacts.extract import (
     UnsafeArchiveError,
     _parts,
 )
+from fluxd.lru import LRU
 
 __all__ = ["Snapshot", "SnapshotCache", "read_snapshot"]
 
@@ -175,10 +175,13 @@ class SnapshotCache:
     """Recently used snapshots by digest (see the module docstring)."""
 
     max_bytes: int = 64 << 20
-    _entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+    _entries: LRU[str, _Entry] = field(init=False)
     _reading: dict[str, asyncio.Future[Snapshot]] = field(default_factory=dict)
     #: counters for tests and diagnostics
     reads: int = 0
+
+    def __post_init__(self) -> None:
+        self._entries = LRU(self.max_bytes, weigh=lambda entry: entry.snapshot.size)
 
     def _stat(self, archive: Path) -> tuple[int, int]:
         st = archive.stat()
@@ -187,7 +190,7 @@ class SnapshotCache:
     async def cached(self, digest: str, archive: Path) -> Snapshot | None:
         """The snapshot of ``digest`` if it is kept and ``archive`` is unchanged since it
         was read (then its digest needs no new check); None otherwise."""
-        entry = self._entries.get(digest)
+        entry = self._entries.peek(digest)
         if entry is None:
             return None
         try:
@@ -196,14 +199,14 @@ class SnapshotCache:
             return None
         if entry.stat != stat:
             return None
-        self._entries.move_to_end(digest)
+        self._entries.get(digest)  # used: the most recent now
         return entry.snapshot
 
     async def get(self, digest: str, archive: Path) -> Snapshot:
         stat = await asyncio.to_thread(self._stat, archive)
-        entry = self._entries.get(digest)
+        entry = self._entries.peek(digest)
         if entry is not None and entry.stat == stat:
-            self._entries.move_to_end(digest)
+            self._entries.get(digest)  # used: the most recent now
             return entry.snapshot
         pending = self._reading.get(digest)
         if pending is not None:
@@ -223,18 +226,9 @@ class SnapshotCache:
         finally:
             self._reading.pop(digest, None)
         future.set_result(snapshot)
-        self._keep(digest, _Entry(snapshot, stat))
+        # a snapshot bigger than the whole cache is not kept
+        self._entries.put(digest, _Entry(snapshot, stat))
         return snapshot
-
-    def _keep(self, digest: str, entry: _Entry) -> None:
-        if entry.snapshot.size > self.max_bytes:
-            return
-        self._entries[digest] = entry
-        self._entries.move_to_end(digest)
-        total = sum(e.snapshot.size for e in self._entries.values())
-        while total > self.max_bytes and len(self._entries) > 1:
-            _, dropped = self._entries.popitem(last=False)
-            total -= dropped.snapshot.size
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -33,9 +33,10 @@ from fluxd.devcluster.errors import (
     not_found,
 )
 from fluxd.devcluster.registry import CRDError, Registry, ResourceType, StorageKey
-from fluxd.devcluster.selector import FieldMatcher, Requirement, labels_match
+from fluxd.devcluster.selector import FieldMatcher, labels_match
 from fluxd.devcluster.store import Obj, Store
 from fluxd.jsonvalue import clone
+from fluxd.selector import Selector, SelectorError, from_label_selector
 
 NAMESPACES: StorageKey = ("", "namespaces")
 CRDS: StorageKey = ("apiextensions.k8s.io", "customresourcedefinitions")
@@ -119,7 +120,7 @@ class Cluster:
             raise not_found(rt.qualified, name, group=rt.group, kind=rt.plural)
         return conversion.to_version(obj, rt)
 
-    def list_objects(self, rt: ResourceType, namespace: str | None, *, labels: list[Requirement],
+    def list_objects(self, rt: ResourceType, namespace: str | None, *, labels: Selector,
              fields: FieldMatcher | None, limit: int = 0, continue_token: str = "") -> ListResult:
         after = None
         rv = str(self.store.resource_version)
@@ -247,8 +248,11 @@ class Cluster:
             labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
             if not selector:
                 return [("FieldValueRequired", "spec.selector", "Required value")]
-            wanted = selector.get("matchLabels") or {}
-            if any(labels.get(k) != v for k, v in wanted.items()):
+            try:
+                matches = from_label_selector(selector).matches(labels)
+            except SelectorError:
+                matches = True  # the server's selector validation is not simulated
+            if not matches:
                 return [("FieldValueInvalid", "spec.template.metadata.labels",
                          f"Invalid value: {json.dumps(labels, separators=(',', ':'))}: "
                          "`selector` does not match template `labels`")]
@@ -730,8 +734,10 @@ def _scale_of(rt: ResourceType, obj: Obj) -> Obj:
         if selector is not None:
             status["selector"] = selector
     if rt.group == "apps":
-        match = (((obj.get("spec") or {}).get("selector") or {}).get("matchLabels") or {})
-        status["selector"] = ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+        try:
+            status["selector"] = str(from_label_selector((obj.get("spec") or {}).get("selector")))
+        except SelectorError:
+            status["selector"] = ""
     return {
         "kind": "Scale", "apiVersion": "autoscaling/v1",
         "metadata": {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion",

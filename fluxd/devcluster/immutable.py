@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fluxd.devcluster.gotext import quote
+from fluxd.gotext import quote
 
 Cause = tuple[str, str, str]
 

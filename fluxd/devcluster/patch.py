@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from fluxd import jsonpointer
 from fluxd.devcluster.schema import FieldSchema, ListType
 from fluxd.jsonvalue import clone
 
@@ -131,27 +132,19 @@ def _from(operation: dict[str, Any]) -> list[str]:
 
 
 def _parse_pointer(pointer: str) -> list[str]:
-    if pointer == "":
-        return []
-    if not pointer.startswith("/"):
-        raise _OpFailed("pointer must be empty or start with '/'")
-    tokens = []
-    for raw in pointer[1:].split("/"):
-        # "~" may only introduce "~0" or "~1"; anything else is a malformed pointer.
-        if "~" in raw.replace("~0", "").replace("~1", ""):
-            raise _OpFailed(f"invalid escape in pointer token {raw!r}")
-        # ~1 first, then ~0, so that "~01" decodes to "~1" rather than "/".
-        tokens.append(raw.replace("~1", "/").replace("~0", "~"))
-    return tokens
+    try:
+        return jsonpointer.parse(pointer)
+    except jsonpointer.PointerError as exc:
+        raise _OpFailed(str(exc)) from None
 
 
 def _list_index(array: list[Any], token: str, *, allow_end: bool) -> int:
     if token == "-" and allow_end:
         return len(array)
-    # RFC 6901: decimal digits without leading zeros; no signs, no "-" outside add.
-    if not token.isdigit() or not token.isascii() or (len(token) > 1 and token[0] == "0"):
+    # no "-" outside add
+    index = jsonpointer.array_index(token)
+    if index is None:
         raise _OpFailed(f"invalid array index {token!r}")
-    index = int(token)
     limit = len(array) if allow_end else len(array) - 1
     if index > limit:
         raise _OpFailed(f"array index {index} out of range (length {len(array)})")

@@ -23,7 +23,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from fluxd.devcluster.gotext import quote
+from fluxd.gotext import quote
+from fluxd.selector import SelectorError, from_label_selector
 
 __all__ = [
     "Attributes",
@@ -333,33 +334,14 @@ def _own_rules(role: Rule) -> list[Rule]:
 
 
 def _selector_matches(selector: Any, labels: Mapping[str, Any]) -> bool:
-    """metav1.LabelSelector semantics; an empty selector matches everything."""
+    """metav1.LabelSelector semantics; an empty selector matches everything, an invalid
+    one nothing."""
     if not isinstance(selector, Mapping):
         return False
-    for label, value in _mapping(selector.get("matchLabels")).items():
-        if label not in labels or labels[label] != value:
-            return False
-    for expression in selector.get("matchExpressions") or []:
-        if not isinstance(expression, Mapping):
-            return False
-        key = str(expression.get("key", ""))
-        operator = expression.get("operator")
-        values = expression.get("values") or []
-        present = key in labels
-        if operator == "In":
-            ok = present and labels[key] in values
-        elif operator == "NotIn":
-            ok = not present or labels[key] not in values
-        elif operator == "Exists":
-            ok = present
-        elif operator == "DoesNotExist":
-            ok = not present
-        else:
-            # An invalid selector selects nothing.
-            return False
-        if not ok:
-            return False
-    return True
+    try:
+        return from_label_selector(selector).matches(labels)
+    except SelectorError:
+        return False
 
 
 # --- rule matching ---------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""Label and field selectors, parsed once and matched against plain dict objects.
+"""Label and field selectors of list and watch requests, matched against plain dicts.
 
-Label selectors support the full string syntax (``a=b``, ``a==b``, ``a!=b``,
-``a in (x,y)``, ``a notin (x)``, ``a``, ``!a``). Field selectors support ``=``, ``==``
+Label selectors are ``fluxd.selector``'s (Kubernetes' whole syntax); one that does not
+parse is a 400 with the real server's message. Field selectors support ``=``, ``==``
 and ``!=`` over ``metadata.name`` and ``metadata.namespace`` for every kind, plus the
 few kind-specific fields real servers index (event ``involvedObject.*``, pod
 ``status.phase``/``spec.nodeName``, secret ``type``); anything else is rejected with
@@ -12,31 +12,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from fluxd import selector
 from fluxd.devcluster.errors import ApiError, bad_request
-
-_KEY = r"[A-Za-z0-9](?:[-A-Za-z0-9_./]*[A-Za-z0-9])?"
-_VALUE = r"(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?)?"
-
-
-@dataclass(frozen=True)
-class Requirement:
-    key: str
-    op: str  # = != in notin exists !exists
-    values: tuple[str, ...] = ()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        present = self.key in labels
-        if self.op == "exists":
-            return present
-        if self.op == "!exists":
-            return not present
-        if self.op in ("=", "in"):
-            return present and labels[self.key] in self.values
-        # != and notin also match objects without the label
-        return not present or labels[self.key] not in self.values
+from fluxd.selector import Selector
 
 
 def _split_top(text: str) -> list[str]:
@@ -55,43 +35,16 @@ def _split_top(text: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def parse_labels(text: str) -> list[Requirement]:
-    reqs = []
-    for part in _split_top(text or ""):
-        m = re.fullmatch(rf"({_KEY})\s+(in|notin)\s+\((.*)\)", part)
-        if m:
-            values = tuple(v.strip() for v in m.group(3).split(",") if v.strip())
-            reqs.append(Requirement(m.group(1), m.group(2), values))
-            continue
-        m = re.fullmatch(rf"({_KEY})\s*(==|=|!=)\s*({_VALUE})", part)
-        if m:
-            op = "!=" if m.group(2) == "!=" else "="
-            reqs.append(Requirement(m.group(1), op, (m.group(3),)))
-            continue
-        m = re.fullmatch(rf"(!?)\s*({_KEY})", part)
-        if m:
-            reqs.append(Requirement(m.group(2), "!exists" if m.group(1) else "exists"))
-            continue
-        raise bad_request(f"unable to parse requirement: {part!r}")
-    return reqs
+def parse_labels(text: str) -> Selector:
+    """The ``labelSelector`` of a request; a 400 ``ApiError`` when it does not parse."""
+    try:
+        return selector.parse(text or "")
+    except selector.SelectorError as exc:
+        raise bad_request(str(exc)) from None
 
 
-def selector_from_label_selector(sel: Mapping[str, Any] | None) -> list[Requirement]:
-    """Requirements of a ``metav1.LabelSelector`` object (matchLabels + matchExpressions)."""
-    match_labels = (sel or {}).get("matchLabels") or {}
-    reqs = [Requirement(k, "=", (str(v),)) for k, v in match_labels.items()]
-    ops = {"In": "in", "NotIn": "notin", "Exists": "exists", "DoesNotExist": "!exists"}
-    for expr in (sel or {}).get("matchExpressions") or []:
-        op = ops.get(expr.get("operator", ""))
-        if op is None:
-            raise bad_request(f"{expr.get('operator')!r} is not a valid label selector operator")
-        reqs.append(Requirement(expr.get("key", ""), op, tuple(expr.get("values") or ())))
-    return reqs
-
-
-def labels_match(reqs: list[Requirement], obj: Mapping[str, Any]) -> bool:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    return all(r.matches(labels) for r in reqs)
+def labels_match(labels: Selector, obj: Mapping[str, Any]) -> bool:
+    return labels.matches((obj.get("metadata") or {}).get("labels"))
 
 
 _COMMON_FIELDS = ("metadata.name", "metadata.namespace")

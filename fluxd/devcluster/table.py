@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from fluxd.selector import SelectorError, from_label_selector
+
 __all__ = [
     "Column",
     "builtin_columns",
@@ -201,28 +203,12 @@ def _format_labels(labels: Any) -> str:
 def _selector_string(selector: Any) -> str | None:
     """A LabelSelector as its selector string ("" when it selects nothing/everything).
 
-    None when an expression uses an unknown operator (the real server prints an error).
+    None when it does not convert (the real server prints an error).
     """
-    sel = _dict(selector)
-    reqs: list[tuple[str, str]] = []
-    for key, value in _dict(sel.get("matchLabels")).items():
-        reqs.append((str(key), f"{key}={value}"))
-    for expr in _list(sel.get("matchExpressions")):
-        key = _str(_get(expr, "key"))
-        op = _str(_get(expr, "operator"))
-        values = ",".join(sorted(str(v) for v in _list(_get(expr, "values"))))
-        if op == "In":
-            reqs.append((key, f"{key} in ({values})"))
-        elif op == "NotIn":
-            reqs.append((key, f"{key} notin ({values})"))
-        elif op == "Exists":
-            reqs.append((key, key))
-        elif op == "DoesNotExist":
-            reqs.append((key, f"!{key}"))
-        else:
-            return None
-    reqs.sort(key=lambda r: r[0])
-    return ",".join(text for _, text in reqs)
+    try:
+        return str(from_label_selector(selector if isinstance(selector, dict) else None))
+    except SelectorError:
+        return None
 
 
 def _format_label_selector(selector: Any) -> str:

@@ -33,7 +33,7 @@ from functools import lru_cache
 from typing import Any
 
 from fluxd.devcluster import celrules
-from fluxd.devcluster.gotext import quote
+from fluxd.gotext import quote
 from fluxd.jsonvalue import clone
 
 Schema = dict[str, Any]

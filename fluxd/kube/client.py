@@ -31,6 +31,7 @@ from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
 from fluxd.clock import Clock
 from fluxd.kube.errors import Gone, KubeError, TransportError, from_status
 from fluxd.kube.mapping import Mapping, RESTMapper
+from fluxd.tokenbucket import TokenBucket
 
 Obj = dict[str, Any]
 
@@ -53,32 +54,28 @@ class ListResult:
 
 
 class Throttle:
-    """Client-side rate limit: ``qps`` requests per second with bursts of ``burst``."""
+    """Client-side rate limit: ``qps`` requests per second with bursts of ``burst``;
+    a request over the limit waits its turn (a reserved token) on the clock."""
 
     def __init__(self, qps: float, burst: int, clock: Clock) -> None:
-        self.set_rate(qps, burst)
         self._clock = clock
-        self._tokens = float(burst)
-        self._last = clock.monotonic()
-        self._lock = asyncio.Lock()
+        self.qps, self.burst = _rate(qps, burst)
+        self._bucket = TokenBucket(burst=self.burst, every=1.0 / self.qps,
+                                   monotonic=clock.monotonic)
 
     def set_rate(self, qps: float, burst: int) -> None:
         """Change the limits in place (hot configuration reload)."""
-        self.qps = max(qps, 0.001)
-        self.burst = max(burst, 1)
+        self.qps, self.burst = _rate(qps, burst)
+        self._bucket.set_limits(burst=self.burst, every=1.0 / self.qps)
 
     async def wait(self) -> None:
-        async with self._lock:
-            now = self._clock.monotonic()
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.qps)
-            self._last = now
-            if self._tokens >= 1:
-                self._tokens -= 1
-                return
-            delay = (1 - self._tokens) / self.qps
-            self._tokens = 0.0
-            self._last = now + delay
-        await self._clock.sleep(delay)
+        delay = self._bucket.reserve()
+        if delay > 0:
+            await self._clock.sleep(delay)
+
+
+def _rate(qps: float, burst: int) -> tuple[float, int]:
+    return max(qps, 0.001), max(burst, 1)
 
 
 @dataclass

@@ -38,14 +38,15 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 from fluxd import logging as fluxlog
 from fluxd.clock import Clock, rfc3339
 from fluxd.kube.errors import AlreadyExists, KubeError, NotFound
+from fluxd.lru import LRU
+from fluxd.tokenbucket import TokenBuckets
 
 log = logging.getLogger("fluxd.events")
 
@@ -288,28 +289,6 @@ class EventBus:
 
 # -- client-go's event correlator ----------------------------------------------------------
 
-K = TypeVar("K")
-V = TypeVar("V")
-
-
-class _LRU(Generic[K, V]):
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: OrderedDict[K, V] = OrderedDict()
-
-    def get(self, key: K) -> V | None:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        while len(self._data) > self._size:
-            self._data.popitem(last=False)
-
-
 @dataclass(frozen=True)
 class _KubeEvent:
     """The core/v1 Event being recorded, before correlation decides create or patch."""
@@ -367,12 +346,6 @@ class _Observation:
     name: str
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    last: float
-
-
 @dataclass(frozen=True)
 class _Correlation:
     event: _KubeEvent
@@ -388,13 +361,12 @@ class _Correlator:
     def __init__(self, clock: Clock, *, burst: int, qps: float, max_events: int,
                  interval: float, cache_size: int = LRU_SIZE) -> None:
         self._clock = clock
-        self._burst = burst
-        self._qps = qps
         self._max_events = max_events
         self._interval = interval
-        self._aggregates: _LRU[tuple[str, ...], _Aggregate] = _LRU(cache_size)
-        self._observations: _LRU[tuple[str, ...], _Observation] = _LRU(cache_size)
-        self._buckets: _LRU[tuple[str, ...], _Bucket] = _LRU(cache_size)
+        self._aggregates: LRU[tuple[str, ...], _Aggregate] = LRU(cache_size)
+        self._observations: LRU[tuple[str, ...], _Observation] = LRU(cache_size)
+        self._buckets: TokenBuckets[tuple[str, ...]] = TokenBuckets(
+            burst=burst, every=1.0 / qps, monotonic=clock.monotonic, max_keys=cache_size)
 
     def correlate(self, event: _KubeEvent) -> _Correlation:
         event, key = self._aggregate(event)
@@ -430,16 +402,7 @@ class _Correlator:
         return event, patch
 
     def _allow(self, event: _KubeEvent) -> bool:
-        now = self._clock.monotonic()
-        key = event.object_key()
-        bucket = self._buckets.get(key) or _Bucket(float(self._burst), now)
-        bucket.tokens = min(float(self._burst), bucket.tokens + (now - bucket.last) * self._qps)
-        bucket.last = now
-        allowed = bucket.tokens >= 1.0
-        if allowed:
-            bucket.tokens -= 1.0
-        self._buckets.put(key, bucket)
-        return allowed
+        return self._buckets.take(event.object_key())
 
     def written(self, key: tuple[str, ...], event: _KubeEvent, server: Obj) -> None:
         """Remember what the server holds now (its count may be ahead of ours)."""

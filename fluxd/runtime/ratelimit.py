@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from typing import Protocol
 
+from fluxd import tokenbucket
 from fluxd.clock import Clock
 
 #: Beyond this many doublings every sensible base has passed every sensible cap; stopping
@@ -71,17 +72,11 @@ class TokenBucket:
             raise ValueError(f"need qps > 0 and burst >= 1, got qps={qps} burst={burst}")
         self.qps = qps
         self.burst = burst
-        self._clock = clock
-        self._tokens = float(burst)
-        self._last = clock.monotonic()
+        self._bucket = tokenbucket.TokenBucket(burst=burst, every=1.0 / qps,
+                                               monotonic=clock.monotonic)
 
     def when(self, item: Hashable) -> float:
-        now = self._clock.monotonic()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.qps)
-        self._last = now
-        self._tokens -= 1.0
-        # A negative balance is a debt that refills at qps: the reservation's wait.
-        return 0.0 if self._tokens >= 0 else -self._tokens / self.qps
+        return self._bucket.reserve()
 
     def forget(self, item: Hashable) -> None:
         pass

@@ -164,3 +164,34 @@ async def test_the_server_is_bounded_as_every_listener_is(store: ArtifactStore,
             with contextlib.suppress(ConnectionResetError):
                 assert await asyncio.wait_for(held_reader.read(), 5) == b""
             held_writer.close()
+
+
+async def test_ranges_and_validators_apply_to_a_client_that_accepts_compression(
+        server: ArtifactServer, store: ArtifactStore) -> None:
+    store.store_file("Bucket", "ns", "b", "data.tar", b"the tar")
+    store.store_file("Bucket", "ns", "b", "data.tar.gz", b"something else")
+    path = "/bucket/ns/b/data.tar"
+    accepts = {"Accept-Encoding": "gzip, br"}
+    status, headers, body = await get(server, path, headers={**accepts, "Range": "bytes=4-"})
+    assert (status, body) == (206, b"tar")
+    assert headers["Content-Range"] == "bytes 4-6/7"
+    _, headers, _ = await get(server, path, headers=accepts)
+    etag = next(value for name, value in headers.items() if name.lower() == "etag")
+    status, _, body = await get(server, path, headers={**accepts, "If-None-Match": etag})
+    assert (status, body) == (304, b"")
+
+
+async def test_a_header_that_is_not_utf8_does_not_spoil_the_answer(
+        server: ArtifactServer, store: ArtifactStore) -> None:
+    store.store_file("Bucket", "ns", "b", "data.tar", b"the tar")
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    try:
+        writer.write(b"GET /bucket/ns/b/data.tar HTTP/1.1\r\nHost: x\r\n"
+                     b"Accept-Encoding: gzip\r\nX-Note: caf\xe9\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    assert answer.endswith(b"\r\n\r\nthe tar")

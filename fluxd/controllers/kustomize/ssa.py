@@ -34,10 +34,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar
 
-from fluxd import regex
+from fluxd import jsonpointer, regex
 from fluxd.clock import Clock
 from fluxd.kube.errors import Conflict, Invalid, KubeError, NotFound
 from fluxd.kube.mapping import Mapping as RESTMapping
+from fluxd.selector import Selector
+from fluxd.selector import parse as parse_selector
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -281,69 +283,6 @@ def _dry_run_error(meta: ObjMeta, exc: KubeError) -> ApplyError:
 
 # --- drift ignore rules ------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _Requirement:
-    key: str
-    op: str  # = != in notin exists !exists > <
-    values: tuple[str, ...] = ()
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        present = self.key in labels
-        value = labels.get(self.key, "")
-        if self.op == "exists":
-            return present
-        if self.op == "!exists":
-            return not present
-        if self.op in ("=", "in"):
-            return present and value in self.values
-        if self.op in ("!=", "notin"):
-            return not present or value not in self.values
-        try:
-            number, bound = int(value), int(self.values[0])
-        except (ValueError, IndexError):
-            return False
-        return present and (number > bound if self.op == ">" else number < bound)
-
-
-_SET_REQUIREMENT = re.compile(r"^\s*(\S+)\s+(in|notin)\s*\((.*)\)\s*$")
-_OP_REQUIREMENT = re.compile(r"^\s*([^\s=!<>]+)\s*(==|=|!=|>|<)\s*(\S*)\s*$")
-
-
-def parse_selector(text: str) -> list[_Requirement]:
-    """A label-selector expression (``a=b,c!=d,e in (x,y),!f,g``) as requirements;
-    ValueError when malformed."""
-    parts: list[str] = []
-    depth, start = 0, 0
-    for i, char in enumerate(text):
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        elif char == "," and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    out: list[_Requirement] = []
-    for part in parts:
-        if not part.strip():
-            if len(parts) > 1:
-                raise ValueError(f"found '', expected: identifier in {text!r}")
-            continue
-        if found := _SET_REQUIREMENT.match(part):
-            values = tuple(v.strip() for v in found.group(3).split(",") if v.strip())
-            out.append(_Requirement(found.group(1), found.group(2), values))
-        elif found := _OP_REQUIREMENT.match(part):
-            op = "=" if found.group(2) == "==" else found.group(2)
-            out.append(_Requirement(found.group(1), op, (found.group(3),)))
-        elif re.fullmatch(r"\s*!\s*[^\s=!<>(),]+\s*", part):
-            out.append(_Requirement(part.strip()[1:].strip(), "!exists"))
-        elif re.fullmatch(r"\s*[^\s=!<>(),]+\s*", part):
-            out.append(_Requirement(part.strip(), "exists"))
-        else:
-            raise ValueError(f"unable to parse requirement: {part.strip()!r}")
-    return out
-
-
 _TARGET_FIELDS = ("group", "version", "kind", "name", "namespace")
 
 
@@ -378,14 +317,27 @@ class IgnoreRule:
         return {name: regex.compile(f"^(?:{pattern})$")
                 for name in _TARGET_FIELDS if (pattern := self._field(name))}
 
+    @functools.cached_property
+    def _selectors(self) -> tuple[Selector, Selector]:
+        """The label and annotation selectors (Kubernetes' syntax, as Flux parses both);
+        SelectorError when one does not parse."""
+        return (parse_selector(self._field("labelSelector", "label_selector")),
+                parse_selector(self._field("annotationSelector", "annotation_selector")))
+
+    @functools.cached_property
+    def tokens(self) -> tuple[list[str], ...]:
+        """The paths' reference tokens; PointerError when one is malformed."""
+        return tuple(jsonpointer.parse(path) for path in self.paths)
+
     def check(self) -> None:
         """ValueError when a pattern, selector or path is malformed."""
         self._patterns  # noqa: B018 - compiling is the check
-        parse_selector(self._field("labelSelector", "label_selector"))
-        parse_selector(self._field("annotationSelector", "annotation_selector"))
+        self._selectors  # noqa: B018 - parsing is the check
         for path in self.paths:
-            if _pointer_tokens(path) is None:
-                raise ValueError(f"invalid JSON pointer {path!r}")
+            try:
+                jsonpointer.parse(path)
+            except jsonpointer.PointerError as exc:
+                raise ValueError(f"invalid JSON pointer {path!r}: {exc}") from None
 
     def matches(self, obj: Mapping[str, Any]) -> bool:
         meta = obj.get("metadata") or {}
@@ -397,45 +349,32 @@ class IgnoreRule:
         for name, pattern in self._patterns.items():
             if not pattern.search(values[name]):
                 return False
-        for names, found in ((("labelSelector", "label_selector"), meta.get("labels")),
-                             (("annotationSelector", "annotation_selector"),
-                              meta.get("annotations"))):
-            text = self._field(*names)
-            if text and not all(r.matches(found or {}) for r in parse_selector(text)):
-                return False
-        return True
+        labels, annotations = self._selectors
+        return labels.matches(meta.get("labels")) and \
+            annotations.matches(meta.get("annotations"))
 
 
 def _ignored_paths(rules: Sequence[IgnoreRule], obj: Mapping[str, Any]) -> list[list[str]]:
     out: list[list[str]] = []
     for rule in rules:
         if rule.matches(obj):
-            for path in rule.paths:
-                tokens = _pointer_tokens(path)
-                if tokens is not None:
-                    out.append(tokens)
+            out.extend(rule.tokens)
     return out
 
 
-# --- JSON pointers -----------------------------------------------------------------------
+# --- JSON pointers (fluxd.jsonpointer), looked up leniently: a missing path is no error --
 
-def _pointer_tokens(pointer: str) -> list[str] | None:
-    if pointer == "":
-        return []
-    if not pointer.startswith("/"):
-        return None
-    return [t.replace("~1", "/").replace("~0", "~") for t in pointer[1:].split("/")]
-
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
+def _index(array: list[Any], token: str) -> int | None:
+    """``token`` as an index of an element of ``array``, or None."""
+    index = jsonpointer.array_index(token)
+    return index if index is not None and index < len(array) else None
 
 
 def _step(value: Any, token: str) -> tuple[bool, Any]:
     if isinstance(value, dict):
         return (token in value), value.get(token)
-    if isinstance(value, list) and token.isdigit() and int(token) < len(value):
-        return True, value[int(token)]
+    if isinstance(value, list) and (index := _index(value, token)) is not None:
+        return True, value[index]
     return False, None
 
 
@@ -455,8 +394,8 @@ def _remove(doc: Any, tokens: Sequence[str]) -> None:
     last = tokens[-1]
     if found and isinstance(parent, dict):
         parent.pop(last, None)
-    elif found and isinstance(parent, list) and last.isdigit() and int(last) < len(parent):
-        del parent[int(last)]
+    elif found and isinstance(parent, list) and (index := _index(parent, last)) is not None:
+        del parent[index]
 
 
 def _set(doc: Any, tokens: Sequence[str], value: Any) -> None:
@@ -469,15 +408,15 @@ def _set(doc: Any, tokens: Sequence[str], value: Any) -> None:
             if not isinstance(child, (dict, list)):
                 child = node[token] = {}
             node = child
-        elif isinstance(node, list) and token.isdigit() and int(token) < len(node):
-            node = node[int(token)]
+        elif isinstance(node, list) and (index := _index(node, token)) is not None:
+            node = node[index]
         else:
             return
     last = tokens[-1]
     if isinstance(node, dict):
         node[last] = value
-    elif isinstance(node, list) and last.isdigit() and int(last) < len(node):
-        node[int(last)] = value
+    elif isinstance(node, list) and (index := _index(node, last)) is not None:
+        node[index] = value
 
 
 # --- metadata helpers --------------------------------------------------------------------
@@ -613,9 +552,9 @@ def _owns(fields: Any, doc: Any, tokens: Sequence[str]) -> bool:
             return True  # an atomic ancestor, owned whole
         if isinstance(value, dict):
             node, value = node.get(f"f:{token}"), value.get(token)
-        elif isinstance(value, list) and token.isdigit() and int(token) < len(value):
-            item = value[int(token)]
-            node, value = node.get(_element_key(node, item, int(token)) or ""), item
+        elif isinstance(value, list) and (index := _index(value, token)) is not None:
+            item = value[index]
+            node, value = node.get(_element_key(node, item, index) or ""), item
         else:
             return False
         if node is None:
@@ -943,11 +882,12 @@ class ResourceManager:
         annotations = meta.get("annotations") or {}
         for key in CLEANUP_ANNOTATIONS:
             if key in annotations:
-                ops.append({"op": "remove", "path": f"/metadata/annotations/{_escape(key)}"})
+                ops.append({"op": "remove",
+                            "path": jsonpointer.join(("metadata", "annotations", key))})
         labels = meta.get("labels") or {}
         for key in CLEANUP_LABELS:
             if key in labels:
-                ops.append({"op": "remove", "path": f"/metadata/labels/{_escape(key)}"})
+                ops.append({"op": "remove", "path": jsonpointer.join(("metadata", "labels", key))})
         entries = [dict(e) for e in meta.get("managedFields") or [] if isinstance(e, dict)]
         renamed = False
         for entry in entries:

@@ -71,6 +71,8 @@ from fluxd.logging import LogThrottle
 from fluxd.runtime import cel
 from fluxd.runtime.events import EVENT_GROUP, SEVERITY_ERROR, SEVERITY_TRACE, Event
 from fluxd.runtime.informer import Informer
+from fluxd.selector import SelectorError, from_label_selector
+from fluxd.tokenbucket import TokenBuckets
 
 log = logging.getLogger("fluxd.notification")
 
@@ -114,32 +116,19 @@ def event_key(event: Event) -> str:
 
 
 class RateLimiter:
-    """One event per key per ``window`` seconds; remembers at most ``size`` keys."""
+    """One event per key per ``window`` seconds (none when ``window`` is not positive);
+    remembers at most ``size`` keys.
+
+    A bucket of one token refilled every ``window`` seconds is this policy exactly: a key
+    is admitted again once ``window`` seconds have passed since it last was."""
 
     def __init__(self, clock: Clock, window: float, size: int = 100_000) -> None:
-        self._clock = clock
         self.window = window
-        self._size = size
-        self._seen: collections.OrderedDict[str, float] = collections.OrderedDict()
+        self._seen: TokenBuckets[str] | None = None if window <= 0 else TokenBuckets(
+            burst=1, every=window, monotonic=clock.monotonic, max_keys=size)
 
     def allow(self, key: str) -> bool:
-        if self.window <= 0:
-            return True
-        now = self._clock.monotonic()
-        # forget what has expired (the oldest first; bounded work per call)
-        for _ in range(16):
-            if not self._seen:
-                break
-            oldest, since = next(iter(self._seen.items()))
-            if now - since < self.window and len(self._seen) <= self._size:
-                break
-            self._seen.pop(oldest)
-        last = self._seen.get(key)
-        if last is not None and now - last < self.window:
-            return False
-        self._seen[key] = now
-        self._seen.move_to_end(key)
-        return True
+        return self._seen is None or self._seen.take(key)
 
 
 # --------------------------------------------------------------------------- matching
@@ -200,6 +189,15 @@ def event_source_index(alert: Mapping[str, Any]) -> list[str]:
 LabelReader = Callable[[Event], Awaitable[Mapping[str, str] | None]]
 
 
+def _labels_match(match_labels: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    """An event source's ``matchLabels`` over the object's labels, as Flux reads them (a
+    label selector); one that is not a valid selector matches nothing."""
+    try:
+        return from_label_selector({"matchLabels": match_labels}).matches(labels)
+    except SelectorError:
+        return False
+
+
 async def alert_matches(alert: Mapping[str, Any], event: Event, *, labels: LabelReader,
                         no_cross_namespace_refs: bool = False,
                         patterns: regex.RegexCache | None = None,
@@ -227,7 +225,7 @@ async def alert_matches(alert: Mapping[str, Any], event: Event, *, labels: Label
         wanted = source.get("matchLabels") or {}
         if wanted:
             found = await labels(event)
-            if found is None or any(found.get(k) != v for k, v in wanted.items()):
+            if found is None or not _labels_match(wanted, found):
                 continue
         matched = True
         break

@@ -11,7 +11,6 @@ import base64
 import json
 import logging
 import re
-from collections import OrderedDict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ import aiohttp
 
 from fluxd.clock import Clock
 from fluxd.controllers.notification.body import read_capped
+from fluxd.lru import LRU
 
 if TYPE_CHECKING:
     from fluxd.controllers.notification.jws import PublicKey
@@ -91,8 +91,8 @@ class OIDCVerifier:
         self._ttl = ttl
         self._refresh = refresh
         self._max_document = max_document
-        self._max_issuers = max_issuers
-        self._sets: OrderedDict[str, _KeySet] = OrderedDict()
+        #: key sets by issuer, the least recently fetched forgotten first
+        self._sets: LRU[str, _KeySet] = LRU(max_issuers)
         self._locks: dict[str, asyncio.Lock] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -151,15 +151,12 @@ class OIDCVerifier:
         ``again``: another request may have just fetched them), else fetched."""
         lock = self._locks.setdefault(issuer, asyncio.Lock())
         async with lock:
-            cached = self._sets.get(issuer)
+            cached = self._sets.peek(issuer)
             if cached is not None and self._clock.monotonic() - cached.fetched < (
                     self._refresh if again else self._ttl):
                 return cached
             keys = await self._fetch(issuer)
-            self._sets[issuer] = keys
-            self._sets.move_to_end(issuer)
-            while len(self._sets) > self._max_issuers:
-                old, _ = self._sets.popitem(last=False)
+            for old, _ in self._sets.put(issuer, keys):
                 self._locks.pop(old, None)
             return keys
 

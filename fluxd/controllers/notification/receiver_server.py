@@ -62,7 +62,6 @@ import json
 import logging
 import re
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -74,6 +73,7 @@ from pydantic import ValidationError
 
 from fluxd import listen
 from fluxd import logging as fluxlog
+from fluxd import selector as labelselector
 from fluxd.api.notification import OIDCProvider, ReceiverResource, ReceiverSpec
 from fluxd.clock import Clock
 from fluxd.config import Settings
@@ -84,8 +84,10 @@ from fluxd.controllers.notification.oidc import (
     unverified_claims,
 )
 from fluxd.kube import KubeClient, KubeError
+from fluxd.lru import LRU
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.cel import CELError, Expression
+from fluxd.tokenbucket import TokenBuckets
 
 log = logging.getLogger("fluxd.notification.receiver")
 
@@ -543,44 +545,6 @@ VALIDATORS: dict[str, Validator] = {
 # --------------------------------------------------------------------------- plumbing
 
 
-class PathRateLimiter:
-    """A token bucket per key (``burst`` at once, ``qps`` refilled a second); the
-    least recently used keys are forgotten past ``max_keys``."""
-
-    def __init__(self, *, burst: int, qps: float, clock: Clock, max_keys: int = 4096) -> None:
-        self._burst = float(burst)
-        self._qps = qps
-        self._clock = clock
-        self._max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    @property
-    def interval(self) -> float:
-        """Seconds the bucket takes to refill one token."""
-        return 1.0 / self._qps
-
-    def ready(self, key: str) -> bool:
-        """Whether ``key`` has a token now (none is taken)."""
-        return self._refilled(key) >= 1.0
-
-    def allow(self, key: str) -> bool:
-        """Take a token for ``key``; False when there is none."""
-        tokens = self._refilled(key)
-        if tokens < 1.0:
-            return False
-        self._buckets[key] = (tokens - 1.0, self._buckets[key][1])
-        return True
-
-    def _refilled(self, key: str) -> float:
-        now = self._clock.monotonic()
-        tokens, last = self._buckets.pop(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._qps)
-        self._buckets[key] = (tokens, now)
-        while len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)
-        return tokens
-
-
 class ReceiverMetrics:
     """Flux's receiver HTTP metrics (go-http-metrics with prefix ``gotk_receiver``)."""
 
@@ -637,13 +601,17 @@ class ReceiverServer:
         self.bodies = BodyReader(max_size=n.receiver_max_body_size,
                                  max_inflight=n.receiver_max_inflight_bytes, clock=clock,
                                  gauge=metrics.body_bytes if metrics is not None else None)
-        self.deliveries = PathRateLimiter(burst=n.receiver_rate_limit_burst,
-                                          qps=n.receiver_rate_limit_qps, clock=clock)
-        self.failures = PathRateLimiter(burst=n.receiver_rate_limit_burst,
-                                        qps=n.receiver_rate_limit_qps, clock=clock)
+        #: token buckets by webhook path (see the module docstring)
+        self.deliveries: TokenBuckets[str] = TokenBuckets(
+            burst=n.receiver_rate_limit_burst, every=1.0 / n.receiver_rate_limit_qps,
+            monotonic=clock.monotonic)
+        self.failures: TokenBuckets[str] = TokenBuckets(
+            burst=n.receiver_rate_limit_burst, every=1.0 / n.receiver_rate_limit_qps,
+            monotonic=clock.monotonic)
         #: credentials read while their path's failure bucket was empty, by Secret, with
         #: when they were read (see the module docstring)
-        self._flood_credentials: OrderedDict[str, tuple[float, Credentials]] = OrderedDict()
+        self._flood_credentials: LRU[str, tuple[float, Credentials]] = LRU(
+            _MAX_FLOODED_SECRETS)
         self.listener: listen.Listener | None = None
         self._started = clock.monotonic()
 
@@ -725,12 +693,12 @@ class ReceiverServer:
                 webhook = Webhook(request.headers, body)
                 accepted = await self.validate(obj, spec, webhook,
                                                flooded=not self.failures.ready(path))
-                delivered = self.deliveries.allow(path)
+                delivered = self.deliveries.take(path)
                 if delivered:
                     failed = await self.request_reconciliation(obj, spec, webhook, accepted)
         except RequestRejected as exc:
             # refused while reading or authenticating: only these spend the failure bucket
-            if not self.failures.allow(path):
+            if not self.failures.take(path):
                 raise RequestRejected(429, "too many requests", "rate limit of failed "
                                       f"requests exceeded: {exc}") from None
             raise
@@ -764,9 +732,9 @@ class ReceiverServer:
         key = f"{ns}/{name}"
         now = self.clock.monotonic()
         if not flooded:
-            self._flood_credentials.pop(key, None)
-        elif (kept := self._flood_credentials.get(key)) is not None and \
-                now - kept[0] < self.failures.interval:
+            self._flood_credentials.pop(key)
+        elif (kept := self._flood_credentials.peek(key)) is not None and \
+                now - kept[0] < self.failures.every:
             return kept[1]
         try:
             secret = await self.client.get("v1", "Secret", name, ns)
@@ -784,10 +752,7 @@ class ReceiverServer:
                                           "field 'token'")
         credentials = Credentials(token, data)
         if flooded:
-            self._flood_credentials.pop(key, None)
-            self._flood_credentials[key] = (now, credentials)
-            while len(self._flood_credentials) > _MAX_FLOODED_SECRETS:
-                self._flood_credentials.popitem(last=False)
+            self._flood_credentials.put(key, (now, credentials))
         return credentials
 
     async def validate_oidc(self, spec: ReceiverSpec, webhook: Webhook) -> Accepted:
@@ -873,7 +838,8 @@ class ReceiverServer:
             return
         if resource.match_labels is None:
             raise ResourceError("matchLabels field not set when using wildcard '*' as name")
-        selector = ",".join(f"{k}={v}" for k, v in sorted(resource.match_labels.items()))
+        # as controller-runtime's MatchingLabels writes it; the API server judges it
+        selector = str(labelselector.from_set(resource.match_labels))
         listed = await self.client.list_all(api_version, resource.kind, namespace,
                                             label_selector=selector or None)
         if not listed.items:

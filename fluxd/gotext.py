@@ -1,4 +1,4 @@
-"""Values printed as the Go API server prints them in messages."""
+"""Values printed as Go prints them in messages (the API server's, client-go's)."""
 
 from __future__ import annotations
 
