@@ -1,11 +1,13 @@
 """``kustomize.toolkit.fluxcd.io/v1``: the Kustomization kind, field for field as Flux
 serves it.
 
-Flux's field names, defaults and enums, so a user's existing manifests validate the
-same way. ``driftIgnoreRules`` is the name Flux gave its drift-ignore rules when they
-shipped (kustomize-controller PR #1627); some documents call them ``spec.ignore``.
-``decryption`` is accepted for compatibility, but fluxd does not decrypt SOPS: a
-Kustomization that sets it fails its build with a clear message.
+The fields are those of the CRD Flux 2.9 ships (kustomize-controller v1.9), with Flux's
+names, defaults and enums, so a user's existing manifests validate the same way: the
+drift-ignore rules are ``spec.ignore`` (``driftIgnoreRules`` was their name while the
+feature was under review; Flux released them as ``ignore``), and ``spec.buildMetadata`` and
+``spec.postBuild.substituteStrategy`` are served. ``decryption`` is accepted for
+compatibility, but fluxd does not decrypt SOPS: a Kustomization that sets it fails its
+build with a clear message.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class Patch(FluxModel):
     """Patch is a strategic merge or JSON 6902 patch, inline, and the objects it
     applies to."""
 
-    patch: str | None = None
+    patch: str
     """Patch is the patch document: a strategic merge patch or a JSON 6902 list of
     operations."""
     target: Selector | None = None
@@ -122,8 +124,8 @@ class CommonMetadata(FluxModel):
     """Labels added to every object's metadata."""
 
 
-class DriftIgnoreRule(FluxModel):
-    """DriftIgnoreRule names fields that drift detection and apply leave alone."""
+class IgnoreRule(FluxModel):
+    """IgnoreRule names fields that drift detection and apply leave alone."""
 
     paths: list[str]
     """Paths is a list of JSON Pointers (RFC 6901) to fields left alone."""
@@ -167,6 +169,10 @@ class PostBuild(FluxModel):
     substitute_from: list[SubstituteReference] | None = None
     """SubstituteFrom names ConfigMaps and Secrets whose data keys are variables; later
     entries win, and Substitute wins over all of them."""
+    substitute_strategy: Literal["WithVariables", "Always"] | None = None
+    """SubstituteStrategy decides when substitution runs: 'WithVariables' (the default)
+    only when at least one variable is defined, inline or from a referenced ConfigMap or
+    Secret; 'Always' even when none is, so that ${var:=default} expressions resolve."""
 
 
 class KustomizationSpec(FluxModel):
@@ -237,9 +243,13 @@ class KustomizationSpec(FluxModel):
     health_check_exprs: list[CustomHealthCheck] | None = None
     """HealthCheckExprs decide the health of custom kinds with CEL expressions; used only
     with Wait or HealthChecks."""
-    drift_ignore_rules: list[DriftIgnoreRule] | None = None
-    """DriftIgnoreRules name fields that drift detection and apply leave alone, such as
-    the replicas an autoscaler manages."""
+    build_metadata: list[Literal["originAnnotations", "transformerAnnotations"]] | None = None
+    """BuildMetadata lists the kustomize build metadata added to the built objects:
+    'originAnnotations' (where each object came from) and 'transformerAnnotations' (which
+    transformers changed it)."""
+    ignore: list[IgnoreRule] | None = None
+    """Ignore lists rules naming fields that drift detection and apply leave alone, such
+    as the replicas an autoscaler manages."""
 
 
 class ResourceRef(FluxModel):
@@ -286,7 +296,7 @@ class KustomizationStatus(FluxModel):
 KUSTOMIZATION = Kind(
     group=GROUP, version=VERSION, kind="Kustomization", plural="kustomizations",
     singular="kustomization", spec=KustomizationSpec, status=KustomizationStatus,
-    short_names=("ks",), categories=(),
+    short_names=("ks",), categories=("all", "fluxcd", "fluxcd-appliers"),
     printer_columns=(AGE_COLUMN, READY_COLUMN, STATUS_COLUMN),
     description="Kustomization is the Schema for the kustomizations API.",
 )

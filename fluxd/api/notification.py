@@ -1,8 +1,9 @@
 """``notification.toolkit.fluxcd.io``: Provider and Alert (``v1beta3``) and Receiver
 (``v1``), field for field as Flux serves them.
 
-Provider and Alert have no status in ``v1beta3``: they are read when an event is
-dispatched. A Receiver's status carries its webhook path.
+The fields are those of the CRDs Flux 2.9 ships (notification-controller v1.9). Provider
+and Alert have no status in ``v1beta3``: they are read when an event is dispatched. A
+Receiver's status carries its webhook path.
 """
 
 from __future__ import annotations
@@ -222,21 +223,24 @@ class ReceiverStatus(FluxModel):
     """ObservedGeneration is the last observed generation of the Receiver."""
 
 
+#: ``kubectl get fluxcd-notifications`` lists the three notification kinds, as in Flux
+CATEGORIES = ("all", "fluxcd", "fluxcd-notifications")
+
 PROVIDER = Kind(
     group=GROUP, version=V1BETA3, kind="Provider", plural="providers", singular="provider",
-    spec=ProviderSpec, status=None, printer_columns=(AGE_COLUMN,),
+    spec=ProviderSpec, status=None, categories=CATEGORIES, printer_columns=(AGE_COLUMN,),
     description="Provider is the Schema for the providers API",
 )
 
 ALERT = Kind(
     group=GROUP, version=V1BETA3, kind="Alert", plural="alerts", singular="alert",
-    spec=AlertSpec, status=None, printer_columns=(AGE_COLUMN,),
+    spec=AlertSpec, status=None, categories=CATEGORIES, printer_columns=(AGE_COLUMN,),
     description="Alert is the Schema for the alerts API",
 )
 
 RECEIVER = Kind(
     group=GROUP, version=V1, kind="Receiver", plural="receivers", singular="receiver",
-    spec=ReceiverSpec, status=ReceiverStatus,
+    spec=ReceiverSpec, status=ReceiverStatus, categories=CATEGORIES,
     printer_columns=(AGE_COLUMN, READY_COLUMN, STATUS_COLUMN),
     description="Receiver is the Schema for the receivers API.",
 )

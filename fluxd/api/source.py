@@ -1,11 +1,12 @@
 """``source.toolkit.fluxcd.io/v1``: the source kinds, field for field as Flux serves them.
 
 GitRepository, HelmRepository, HelmChart and OCIRepository are here now; Bucket joins them
-when its controller is built. Defaults, patterns and enums are Flux's, so a user's existing
-manifests validate the same way. HelmChart's CEL rule (verify only with a HelmRepository
-source) is in its CRD, as in Flux's; GitRepository's (serviceAccountName only with the
-azure/aws providers) is not yet. The reconcilers enforce both, since the development API
-server does not evaluate CEL.
+when its controller is built. The fields are those of the CRDs Flux 2.9 ships
+(source-controller v1.9), with Flux's defaults, patterns and enums, so a user's existing
+manifests validate the same way. Both of Flux's CEL rules are in the CRDs (GitRepository:
+serviceAccountName only with the azure/aws providers; HelmChart: verify only with a
+HelmRepository source); the reconcilers check them too, for objects stored before the
+rules were served.
 """
 
 from __future__ import annotations
@@ -79,6 +80,12 @@ class GitRepositoryInclude(FluxModel):
 class GitRepositorySpec(FluxModel):
     """GitRepositorySpec specifies the required configuration to produce an Artifact for
     a Git repository."""
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": [
+        {"rule": "!has(self.serviceAccountName) || (has(self.provider) && "
+                 "(self.provider == 'azure' || self.provider == 'aws'))",
+         "message": "serviceAccountName can only be set when provider is 'azure' or 'aws'"},
+    ]})
 
     url: Annotated[str, Field(pattern=r"^(http|https|ssh)://.*$")]
     """URL specifies the Git repository URL, it can be an HTTP/S or SSH address."""
@@ -278,17 +285,32 @@ class OIDCIdentityMatch(FluxModel):
     subject."""
 
 
-class OCIRepositoryVerification(FluxModel):
-    """OCIRepositoryVerification verifies the authenticity of an OCI Artifact."""
+class OCIVerification(FluxModel):
+    """OCIVerification says how the signature of an OCI artifact (or a Helm chart stored
+    as one) is checked."""
+
+    # Flux lists provider as required and defaults it, so the API server fills it in
+    # before checking; an explicit empty object still validates.
+    model_config = ConfigDict(json_schema_extra={"required": ["provider"]})
 
     provider: Literal["cosign", "notation"] = "cosign"
-    """Provider specifies the technology used to sign the OCI Artifact."""
+    """Provider is the signing technology: 'cosign' or 'notation'."""
     secret_ref: LocalObjectReference | None = None
-    """SecretRef specifies the Kubernetes Secret containing the trusted public keys."""
+    """SecretRef names the Secret holding the trusted public keys (or, for notation, the
+    trust policy and certificates)."""
     match_oidc_identity: list[OIDCIdentityMatch] | None = Field(
         default=None, alias="matchOIDCIdentity")
-    """MatchOIDCIdentity specifies the identity matching criteria to use while verifying
-    an OCI artifact which was signed using Cosign keyless signing."""
+    """MatchOIDCIdentity lists the identities accepted for a keyless (Fulcio) cosign
+    signature; the artifact is verified when any one of them matches."""
+
+
+class OCIRepositoryVerification(OCIVerification):
+    """OCIRepositoryVerification is an OCIRepository's signature check, which can also
+    trust a self-hosted Sigstore."""
+
+    trusted_root_secret_ref: LocalObjectReference | None = None
+    """TrustedRootSecretRef names a Secret whose 'trusted_root.json' key holds a Sigstore
+    trusted root, for signatures made with a self-hosted Fulcio CA and Rekor log."""
 
 
 class OCIRepositorySpec(FluxModel):
@@ -395,21 +417,12 @@ class HelmChartSpec(FluxModel):
     (values.yaml is not included by default), expected to be a relative path in the
     SourceRef. Values files are merged in the order of this list with the last file
     overriding the first. Ignored when omitted."""
-    values_file: str | None = None
-    """ValuesFile is an alternative values file to use as the default chart values,
-    expected to be a relative path in the SourceRef. Deprecated in favor of ValuesFiles,
-    for backwards compatibility the file specified here is merged before the ValuesFiles
-    items. Ignored when omitted."""
     ignore_missing_values_files: bool | None = None
     """IgnoreMissingValuesFiles controls whether to silently ignore missing values files
     rather than failing."""
     suspend: bool | None = None
     """Suspend tells the controller to suspend the reconciliation of this source."""
-    access_from: AccessFrom | None = None
-    """AccessFrom specifies an Access Control List for allowing cross-namespace references
-    to this object. NOTE: Not implemented, provisional as of
-    https://github.com/fluxcd/flux2/pull/2092"""
-    verify: OCIRepositoryVerification | None = None
+    verify: OCIVerification | None = None
     """Verify contains the secret name containing the trusted public keys used to verify
     the signature and specifies which provider to use to check whether OCI image is
     authentic. This field is only supported when using HelmRepository source with
