@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fluxd import tools
+from fluxd.clock import Clock
 
 #: how long one kubectl command may take
 TIMEOUT = 60.0
@@ -21,14 +22,15 @@ def find_tool(name: str, configured: str | None = None) -> str:
     return found
 
 
-async def run(kubectl: str, kubeconfig: Path, *args: str) -> int:
-    """``kubectl <args>`` against ``kubeconfig``, echoed first; its exit status."""
+async def run(kubectl: str, kubeconfig: Path, *args: str, clock: Clock) -> int:
+    """``kubectl <args>`` against ``kubeconfig``, echoed first; its exit status (1 when it
+    takes longer than ``TIMEOUT`` on ``clock``)."""
     print(f"\n$ kubectl {' '.join(args)}", flush=True)
     proc = await asyncio.create_subprocess_exec(
         kubectl, *args, stdin=asyncio.subprocess.DEVNULL,
         env={**os.environ, "KUBECONFIG": str(kubeconfig)})
     try:
-        async with asyncio.timeout(TIMEOUT):
+        async with clock.timeout(TIMEOUT):
             return await proc.wait()
     except TimeoutError:
         print(f"kubectl {args[0]} took longer than {TIMEOUT:.0f}s", file=sys.stderr)

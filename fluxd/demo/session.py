@@ -177,7 +177,8 @@ class Demo:
 
     async def show(self) -> int:
         for args in SHOW:
-            code = await kubectl.run(self.kubectl, self.kubeconfig, *args)
+            code = await kubectl.run(self.kubectl, self.kubeconfig, *args,
+                                     clock=self.clock)
             if code != 0:
                 return code
         return 0

@@ -13,18 +13,17 @@ an API server for production use.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
 import secrets
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 from aiohttp import web
 
+from fluxd.clock import rfc3339
 from fluxd.devcluster import conversion, discovery, protobuf, rbac, table
 from fluxd.devcluster.cluster import Cluster, WriteOptions
 from fluxd.devcluster.errors import ApiError, bad_request, not_found
@@ -32,6 +31,7 @@ from fluxd.devcluster.registry import ResourceType
 from fluxd.devcluster.selector import labels_match, parse_fields, parse_labels
 from fluxd.devcluster.store import Change, Gone, Obj
 from fluxd.jsonvalue import clone
+from fluxd.lru import LRU
 
 log = logging.getLogger("fluxd.devcluster.server")
 
@@ -109,13 +109,12 @@ class DevServer:
         self.cluster = cluster
         self.options = options
         self.rbac_source = _Source(cluster)
-        self.started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.started = rfc3339(cluster.clock.now())
         self.address = "127.0.0.1:0"
         self._closing = asyncio.Event()
         #: encoded watch events by (object identity, event type, version); holds the object
         #: so its id cannot be reused while cached
-        self._encoded: collections.OrderedDict[tuple[int, str, str], tuple[Obj, bytes]] = (
-            collections.OrderedDict())
+        self._encoded: LRU[tuple[int, str, str], tuple[Obj, bytes]] = LRU(4096)
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.options.max_request_bytes + 1024)
@@ -535,12 +534,10 @@ class DevServer:
                 return
             # Every watcher of a collection sends the same bytes for a change: encode once.
             key = (id(obj), kind, rt.api_version)
-            cached = self._encoded.get(key)
+            cached = self._encoded.peek(key)
             if cached is None or cached[0] is not obj:
                 cached = (obj, _event_line(kind, render(obj)))
-                self._encoded[key] = cached
-                if len(self._encoded) > 4096:
-                    self._encoded.popitem(last=False)
+                self._encoded.put(key, cached)
             await response.write(cached[1])
 
         async def bookmark(extra: dict[str, str] | None = None) -> None:
@@ -565,8 +562,9 @@ class DevServer:
             elif was:
                 await send("DELETED", change.obj)
 
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(timeout, 0)
+        # the server's time is the cluster's, as for its timestamps and simulated delays
+        clock = self.cluster.clock
+        deadline = clock.monotonic() + max(timeout, 0)
         try:
             if since is None:
                 for obj in store.select(rt.storage, namespace):
@@ -576,9 +574,9 @@ class DevServer:
                     await bookmark({"k8s.io/initial-events-end": "true"})
             for change in backlog:
                 await deliver(change)
-            next_bookmark = loop.time() + self.options.bookmark_interval
+            next_bookmark = clock.monotonic() + self.options.bookmark_interval
             while not self._closing.is_set():
-                now = loop.time()
+                now = clock.monotonic()
                 if now >= deadline:
                     break
                 transport = request.transport
@@ -586,12 +584,12 @@ class DevServer:
                     break
                 wait = min(deadline, next_bookmark if bookmarks else deadline, now + 1.0) - now
                 try:
-                    async with asyncio.timeout(max(wait, 0.001)):
+                    async with clock.timeout(max(wait, 0.001)):
                         item = await watcher.queue.get()
                 except TimeoutError:
-                    if bookmarks and loop.time() >= next_bookmark:
+                    if bookmarks and clock.monotonic() >= next_bookmark:
                         await bookmark()
-                        next_bookmark = loop.time() + self.options.bookmark_interval
+                        next_bookmark = clock.monotonic() + self.options.bookmark_interval
                     continue
                 if item is None:
                     break

@@ -14,7 +14,6 @@ This package is the only one that imports kubernetes_asyncio.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import urllib.parse
@@ -83,6 +82,7 @@ class _Shared:
     """What the root client and its impersonating clients have in common."""
 
     api: k8s_client.ApiClient
+    clock: Clock
     throttle: Throttle
     request_timeout: float
     impersonated: dict[str, KubeClient] = field(default_factory=dict)
@@ -121,7 +121,7 @@ class KubeClient:
         api = k8s_client.ApiClient(cfg)
         api.user_agent = "fluxd"
         _settle_proxy(api, cfg)
-        shared = _Shared(api=api, throttle=Throttle(qps, burst, clock),
+        shared = _Shared(api=api, clock=clock, throttle=Throttle(qps, burst, clock),
                          request_timeout=request_timeout)
         root = cls(shared, field_manager=field_manager)
         shared.mapper = RESTMapper(root, clock)
@@ -132,7 +132,7 @@ class KubeClient:
             await self._shared.api.close()
             # let the TLS transports finish closing before the caller's loop may end
             # (aiohttp's documented graceful shutdown)
-            await asyncio.sleep(0.1)
+            await self._shared.clock.sleep(0.1)
 
     async def __aenter__(self) -> KubeClient:
         return self

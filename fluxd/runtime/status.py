@@ -279,15 +279,15 @@ class StatusPatcher:
         is cancelled (shutdown, the per-reconcile deadline).
 
         The write runs in its own task under ``asyncio.shield``, bounded by ``timeout``
-        seconds of loop time (it bounds network I/O, like the controller's reconcile
-        deadline). If the caller is cancelled meanwhile — once or repeatedly, as an anyio
-        cancel scope does — this keeps waiting for that task, so it never outlives its
-        owner, then re-raises the ``CancelledError``; a failure of the write in that case
+        seconds on the injected clock (as the controller's reconcile deadline is). If the
+        caller is cancelled meanwhile — once or repeatedly, as an anyio cancel scope
+        does — this keeps waiting for that task, so it never outlives its owner, then
+        re-raises the ``CancelledError``; a failure of the write in that case
         is logged, since the cancellation takes precedence. Without cancellation it
         returns or raises as ``patch`` does (``TimeoutError`` past the deadline).
         """
         async def bounded() -> Obj | None:
-            async with asyncio.timeout(timeout):
+            async with self._clock.timeout(timeout):
                 return await self.patch()
 
         # Owned here: awaited to completion below, whatever happens to the caller.

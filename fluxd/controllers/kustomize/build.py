@@ -17,14 +17,15 @@ Contract:
   missing ones dropped with ``ignoreMissingComponents``), ``images`` (an entry of the
   same name is replaced whole) and ``buildMetadata``. The file is written back as Flux's
   typed round trip leaves it: top-level fields kustomize does not know are dropped.
-- ``build(root, path, spec, kubectl=…, timeout=…)`` refuses ``spec.decryption`` (fluxd
+- ``build(root, path, spec, kubectl=…, clock=…, timeout=…)`` refuses ``spec.decryption`` (fluxd
   does not decrypt SOPS), generates in a worker thread, refuses local kustomizations
   that name files outside ``root`` (Flux's secure file system does; kubectl would read
   them), runs ``kubectl kustomize --load-restrictor=LoadRestrictionsNone`` (plugins and
-  Helm off, a private empty home, no kubeconfig) within ``timeout`` (the process group
-  is killed when it runs out), parses the output in a worker thread, checks every
-  object has an apiVersion, kind and name, sets ``commonMetadata`` over the objects' own
-  labels and annotations, and refuses SOPS-encrypted Secrets.
+  Helm off, a private empty home, no kubeconfig) within ``timeout`` seconds on
+  ``clock`` (the process group is killed when it runs out), parses the output in a
+  worker thread, checks every object has an apiVersion, kind and name, sets
+  ``commonMetadata`` over the objects' own labels and annotations, and refuses
+  SOPS-encrypted Secrets.
 - Every failure is ``BuildError`` (the caller's ``BuildFailed``), except a missing
   ``spec.path``: ``PathNotFound`` (``ArtifactFailed``).
 """
@@ -46,6 +47,7 @@ from typing import Any
 
 import yaml
 
+from fluxd.clock import Clock
 from fluxd.tools import find_tool
 
 Obj = dict[str, Any]
@@ -586,14 +588,15 @@ def _local_target(directory: Path, reference: str) -> Path | None:
 
 
 async def build(root: Path, path: str, spec: Mapping[str, Any], *, kubectl: str,
-                timeout: float) -> list[Obj]:  # noqa: ASYNC109 - the deadline is the caller's
+                clock: Clock, timeout: float,  # noqa: ASYNC109 - the caller's deadline
+                ) -> list[Obj]:
     """The objects of the Kustomization ``spec`` built from the artifact at ``root``;
     ``BuildError`` or ``PathNotFound`` otherwise. ``finish`` comes after substitution."""
     if spec.get("decryption"):
         raise BuildError("spec.decryption is set, but SOPS decryption is not supported "
                          "by fluxd")
     directory = await asyncio.to_thread(_prepare, root, path, spec)
-    output = await kustomize(kubectl, directory, timeout=timeout)
+    output = await kustomize(kubectl, directory, clock=clock, timeout=timeout)
     try:
         documents = await asyncio.to_thread(load_documents, output)
     except yaml.YAMLError as exc:
@@ -628,7 +631,7 @@ def _prepare(root: Path, path: str, spec: Mapping[str, Any]) -> Path:
     return directory
 
 
-async def kustomize(kubectl: str, directory: Path, *,
+async def kustomize(kubectl: str, directory: Path, *, clock: Clock,
                     timeout: float) -> str:  # noqa: ASYNC109 - the process is killed at it
     """``kubectl kustomize`` on ``directory`` with Flux's build options: files may be
     loaded from outside the kustomization's own directory, plugins and Helm are off,
@@ -647,7 +650,7 @@ async def kustomize(kubectl: str, directory: Path, *,
             env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, start_new_session=True)
         try:
-            async with asyncio.timeout(timeout):
+            async with clock.timeout(timeout):
                 stdout, stderr = await proc.communicate()
         except BaseException as exc:
             with contextlib.suppress(ProcessLookupError, PermissionError):

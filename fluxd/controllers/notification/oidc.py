@@ -192,7 +192,7 @@ class OIDCVerifier:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         try:
-            async with asyncio.timeout(self._timeout), self._session.get(
+            async with self._clock.timeout(self._timeout), self._session.get(
                     url, headers={"Accept": "application/json"}) as resp:
                 if resp.status != 200:
                     raise OIDCError(f"GET {url}: HTTP {resp.status}")

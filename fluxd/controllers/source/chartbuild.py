@@ -53,6 +53,7 @@ import yaml
 
 from fluxd import semver
 from fluxd.artifacts.extract import ExtractError, extract_tarball
+from fluxd.clock import Clock
 from fluxd.controllers.source import helmindex
 from fluxd.controllers.source.chartrepo import (
     ChartRef,
@@ -486,9 +487,11 @@ def find_helm(configured: str | None) -> str | None:
 @dataclass(frozen=True)
 class HelmCLI:
     """The ``helm`` binary, run with a private, empty home so nothing of the host's Helm
-    configuration (repositories, registry logins, plugins) takes part."""
+    configuration (repositories, registry logins, plugins) takes part; one command may
+    take ``timeout`` seconds on ``clock``."""
 
     binary: str | None
+    clock: Clock
     timeout: float = 120.0
 
     async def package(self, chart_dir: Path, *, dest: Path, version: str | None = None
@@ -509,7 +512,7 @@ class HelmCLI:
                 self.binary, *args, env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
             try:
-                async with asyncio.timeout(self.timeout):
+                async with self.clock.timeout(self.timeout):
                     _, stderr = await proc.communicate()
             except BaseException:
                 with contextlib.suppress(ProcessLookupError):
@@ -540,7 +543,7 @@ async def _package(helm: HelmCLI, chart_dir: Path, version: str, out: Path) -> N
     scratch = Path(tempfile.mkdtemp(prefix=".package-", dir=out.parent))
     try:
         try:
-            async with asyncio.timeout(helm.timeout + 5):
+            async with helm.clock.timeout(helm.timeout + 5):
                 made = await helm.package(chart_dir, dest=scratch, version=version)
         except TimeoutError:
             raise BuildError(CHART_PACKAGE, f"failed to package chart: helm package timed "

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from fluxd.clock import Clock, FakeClock, SystemClock
 from fluxd.controllers.kustomize import build as builder
 from fluxd.controllers.kustomize.build import BuildError, PathNotFound
 from tests.conftest import tool
@@ -81,8 +82,9 @@ def kubectl_kustomize(kubectl: str, directory: Path) -> list[Obj]:
 
 
 async def build(root: Path, path: str, spec: Obj, kubectl: str, *,
-                seconds: float = 60) -> list[Obj]:
-    built = await builder.build(root, path, spec, kubectl=kubectl, timeout=seconds)
+                seconds: float = 60, clock: Clock | None = None) -> list[Obj]:
+    built = await builder.build(root, path, spec, kubectl=kubectl,
+                                clock=clock or SystemClock(), timeout=seconds)
     return builder.finish(built, spec)
 
 
@@ -489,9 +491,18 @@ async def test_a_build_that_outlives_its_timeout_is_killed(
     os.mkfifo(tmp_path / "stuck.yaml")
     write(tmp_path, "kustomization.yaml", "resources: [stuck.yaml]\n")
     started = time.monotonic()
+    clock = FakeClock()
+    building = asyncio.create_task(build(tmp_path, "", {}, kubectl, seconds=1, clock=clock))
+    for _ in range(500):  # once kustomize runs, its second passes (10 s real at most)
+        if building.done():
+            break
+        if running_for(tmp_path):
+            clock.advance(1)
+        await asyncio.sleep(0.02)
+    assert building.done()
 
     with pytest.raises(BuildError, match=r"^kustomize build failed: timeout after 1s$"):
-        await build(tmp_path, "", {}, kubectl, seconds=1)
+        await building
 
     assert time.monotonic() - started < 10
     assert not running_for(tmp_path)

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fluxd.artifacts.snapshot import Snapshot
+from fluxd.clock import SystemClock
 from fluxd.controllers.kustomize import build as builder
 from fluxd.controllers.kustomize.native import base_directory, build_native
 from tests.conftest import tool
@@ -44,7 +45,8 @@ async def kustomize(files: dict[str, str], path: str, kubectl: str) -> list[Obj]
         for name, text in files.items():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             (root / name).write_text(text)
-        return await builder.build(root, path, {}, kubectl=kubectl, timeout=60)
+        return await builder.build(root, path, {}, kubectl=kubectl, clock=SystemClock(),
+                                   timeout=60)
 
 
 def doc(api_version: str, kind: str, name: str, namespace: str | None = None,
