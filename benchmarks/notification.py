@@ -150,7 +150,6 @@ async def webhooks(kubeconfig: Path, tmp: Path, pushes: int) -> dict[str, float]
             await client.apply(secret("hook", HOOK_TOKEN), force=True)
             async with running_flux(settings, client, clock, tmp / "storage",
                                     stop_within=60) as flux:
-                context = flux.context
                 await client.create({
                     "apiVersion": f"{GROUP}/v1", "kind": "Receiver",
                     "metadata": {"name": "push", "namespace": "bench"},
@@ -170,13 +169,13 @@ async def webhooks(kubeconfig: Path, tmp: Path, pushes: int) -> dict[str, float]
                              "sourceRef": {"kind": "GitRepository", "name": "repo"}}})
                 path = ""
                 async with asyncio.timeout(60):
-                    while not path or "webhook receiver" not in context.listeners:
+                    while not path or "webhook receiver" not in flux.listeners:
                         found = await client.get(f"{GROUP}/v1", "Receiver", "push", "bench")
                         path = (found.get("status") or {}).get("webhookPath") or ""
                         await asyncio.sleep(0.1)
                     while (await value(client)) != "v0":  # noqa: ASYNC110 - polling
                         await asyncio.sleep(0.1)
-                url = context.listeners["webhook receiver"] + path
+                url = flux.listeners["webhook receiver"] + path
                 times: list[float] = []
                 async with aiohttp.ClientSession() as session:
                     before = head(repo)

@@ -11,8 +11,9 @@ import sys
 
 from fluxd import cli
 from fluxd.config import parse_duration
+from fluxd.controllers.context import ControllerContext
 from fluxd.runtime.informer import Informer
-from fluxd.runtime.manager import ControllerContext, ControllerSpec
+from fluxd.runtime.manager import ControllerSpec
 from fluxd.runtime.reconcile import ObjectKey, Result
 
 GROUP = "bench.fluxd.io"

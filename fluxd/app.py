@@ -12,12 +12,14 @@ why. ``fluxd_config_reloads_total{result}`` counts both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,26 +32,27 @@ from fluxd.artifacts.storage import ArtifactStore
 from fluxd.clock import Clock, SystemClock
 from fluxd.config import Settings
 from fluxd.controllers import kustomize, notification, source
+from fluxd.controllers.context import Contribution, ControllerContext
 from fluxd.kube import KubeClient
 from fluxd.metrics import Metrics
 from fluxd.runtime.events import EventBus
-from fluxd.runtime.manager import ControllerContext, ControllerSpec, Manager
+from fluxd.runtime.manager import Manager, Service
 
 log = logging.getLogger("fluxd")
 
 if TYPE_CHECKING:
     from fluxd.devcluster.runner import DevCluster
 
-#: builds the controllers of a process from its shared parts
-ControllersFactory = Callable[[ControllerContext], list[ControllerSpec]]
+#: builds the controllers (and the services they need) of a process from its shared parts
+ControllersFactory = Callable[[ControllerContext], Sequence[Contribution]]
 
 
-def no_controllers(context: ControllerContext) -> list[ControllerSpec]:
+def no_controllers(context: ControllerContext) -> list[Contribution]:
     """No controllers: the runtime alone (tests, benchmarks)."""
     return []
 
 
-def flux_controllers(context: ControllerContext) -> list[ControllerSpec]:
+def flux_controllers(context: ControllerContext) -> list[Contribution]:
     """Every Flux controller fluxd has so far."""
     return [*source.controllers(context), *kustomize.controllers(context),
             *notification.controllers(context)]
@@ -88,9 +91,38 @@ def identity() -> str:
     return f"{socket.gethostname()}_{os.getpid()}"
 
 
+@dataclass
+class Assembly:
+    """One process's parts as ``assemble`` built them."""
+
+    manager: Manager
+    context: ControllerContext
+    #: where the running services listen (service name → base URL), as they bound
+    #: (port 0 resolved); for logs, tests and the demo
+    listeners: dict[str, str] = field(default_factory=dict)
+
+    def listening(self, service: Service) -> Service:
+        """``service``, recording the URL of what it serves (when it has one) while it
+        runs."""
+        listeners = self.listeners
+
+        @contextlib.asynccontextmanager
+        async def run() -> AsyncIterator[object]:
+            async with service.factory() as running:
+                url = getattr(running, "url", None)
+                if isinstance(url, str):
+                    listeners[service.name] = url
+                try:
+                    yield running
+                finally:
+                    listeners.pop(service.name, None)
+
+        return Service(service.name, run)
+
+
 def assemble(settings: Settings, *, client: KubeClient, clock: Clock,
              registry: CollectorRegistry, metrics: Metrics,
-             controllers: ControllersFactory) -> tuple[Manager, ControllerContext]:
+             controllers: ControllersFactory) -> Assembly:
     """The manager of one process with its controllers and services registered."""
     manager = Manager(settings=settings, clock=clock, client=client, registry=registry,
                       metrics=metrics, identity=identity())
@@ -99,11 +131,11 @@ def assemble(settings: Settings, *, client: KubeClient, clock: Clock,
                                 instance=socket.gethostname(),
                                 artifacts=artifact_store(settings, clock),
                                 artifact_bus=ArtifactBus(), registry=registry)
-    for spec in controllers(context):
-        manager.add_controller(spec)
-    for name, factory in context.services:
-        manager.add_service(name, factory)
-    return manager, context
+    assembly = Assembly(manager, context)
+    for contribution in controllers(context):
+        manager.add(assembly.listening(contribution)
+                    if isinstance(contribution, Service) else contribution)
+    return assembly
 
 
 async def run(settings: Settings, *, config_path: Path | None,
@@ -118,8 +150,9 @@ async def run(settings: Settings, *, config_path: Path | None,
     async with await KubeClient.connect(
             clock=clock, kubeconfig=settings.kube.kubeconfig, context=settings.kube.context,
             qps=settings.kube.qps, burst=settings.kube.burst) as client:
-        manager, context = assemble(settings, client=client, clock=clock, registry=registry,
-                                    metrics=metrics, controllers=controllers)
+        assembly = assemble(settings, client=client, clock=clock, registry=registry,
+                            metrics=metrics, controllers=controllers)
+        manager, context = assembly.manager, assembly.context
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 

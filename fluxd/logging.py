@@ -4,9 +4,11 @@ Contract:
 
 * JSON encoding writes one object per line with zap's keys and order: ``level``, ``ts``
   (ISO8601, UTC, milliseconds: ``2022-08-02T12:56:34.961Z``, zap's ISO8601TimeEncoder),
-  ``logger`` (omitted for the root logger), ``msg``, then the bound context
-  (``controller``, ``controllerKind``, ``name``, ``namespace``, ``reconcileID``...), then
-  per-call fields, then ``error``. ``flux logs`` parses these lines.
+  ``logger`` (omitted for the root logger, and inside a reconcile, whose lines carry
+  controller-runtime's context instead, as Flux's do), ``msg``, then the bound context
+  (``controller``, ``controllerGroup``, ``controllerKind``, ``<Kind>: {name, namespace}``,
+  ``namespace``, ``name``, ``reconcileID``), then per-call fields, then ``error``.
+  ``flux logs`` parses these lines.
 * Console encoding (``fluxd dev``) writes the same fields tab-separated for humans.
 * :func:`bind` attaches fields to every line logged in the current task (and tasks it
   starts) until the ``with`` block ends; sibling tasks never see each other's fields.
@@ -210,10 +212,11 @@ class JSONFormatter(logging.Formatter):
     def entry(self, record: logging.LogRecord) -> dict[str, Any]:
         """The record as an ordered, redacted mapping."""
         out: dict[str, Any] = {"level": _level_name(record.levelno), "ts": _timestamp(record)}
-        if record.name and record.name != "root":
+        context = _context.get()
+        if record.name and record.name != "root" and "reconcileID" not in context:
             out["logger"] = record.name
         out["msg"] = strip_url_credentials(record.getMessage())
-        extra: dict[str, Any] = dict(_context.get())
+        extra: dict[str, Any] = dict(context)
         for key, value in vars(record).items():
             if key not in _RESERVED and not key.startswith("_"):
                 extra[key] = value

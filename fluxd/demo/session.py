@@ -257,9 +257,9 @@ async def run_with_fluxd(settings: Settings, story: Callable[[Demo], Coroutine[A
     async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig)) as client, \
             await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig),
                                      field_manager="fluxd-demo") as user:
-        manager, context = app.assemble(settings, client=client, clock=clock,
-                                        registry=registry, metrics=Metrics(registry),
-                                        controllers=app.flux_controllers)
+        assembly = app.assemble(settings, client=client, clock=clock, registry=registry,
+                                metrics=Metrics(registry), controllers=app.flux_controllers)
+        manager = assembly.manager
         demo = Demo(client=user, clock=clock, repo=repo, url=url, kubectl=kubectl_binary,
                     kubeconfig=kubeconfig, manager=manager, started=clock.monotonic())
         stop = asyncio.Event()
@@ -280,7 +280,7 @@ async def run_with_fluxd(settings: Settings, story: Callable[[Demo], Coroutine[A
         finally:
             for sig in SIGNALS:
                 loop.remove_signal_handler(sig)
-            context.events.close()
+            assembly.context.events.close()
         return fluxd.result() if telling.cancelled() else telling.result()
 
 

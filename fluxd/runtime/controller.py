@@ -7,13 +7,17 @@ actions and metrics.
 | ``Result()``                         | forget                         | success               |
 | ``Result(requeue_after=t)``          | forget, add_after(t ± jitter)  | requeue_after         |
 | ``WaitingError(requeue_after=t)``    | forget, add_after(t)           | requeue_after         |
+| ``RetryError(requeue_after=t)``      | forget, add_after(t)           | error                 |
 | ``StallingError``                    | forget (no retry)              | error (terminal)      |
 | ``ReconcileError``                   | add_rate_limited (backoff)     | error                 |
 | timeout (per-reconcile deadline)     | add_rate_limited               | error (timeout)       |
 | any other exception (a bug)          | add_rate_limited, traceback    | error (panic)         |
 
 A bug in one reconcile is logged with its traceback and retried; it never ends the
-process. Each reconcile runs under a ``reconcileID`` bound into every log line it writes.
+process. Errors retried with backoff are logged here ("Reconciler error", as
+controller-runtime does); a retry at a fixed interval, a wait and a stall were reported
+by the reconciler's driver, as Flux's reconcilers do before returning no error. Each
+reconcile runs under a ``reconcileID`` bound into every log line it writes.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from fluxd.runtime.reconcile import (
     ObjectKey,
     ReconcileError,
     Result,
+    RetryError,
     StallingError,
     WaitingError,
 )
@@ -91,10 +96,10 @@ def handle_outcome(queue: WorkQueue, key: ObjectKey, result: Result | None,
             queue.add_after(key, jittered(result.requeue_after, tuning.jitter_percent, rng))
             return Outcome.REQUEUE_AFTER
         return Outcome.SUCCESS
-    if isinstance(error, WaitingError):
+    if isinstance(error, RetryError) and error.requeue_after is not None:
         queue.forget(key)
         queue.add_after(key, error.requeue_after)
-        return Outcome.REQUEUE_AFTER
+        return Outcome.REQUEUE_AFTER if isinstance(error, WaitingError) else Outcome.ERROR
     if isinstance(error, StallingError):
         queue.forget(key)
         return Outcome.TERMINAL_ERROR
@@ -110,11 +115,14 @@ class Controller:
     def __init__(self, *, kind: str, reconciler: Reconciler, queue: WorkQueue,
                  metrics: ControllerMetrics, clock: Clock, tuning: Tuning | None = None,
                  rng: random.Random | None = None,
-                 exists: Callable[[ObjectKey], bool] | None = None) -> None:
+                 exists: Callable[[ObjectKey], bool] | None = None,
+                 group: str = "") -> None:
         """``exists`` says whether the object is still in the cache after a reconcile:
         when it is gone, its per-object metric series are dropped (as Flux does) instead
         of being recorded again."""
         self.kind = kind
+        #: the kind's API group, for the log context (``controllerGroup``)
+        self.group = group
         self._exists = exists
         self.name = kind.lower()
         self._reconciler = reconciler
@@ -157,13 +165,17 @@ class Controller:
     async def process(self, key: ObjectKey) -> Outcome:
         """Reconcile one key and act on the outcome."""
         reconcile_id = str(uuid.uuid4())
-        with fluxlog.bind(controller=self.name, controllerKind=self.kind, name=key.name,
-                          namespace=key.namespace, reconcileID=reconcile_id):
+        # controller-runtime's reconcile context, in its order
+        with fluxlog.bind(controller=self.name, controllerGroup=self.group,
+                          controllerKind=self.kind,
+                          **{self.kind: {"name": key.name, "namespace": key.namespace}},
+                          namespace=key.namespace, name=key.name,
+                          reconcileID=reconcile_id):
             self._metrics.reconcile_started(self.name)
             started = self._clock.monotonic()
             result: Result | None = None
             error: BaseException | None = None
-            deadline = asyncio.timeout(self.tuning.timeout)
+            deadline = self._clock.timeout(self.tuning.timeout)
             try:
                 async with deadline:
                     result = await self._reconciler.reconcile(key)
@@ -182,7 +194,8 @@ class Controller:
                 assert error is not None
                 log.error("Reconciler error", exc_info=error, extra=fluxlog.fields(
                     with_stacktrace=True, error=f"{type(error).__name__}: {error}"))
-            elif error is not None and not isinstance(error, WaitingError):
+            elif outcome in (Outcome.ERROR, Outcome.TIMEOUT) and not (
+                    isinstance(error, RetryError) and error.requeue_after is not None):
                 log.error("Reconciler error", extra=fluxlog.fields(error=str(error)))
             if self._exists is not None and not self._exists(key):
                 self._metrics.reconcile_finished(self.name, outcome, elapsed, kind=None)

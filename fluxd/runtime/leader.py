@@ -9,6 +9,12 @@ lease and must stop working at once (``LeadershipLost``); the process then exits
 non-zero and Kubernetes restarts it. On a clean shutdown the leader releases the Lease
 (empty holder), so a standby takes over without waiting for expiry.
 
+A Lease namespace that does not exist is a configuration error, not a passing fault:
+``acquire`` raises ``LeaseNamespaceNotFound`` at once (naming the namespace and the
+setting that chose it) instead of retrying as client-go does, so the process can exit
+non-zero with one clear line. A namespace deleted under a running leader is a failed
+renewal like any other: the renew deadline decides, and ``LeadershipLost`` says why.
+
 Flux's defaults: lease 35 s, renew deadline 30 s, retry 5 s, release on cancel.
 """
 
@@ -33,6 +39,16 @@ class LeadershipLost(Exception):
     """The lease could not be renewed within the renew deadline."""
 
 
+class LeaseNamespaceNotFound(Exception):
+    """The Lease cannot be created because its namespace does not exist."""
+
+    def __init__(self, namespace: str, lease: str, origin: str) -> None:
+        text = f'the leader election Lease namespace "{namespace}" does not exist'
+        super().__init__(f"{text}; it is set by {origin}" if origin else text)
+        self.namespace = namespace
+        self.lease = lease
+
+
 @dataclass(frozen=True)
 class ElectionConfig:
     namespace: str
@@ -42,6 +58,16 @@ class ElectionConfig:
     renew_deadline: float = 30.0
     retry_period: float = 5.0
     release_on_cancel: bool = True
+    #: what chose ``namespace`` (the setting a user would change), for the error when the
+    #: namespace does not exist
+    namespace_origin: str = ""
+
+
+def _is_missing_namespace(exc: KubeError, namespace: str) -> bool:
+    """True when the API server refused a write because ``namespace`` does not exist
+    (its Status names the namespace, not the Lease)."""
+    return (isinstance(exc, NotFound) and exc.details.get("kind") == "namespaces"
+            and exc.details.get("name") == namespace)
 
 
 def lease_name(base: str, shard_selector: str | None) -> str:
@@ -64,6 +90,8 @@ class LeaderElector:
         #: the last Lease content seen, and when (local monotonic time) it last changed
         self._observed: tuple[Any, ...] | None = None
         self._observed_at = 0.0
+        #: why the last attempt did not take or renew the lease, for LeadershipLost
+        self._failure = ""
 
     @property
     def is_leader(self) -> bool:
@@ -78,7 +106,8 @@ class LeaderElector:
                 self._on_change(leading)
 
     async def acquire(self) -> None:
-        """Return once this candidate holds the lease (retrying every retry_period)."""
+        """Return once this candidate holds the lease (retrying every retry_period);
+        raise LeaseNamespaceNotFound when the Lease's namespace does not exist."""
         while not await self.try_acquire_or_renew():
             await self._clock.sleep(self.config.retry_period)
         self._set_leading(True)
@@ -88,15 +117,24 @@ class LeaderElector:
         last_renew = self._clock.monotonic()
         while True:
             await self._clock.sleep(self.config.retry_period)
-            if await self.try_acquire_or_renew():
+            try:
+                renewed = await self.try_acquire_or_renew()
+            except LeaseNamespaceNotFound as exc:
+                log.warning("renewing lease %s/%s failed: %s", self.config.namespace,
+                            self.config.name, exc)
+                self._failure, renewed = str(exc), False
+            if renewed:
                 last_renew = self._clock.monotonic()
             elif self._clock.monotonic() - last_renew >= self.config.renew_deadline:
                 self._set_leading(False)
                 raise LeadershipLost(
                     f"could not renew lease {self.config.namespace}/{self.config.name} "
-                    f"within {self.config.renew_deadline:g}s")
+                    f"within {self.config.renew_deadline:g}s: {self._failure}")
 
     async def try_acquire_or_renew(self) -> bool:
+        """One attempt to take or renew the lease; False (with the reason kept) when
+        another holder has it or the API refused, LeaseNamespaceNotFound when it never
+        can."""
         cfg = self.config
         now_text = rfc3339_micro(self._clock.now())
         try:
@@ -105,6 +143,7 @@ class LeaderElector:
             lease = None
         except KubeError as exc:
             log.warning("reading lease %s/%s failed: %s", cfg.namespace, cfg.name, exc)
+            self._failure = f"reading it failed: {exc}"
             return False
         if lease is None:
             body: dict[str, Any] = {"apiVersion": LEASE_API, "kind": "Lease",
@@ -116,9 +155,14 @@ class LeaderElector:
             try:
                 await self._client.create(body)
             except (AlreadyExists, Conflict):
+                self._failure = "another candidate created it first"
                 return False
             except KubeError as exc:
+                if _is_missing_namespace(exc, cfg.namespace):
+                    raise LeaseNamespaceNotFound(cfg.namespace, cfg.name,
+                                                 cfg.namespace_origin) from exc
                 log.warning("creating lease %s/%s failed: %s", cfg.namespace, cfg.name, exc)
+                self._failure = f"creating it failed: {exc}"
                 return False
             self._observe(body["spec"])
             return True
@@ -128,6 +172,7 @@ class LeaderElector:
         duration = float(spec.get("leaseDurationSeconds") or cfg.lease_duration)
         expired = self._clock.monotonic() - self._observed_at >= duration
         if holder and holder != cfg.identity and not expired:
+            self._failure = f"it is held by {holder}"
             return False
         if holder != cfg.identity:
             spec["leaseTransitions"] = int(spec.get("leaseTransitions") or 0) + 1
@@ -138,9 +183,14 @@ class LeaderElector:
         try:
             await self._client.update(lease)
         except Conflict:
+            self._failure = "another writer changed it"
             return False
         except KubeError as exc:
+            if _is_missing_namespace(exc, cfg.namespace):
+                raise LeaseNamespaceNotFound(cfg.namespace, cfg.name,
+                                             cfg.namespace_origin) from exc
             log.warning("renewing lease %s/%s failed: %s", cfg.namespace, cfg.name, exc)
+            self._failure = f"writing it failed: {exc}"
             return False
         self._observe(spec)
         return True

@@ -26,17 +26,20 @@ from prometheus_client import CollectorRegistry
 
 from fluxd import config, health
 from fluxd import logging as fluxlog
-from fluxd.artifacts.bus import ArtifactBus
-from fluxd.artifacts.storage import ArtifactStore
 from fluxd.clock import Clock
 from fluxd.config import Settings
 from fluxd.kube import KubeClient
 from fluxd.metrics import Metrics
 from fluxd.runtime.controller import Controller, Reconciler, Tuning
-from fluxd.runtime.events import EventBus, EventRecorder
 from fluxd.runtime.handler import EnqueueHandler
 from fluxd.runtime.informer import IndexFunc, InformerCache
-from fluxd.runtime.leader import ElectionConfig, LeaderElector, LeadershipLost, lease_name
+from fluxd.runtime.leader import (
+    ElectionConfig,
+    LeaderElector,
+    LeadershipLost,
+    LeaseNamespaceNotFound,
+    lease_name,
+)
 from fluxd.runtime.ratelimit import ItemExponentialFailure
 from fluxd.runtime.workqueue import WorkQueue
 
@@ -58,34 +61,25 @@ class ControllerSpec:
 ServiceFactory = Callable[[], AbstractAsyncContextManager[object]]
 
 
-@dataclass
-class ControllerContext:
-    """What a controller is built from: the process's shared parts."""
+@dataclass(frozen=True)
+class Service:
+    """Something that runs while leading (a listener, a background consumer): entered
+    after leader election, before the controllers start; left after they stop."""
 
-    client: KubeClient
-    cache: InformerCache
-    queue: WorkQueue
-    settings: Settings
-    clock: Clock
-    events: EventBus
-    instance: str
-    #: the artifact store and bus the source controllers produce into and the
-    #: kustomize/helm controllers consume from
-    artifacts: ArtifactStore
-    artifact_bus: ArtifactBus
-    #: services to run while leading (name, factory), e.g. the artifact HTTP server
-    services: list[tuple[str, ServiceFactory]] = field(default_factory=list)
-    #: where the running services listen (name → base URL), as they bound (port 0
-    #: resolved); for logs, tests and the demo
-    listeners: dict[str, str] = field(default_factory=dict)
-    #: the process's metrics registry, for controllers with metrics of their own
-    registry: CollectorRegistry | None = None
+    name: str
+    factory: ServiceFactory
 
-    def recorder(self, controller: str) -> EventRecorder:
-        """Kubernetes Events and bus events on behalf of ``controller``
-        (e.g. "kustomize-controller")."""
-        return EventRecorder(self.client, self.events, controller=controller,
-                             instance=self.instance, clock=self.clock)
+
+#: what the manager runs
+Runnable = ControllerSpec | Service
+
+
+def _lease_namespace_origin(settings: Settings) -> str:
+    """The setting that chose the Lease namespace, as a user would change it."""
+    if settings.leader_election.namespace:
+        return "leader_election.namespace (env FLUXD_LEADER_ELECTION__NAMESPACE)"
+    return ("watch.runtime_namespace (env FLUXD_WATCH__RUNTIME_NAMESPACE), as "
+            "leader_election.namespace (env FLUXD_LEADER_ELECTION__NAMESPACE) is unset")
 
 
 def _limits(settings: Settings, specs: list[ControllerSpec]) -> dict[str, int]:
@@ -112,7 +106,7 @@ class Manager:
             namespace=None if watch.all_namespaces else watch.runtime_namespace)
         self.tuning = Tuning(timeout=r.timeout, jitter_percent=r.interval_jitter_percentage)
         self.controllers: list[Controller] = []
-        self._services: list[tuple[str, ServiceFactory]] = []
+        self._services: list[Service] = []
         le = settings.leader_election
         self.elector: LeaderElector | None = None
         if le.enabled:
@@ -122,19 +116,22 @@ class Manager:
                     namespace=le.namespace or watch.runtime_namespace, name=lease,
                     identity=identity, lease_duration=le.lease_duration,
                     renew_deadline=le.renew_deadline, retry_period=le.retry_period,
-                    release_on_cancel=le.release_on_cancel),
+                    release_on_cancel=le.release_on_cancel,
+                    namespace_origin=_lease_namespace_origin(settings)),
                 clock=clock,
                 on_change=lambda leading: metrics.leader_changed(lease, leading=leading))
         self.server: health.HealthServer | None = None
         self.phase = "starting"
 
-    def add_service(self, name: str, factory: ServiceFactory) -> None:
-        """Something that runs while leading, before the controllers start (e.g. the
-        artifact server): entered after leader election, left after the controllers."""
-        self._services.append((name, factory))
+    def add(self, runnable: Runnable) -> Controller | None:
+        """Register a controller (its informer, indexes and queue lane; the controller
+        is returned) or a service, before ``run``."""
+        if isinstance(runnable, Service):
+            self._services.append(runnable)
+            return None
+        return self._add_controller(runnable)
 
-    def add_controller(self, spec: ControllerSpec) -> Controller:
-        """Register a controller (before ``run``): its informer, indexes, queue lane."""
+    def _add_controller(self, spec: ControllerSpec) -> Controller:
         self._specs.append(spec)
         self.queue.set_kind_limit(spec.kind, _limits(self.settings, [spec])[spec.kind])
         informer = self.cache.informer(spec.api_version, spec.kind)
@@ -144,7 +141,8 @@ class Manager:
         controller = Controller(
             kind=spec.kind, reconciler=spec.reconciler, queue=self.queue,
             metrics=self._metrics, clock=self._clock, tuning=self.tuning,
-            exists=lambda key: informer.get(key.namespace, key.name) is not None)
+            exists=lambda key: informer.get(key.namespace, key.name) is not None,
+            group=spec.api_version.rpartition("/")[0])
         self.controllers.append(controller)
         return controller
 
@@ -194,15 +192,25 @@ class Manager:
         log.info("caches synced", extra=fluxlog.fields(objects=self.cache.object_count()))
         if self.elector is not None:
             self.phase = "waiting for leadership"
-            if not await self._until(self.elector.acquire(), stop):
+            acquired, unstartable = False, False
+            try:
+                acquired = await self._until(self.elector.acquire(), stop)
+            except* LeaseNamespaceNotFound as group:
+                # a configuration error: exit as a Flux controller that cannot start
+                log.error("unable to start manager",
+                          extra=fluxlog.fields(error=str(group.exceptions[0])))
+                unstartable = True
+            if unstartable:
+                return 1
+            if not acquired:
                 return 0
         self.phase = "leading" if self.elector is not None else "running"
         lost = asyncio.Event()
         code = 0
         async with contextlib.AsyncExitStack() as services:
-            for name, factory in self._services:
-                log.info("starting %s", name)
-                await services.enter_async_context(factory())
+            for service in self._services:
+                log.info("starting %s", service.name)
+                await services.enter_async_context(service.factory())
             code = await self._work(stop, lost)
         if self.elector is not None and code == 0 and self.elector.config.release_on_cancel:
             await self.elector.release()

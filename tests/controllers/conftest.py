@@ -2,7 +2,9 @@
 
 ``flux`` assembles the real manager exactly as ``fluxd run`` does (``app.assemble``),
 with leader election off, the artifact store in a temp dir and its HTTP server on a free
-loopback port, and runs it until the test ends. The CRDs are applied from
+loopback port, and runs it until the test ends. Its clock is a ``JumpClock``: real time,
+which a test jumps forward (``Flux.advance``) instead of waiting out a timeout, retry
+interval or poll interval it configured. The CRDs are applied from
 ``deploy/crds`` first, as a user installs them.
 """
 
@@ -21,11 +23,12 @@ import yaml
 from prometheus_client import CollectorRegistry
 
 from fluxd import app
-from fluxd.clock import Clock, SystemClock
+from fluxd.clock import Clock, JumpClock
 from fluxd.config import Settings
+from fluxd.controllers.context import ControllerContext
 from fluxd.kube import KubeClient, NotFound
 from fluxd.metrics import Metrics
-from fluxd.runtime.manager import ControllerContext, Manager
+from fluxd.runtime.manager import Manager
 from tests.conftest import Cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,13 +47,26 @@ class Flux:
     context: ControllerContext
     storage: Path
     runner: asyncio.Task[int]
+    #: where the running services listen (service name → base URL)
+    listeners: dict[str, str]
+    #: fluxd's clock
+    clock: Clock
+
+    def advance(self, seconds: float) -> None:
+        """Jump fluxd's clock forward: the sleeps and deadlines it reaches end now."""
+        assert isinstance(self.clock, JumpClock), "this fluxd runs on a clock that cannot jump"
+        self.clock.advance(seconds)
 
     async def get(self, api_version: str, kind: str, name: str, namespace: str) -> Any:
         return await self.client.get(api_version, kind, name, namespace)
 
     async def wait(self, api_version: str, kind: str, name: str, namespace: str,
-                   check: Callable[[dict[str, Any]], bool], *, within: float = 30) -> Any:
-        """The object once ``check`` holds (polled; the controller works meanwhile)."""
+                   check: Callable[[dict[str, Any]], bool], *, within: float = 30,
+                   jump: float = 0, jump_while: Callable[[], bool] | None = None) -> Any:
+        """The object once ``check`` holds (polled; the controller works meanwhile).
+        With ``jump``, fluxd's clock jumps that far at every poll that finds the check
+        unmet (and ``jump_while`` true): fluxd's waits pass without the test sitting
+        through them; ``within`` stays real time."""
         last: Any = None
         try:
             async with asyncio.timeout(within):
@@ -64,6 +80,8 @@ class Flux:
                         last = None
                     if last is not None and check(last):
                         return last
+                    if jump and (jump_while is None or jump_while()):
+                        self.advance(jump)
                     await asyncio.sleep(0.1)
         except TimeoutError:
             raise AssertionError(f"condition not met within {within}s; last seen: "
@@ -91,15 +109,16 @@ async def running_flux(settings: Settings, client: KubeClient, clock: Clock, sto
                        stop_within: float = 30) -> AsyncIterator[Flux]:
     """The manager ``fluxd run`` assembles, running until the block ends."""
     registry = CollectorRegistry()
-    manager, context = app.assemble(settings, client=client, clock=clock, registry=registry,
-                                    metrics=Metrics(registry, process_metrics=False),
-                                    controllers=controllers)
+    assembly = app.assemble(settings, client=client, clock=clock, registry=registry,
+                            metrics=Metrics(registry, process_metrics=False),
+                            controllers=controllers)
+    manager, context = assembly.manager, assembly.context
     stop = asyncio.Event()
     # a plain task, not a task group: a manager that fails must fail the test with its
     # own error, not cancel the test's task
     runner = asyncio.create_task(manager.run(stop), name="fluxd manager")
     try:
-        yield Flux(client, manager, context, storage, runner)
+        yield Flux(client, manager, context, storage, runner, assembly.listeners, clock)
     finally:
         stop.set()
         try:
@@ -132,7 +151,7 @@ async def flux(cluster: Cluster, tmp_path: Path,
     for group, values in flux_overrides.items():
         groups[group] = {**groups.get(group, {}), **values}
     settings = Settings.model_validate(groups)
-    clock = SystemClock()
+    clock = JumpClock()
     async with await KubeClient.connect(clock=clock, kubeconfig=str(cluster.kubeconfig),
                                         field_manager="source-controller") as client:
         await install_crds(client)

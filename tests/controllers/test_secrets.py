@@ -169,7 +169,7 @@ async def test_no_password_or_token_reaches_logs_events_statuses_metrics_or_payl
     receiver = await flux.wait(RECEIVER_API, "Receiver", "push", namespace,
                                lambda o: condition(o, "Ready").get("status") == "True")
 
-    address = flux.context.listeners["webhook receiver"] + receiver["status"]["webhookPath"]
+    address = flux.listeners["webhook receiver"] + receiver["status"]["webhookPath"]
     body = gitea_push(first, first)
     async with aiohttp.ClientSession() as session:
         for headers in (gitea_headers(body, RECEIVER_TOKEN),

@@ -11,8 +11,9 @@ import asyncio
 import sys
 
 from fluxd import cli
+from fluxd.controllers.context import ControllerContext
 from fluxd.kube import KubeClient, NotFound
-from fluxd.runtime.manager import ControllerContext, ControllerSpec
+from fluxd.runtime.manager import ControllerSpec
 from fluxd.runtime.reconcile import ObjectKey, Result
 
 

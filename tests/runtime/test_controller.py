@@ -18,6 +18,7 @@ from fluxd.runtime.reconcile import (
     ObjectKey,
     ReconcileError,
     Result,
+    RetryError,
     StallingError,
     WaitingError,
 )
@@ -56,6 +57,14 @@ def test_waiting_requeues_without_growing_the_backoff() -> None:
     assert outcome is Outcome.REQUEUE_AFTER and q.num_requeues(KEY) == 0
 
 
+def test_a_retry_at_a_fixed_interval_is_an_error_without_backoff_growth() -> None:
+    q = queue(FakeClock())
+    q.add_rate_limited(KEY)
+    outcome = handle_outcome(q, KEY, None, RetryError("apply failed", requeue_after=120),
+                             tuning=Tuning(), rng=random.Random(1))
+    assert outcome is Outcome.ERROR and q.num_requeues(KEY) == 0
+
+
 def test_stalling_is_not_retried() -> None:
     q = queue(FakeClock())
     outcome = handle_outcome(q, KEY, None, StallingError("bad spec"), tuning=Tuning(),
@@ -75,9 +84,10 @@ def test_errors_and_bugs_are_retried_with_backoff() -> None:
 class Scripted:
     """A reconciler that plays back behaviours."""
 
-    def __init__(self, *steps: object) -> None:
+    def __init__(self, *steps: object, clock: FakeClock | None = None) -> None:
         self.steps = list(steps)
         self.calls = 0
+        self.clock = clock  # what a float step (a reconcile taking that long) sleeps on
         self.log_fields: list[dict[str, object]] = []
 
     async def reconcile(self, key: ObjectKey) -> Result:
@@ -87,7 +97,8 @@ class Scripted:
         if isinstance(step, BaseException):
             raise step
         if isinstance(step, float):
-            await asyncio.sleep(step)
+            assert self.clock is not None
+            await self.clock.sleep(step)
             return Result()
         assert isinstance(step, Result)
         return step
@@ -139,9 +150,16 @@ async def test_each_reconcile_gets_its_own_reconcile_id() -> None:
 
 
 async def test_a_reconcile_past_its_deadline_is_cancelled_and_retried() -> None:
-    reconciler = Scripted(0.5)
-    ctl, q, registry = controller(reconciler, FakeClock(), timeout=0.05)
-    outcome = await ctl.process(KEY)
+    clock = FakeClock()
+    reconciler = Scripted(0.5, clock=clock)
+    ctl, q, registry = controller(reconciler, clock, timeout=0.05)
+    processing = asyncio.create_task(ctl.process(KEY))
+    for _ in range(100):
+        if reconciler.calls:
+            break
+        await asyncio.sleep(0)
+    clock.advance(0.05)  # the deadline passes while the reconcile still works
+    outcome = await processing
     assert outcome is Outcome.TIMEOUT
     assert registry.get_sample_value("controller_runtime_reconcile_timeouts_total",
                                      {"controller": "kustomization"}) == 1

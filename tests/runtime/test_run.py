@@ -222,3 +222,38 @@ def test_a_process_that_loses_its_lease_exits_non_zero(
                         check=False)
         time.sleep(0.1)
     assert proc.wait(10) == 1
+
+
+@pytest.mark.parametrize(("setting", "env"), [
+    ("watch.runtime_namespace", "FLUXD_WATCH__RUNTIME_NAMESPACE"),
+    ("leader_election.namespace", "FLUXD_LEADER_ELECTION__NAMESPACE"),
+])
+def test_a_process_whose_lease_namespace_does_not_exist_exits_non_zero_naming_it(
+        cluster: Cluster, tmp_path: Path, setting: str, env: str) -> None:
+    missing = f"missing-{uuid.uuid4().hex[:8]}"
+    groups: dict[str, dict[str, str]] = {
+        "kube": {"kubeconfig": str(cluster.kubeconfig)},
+        "server": {"metrics_address": f"127.0.0.1:{free_port()}"},
+        "watch": {"label_selector": f"fluxd-test={uuid.uuid4().hex[:8]}"},
+        "leader_election": {}}
+    group, _, key = setting.partition(".")
+    groups[group][key] = missing
+    path = tmp_path / "fluxd.toml"
+    path.write_text("".join(f"[{name}]\n" + "".join(f'{k} = "{v}"\n' for k, v in keys.items())
+                            for name, keys in groups.items()))
+    proc = spawn(path, tmp_path / "fluxd.log")
+    try:
+        code = proc.wait(60)  # at once, not after retries
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    log = (tmp_path / "fluxd.log").read_text()
+    assert code == 1, log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    errors = [x for x in lines if x["level"] == "error"]
+    assert [x["msg"] for x in errors] == ["unable to start manager"], log
+    reason = errors[0]["error"]
+    assert f'the leader election Lease namespace "{missing}" does not exist' in reason
+    assert setting in reason and env in reason
+    assert "Traceback" not in log

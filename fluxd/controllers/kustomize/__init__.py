@@ -21,15 +21,17 @@ from typing import Any
 from fluxd.api import source as source_api
 from fluxd.api.kustomize import API_VERSION
 from fluxd.artifacts.bus import ArtifactEvent
+from fluxd.controllers.context import Contribution, ControllerContext
 from fluxd.controllers.kustomize.kustomization import (
     KIND,
     KustomizationReconciler,
     dependency_index,
     source_index,
+    spec_of,
 )
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.handler import ReferrersHandler
-from fluxd.runtime.manager import ControllerContext, ControllerSpec
+from fluxd.runtime.manager import ControllerSpec
 from fluxd.runtime.reconcile import ObjectKey
 
 Obj = dict[str, Any]
@@ -45,12 +47,14 @@ def _config_key(kind: str, obj: Obj) -> str:
 
 def substitute_from_index(obj: Obj) -> list[str]:
     """Kustomizations by ``<Kind>/<namespace>/<name>`` of their substituteFrom objects."""
+    spec = spec_of(obj)
+    if spec is None or spec.post_build is None:
+        return []
     ns = obj["metadata"].get("namespace", "")
-    refs = ((obj.get("spec") or {}).get("postBuild") or {}).get("substituteFrom") or []
-    return [f"{r.get('kind')}/{ns}/{r.get('name')}" for r in refs if r.get("name")]
+    return [f"{r.kind}/{ns}/{r.name}" for r in spec.post_build.substitute_from or []]
 
 
-def controllers(context: ControllerContext) -> list[ControllerSpec]:
+def controllers(context: ControllerContext) -> list[Contribution]:
     informer = context.cache.informer(API_VERSION, KIND)
     sources = {kind: context.cache.informer(source_api.API_VERSION, kind)
                for kind in SOURCE_KINDS}

@@ -1,22 +1,33 @@
-"""The Kustomization reconciler (Flux's kustomize-controller).
+"""The Kustomization reconciler (Flux's kustomize-controller), on the runtime's driver.
 
-fetch from the cache → gone? forget → deleting? prune by ``deletionPolicy`` and drop the
-finalizer → ensure the finalizer → suspended? stop → compile the CEL health checks →
-resolve the source (``AccessDenied``, ``ArtifactFailed``) → ``dependsOn`` ready? →
-read the artifact from the local store (digest checked), extract it into a temporary
-directory → build (generated kustomization.yaml, kustomize) → substitute → apply
-(staged, dry-run first) → prune → health → status, history, events.
+The driver (``fluxd.runtime.driver``) fetches the object, runs the finalizer (garbage
+collection by ``deletionPolicy``: ``cleanup``), parses the spec once into
+``KustomizationSpec``, stops when suspended, then runs these steps in order over a
+``KustomizationRun`` (what one step hands the next):
 
-Every failure is a Ready=False with the step's reason, a Warning event, and a retry at
-``retryInterval`` without backoff growth, as Flux does. Health checks do not hold a
-worker: when objects are still progressing the reconcile ends with a short requeue and
-remembers the applied revision, and the next run only looks at the objects again.
+    check_health_exprs → resolve_source → check_dependencies → resume_health_checks →
+    fetch → build → substitute → apply → prune → check_health
+
+and always summarises the status the kustomize-controller's way (``finalize_status``).
+
+Every failure is a Ready=False with the step's reason, a Warning event, an error log line
+and a retry at ``retryInterval`` without backoff growth (``RetryError``), as Flux does.
+A missing source or artifact and an unready dependency are waits (``WaitingError``: no
+event, an info line); an invalid CEL expression and a refused cross-namespace reference
+stall. Health checks do not hold a worker: while objects are still progressing the
+reconcile ends with a short requeue and remembers the applied revision
+(``_pending``), and the next run only looks at the objects again
+(``resume_health_checks``). After the status write, a success logs Flux's
+``Reconciliation finished in 1.2s, next run in 10m0s`` with the revision and sends it as
+an event (the commit-status update); the server-side apply change set is logged as
+``server-side apply completed`` (``output``: object → action).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -25,14 +36,17 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fluxd.api.kustomize import API_VERSION, GROUP
+from pydantic import ValidationError
+
+from fluxd import logging as fluxlog
+from fluxd.api.kustomize import API_VERSION, GROUP, KustomizationSpec, PostBuild
 from fluxd.artifacts.bus import ArtifactBus, SourceKey
 from fluxd.artifacts.extract import ExtractError
 from fluxd.artifacts.snapshot import Snapshot, SnapshotCache
 from fluxd.artifacts.storage import ArtifactStore
-from fluxd.clock import Clock, format_duration
+from fluxd.clock import format_duration
 from fluxd.config import Settings, parse_duration
 from fluxd.controllers.kustomize import build as builder
 from fluxd.controllers.kustomize import substitution
@@ -45,13 +59,19 @@ from fluxd.controllers.kustomize.ssa import (
     ObjMeta,
     ResourceManager,
 )
-from fluxd.kube import Forbidden, KubeClient, KubeError, NotFound
+from fluxd.kube import KubeClient, KubeError, NotFound
 from fluxd.runtime import cel, history, kstatus
 from fluxd.runtime import conditions as cond
-from fluxd.runtime.events import EventRecorder
+from fluxd.runtime.driver import Driver, EventType, Failure, Run, Step
 from fluxd.runtime.handler import Adder
 from fluxd.runtime.informer import Informer
-from fluxd.runtime.reconcile import ObjectKey, Result, StallingError, WaitingError
+from fluxd.runtime.reconcile import (
+    ObjectKey,
+    Result,
+    RetryError,
+    StallingError,
+    WaitingError,
+)
 from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.kustomize")
@@ -61,7 +81,6 @@ HealthChecks = dict[tuple[str, str], cel.HealthCheck]
 
 KIND = "Kustomization"
 CONTROLLER = "kustomize-controller"
-FINALIZER = "finalizers.fluxcd.io"
 NAME_LABEL = f"{GROUP}/name"
 NAMESPACE_LABEL = f"{GROUP}/namespace"
 #: the artifact metadata key of the revision an OCI artifact was built from
@@ -82,18 +101,7 @@ ACCESS_DENIED = "AccessDenied"
 INVALID_CEL = "InvalidCELExpression"
 PROGRESSING = "Progressing"
 
-
-class StepFailed(Exception):
-    """A step failed: Ready=False with ``reason``; retried at ``retryInterval`` (or
-    ``requeue_after``), never with backoff growth. ``stall`` marks it Stalled instead."""
-
-    def __init__(self, message: str, *, reason: str, requeue_after: float | None = None,
-                 stall: bool = False, event: bool = True) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.requeue_after = requeue_after
-        self.stall = stall
-        self.event = event
+DeletionPolicy = Literal["MirrorPrune", "Delete", "WaitForTermination", "Orphan"]
 
 
 @dataclass
@@ -107,14 +115,15 @@ class _PendingHealth:
     started: float
     targets: list[tuple[ObjMeta, str]]
     changed: bool
-    origin_revision: str | None
     applied_at: float
     #: objects as the apply left them, used once for the first round of checks
     known: dict[ObjMeta, Obj] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
-class _Artifact:
+class SourceArtifact:
+    """The source's artifact this reconcile applies."""
+
     revision: str
     digest: str
     path: Path
@@ -122,443 +131,432 @@ class _Artifact:
 
 
 @dataclass
-class KustomizationReconciler:
+class KustomizationRun(Run[KustomizationSpec]):
+    """What the Kustomization steps hand each other."""
+
+    #: the client the objects are applied, pruned and checked with (impersonating
+    #: ``serviceAccountName`` or the default service account, when there is one)
+    kube: KubeClient = field(kw_only=True)
+    manager: ResourceManager = field(kw_only=True)
+    #: Flux's ``GetTimeout`` in seconds
+    timeout: float = field(kw_only=True)
+    #: when the reconcile that a success or failure reports began: this one, or the
+    #: one that applied the revision whose health checks it resumes
+    since: float = field(kw_only=True)
+    checks: HealthChecks = field(default_factory=dict)
+    source: Obj = field(default_factory=dict)
+    artifact: SourceArtifact | None = None
+    #: monotonic time by which build, apply and the waits between stages are done
+    deadline: float = 0.0
+    snapshot: Snapshot | None = None
+    objects: list[Obj] = field(default_factory=list)
+    #: the digest of the manifests (the history key)
+    digest: str = ""
+    change_set: ChangeSet = field(default_factory=ChangeSet)
+    #: the revision is applied and healthy: the report logs and announces the success
+    succeeded: bool = False
+
+    @property
+    def revision(self) -> str:
+        assert self.artifact is not None, "the source step has not run"
+        return self.artifact.revision
+
+    @functools.cached_property
+    def spec_json(self) -> Obj:
+        """The spec in its JSON form, for the kustomization generator: Flux's reads the
+        object converted to unstructured, too."""
+        return self.spec.to_json()
+
+
+@dataclass
+class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
+    """The Kustomization's steps and hooks on the driver (see the module docstring)."""
+
+    API_VERSION = API_VERSION
+    KIND = KIND
+    SPEC = KustomizationSpec
+    OWNED = OWNED
+
     client: KubeClient
-    informer: Informer
-    sources: Mapping[str, Informer]
-    store: ArtifactStore
-    bus: ArtifactBus
-    recorder: EventRecorder
-    clock: Clock
-    settings: Settings
-    queue: Adder
-    kubectl: str | None
-    snapshots: SnapshotCache = field(default_factory=SnapshotCache)
-    _pending: dict[ObjectKey, _PendingHealth] = field(default_factory=dict)
+    sources: Mapping[str, Informer] = field(kw_only=True)
+    store: ArtifactStore = field(kw_only=True)
+    bus: ArtifactBus = field(kw_only=True)
+    settings: Settings = field(kw_only=True)
+    queue: Adder = field(kw_only=True)
+    kubectl: str | None = field(kw_only=True)
+    snapshots: SnapshotCache = field(default_factory=SnapshotCache, kw_only=True)
+    logger: logging.Logger = field(default=log, kw_only=True)
+    _pending: dict[ObjectKey, _PendingHealth] = field(default_factory=dict, init=False)
 
-    # --- the driver ------------------------------------------------------------------
+    def steps(self) -> list[Step[KustomizationRun]]:
+        return [self.check_health_exprs, self.resolve_source, self.check_dependencies,
+                self.resume_health_checks, self.fetch, self.build, self.substitute,
+                self.apply, self.prune, self.check_health]
 
-    async def reconcile(self, key: ObjectKey) -> Result:
-        obj = self.informer.get(key.namespace, key.name)
-        if obj is None:
-            self._pending.pop(key, None)
-            return Result()
-        if obj["metadata"].get("deletionTimestamp"):
-            self._pending.pop(key, None)
-            await self.finalize(obj)
-            return Result()
-        obj = await self.ensure_finalizer(obj)
-        spec = obj.get("spec") or {}
-        if spec.get("suspend"):
-            log.info("Reconciliation is suspended for this object")
-            return Result()
-        interval = parse_duration(spec.get("interval") or "10m")
-        retry = parse_duration(spec["retryInterval"]) if spec.get("retryInterval") \
-            else interval
-        patcher = StatusPatcher(self.client, obj, owned_conditions=OWNED, clock=self.clock)
-        patcher.handle_request()
-        started = self.clock.monotonic()
-        was_ready = cond.is_true(patcher.conditions, cond.READY)
-        failure: StepFailed | None = None
-        result = Result(requeue_after=interval)
-        try:
-            result = await self.run(obj, patcher, key=key, interval=interval,
-                                    started=started, was_ready=was_ready)
-        except StepFailed as exc:
-            failure = exc
-            patcher.mark_false(cond.READY, exc.reason, str(exc))
-            if exc.stall:
-                patcher.mark_stalled(exc.reason, str(exc))
-                patcher.delete_condition(cond.RECONCILING)
-        finally:
-            self.finalize_status(patcher)
-            await patcher.patch_shielded()
-        if failure is None:
-            return result
-        # waiting on a dependency or a source is not an error (Flux logs it at info)
-        (log.error if failure.event else log.info)(
-            "Reconciliation failed" if failure.event else "Reconciliation waiting",
-            extra={"error": str(failure), "reason": failure.reason})
-        if failure.event:
-            await self.event(obj, patcher, type="Warning", reason=failure.reason,
-                             message=str(failure))
-        if failure.stall:
-            raise StallingError(str(failure), reason=failure.reason)
-        raise _Retry(str(failure), requeue_after=failure.requeue_after or retry,
-                     reason=failure.reason)
-
-    def finalize_status(self, patcher: StatusPatcher) -> None:
-        """Flux's ``finalizeStatus``: a Ready object drops Reconciling and observes its
-        generation; a failed one keeps Reconciling as ``ProgressingWithRetry``."""
-        conditions = patcher.conditions
-        if cond.is_true(conditions, cond.READY):
-            patcher.delete_condition(cond.RECONCILING)
-            patcher.set_field("observedGeneration", patcher.generation)
-        elif cond.is_false(conditions, cond.READY) and cond.has(conditions, cond.RECONCILING):
-            patcher.mark_reconciling(cond.PROGRESSING_WITH_RETRY_REASON,
-                                     cond.message_of(conditions, cond.RECONCILING))
-        elif cond.is_stalled(conditions):
-            patcher.set_field("observedGeneration", patcher.generation)
-
-    # --- the steps -------------------------------------------------------------------
-
-    async def run(self, obj: Obj, patcher: StatusPatcher, *, key: ObjectKey,
-                  interval: float, started: float, was_ready: bool) -> Result:
-        spec = obj.get("spec") or {}
-        meta = obj["metadata"]
-        checks = self.compile_health_exprs(spec)
-        source = self.resolve_source(obj)
-        artifact = self.source_artifact(source, obj)
-        await self.check_dependencies(obj, source)
-        timeout = timeout_of(spec)
-
-        pending = self._pending.get(key)
-        if pending is not None and (pending.generation != patcher.generation
-                                    or pending.revision != artifact.revision):
-            pending = self._pending.pop(key)
-            pending = None
-        if pending is not None:
-            return await self.assess(obj, patcher, key, pending, checks, interval=interval,
-                                     was_ready=was_ready)
-
-        progressing = (not was_ready or patcher.get_field("lastAppliedRevision")
-                       != artifact.revision
-                       or patcher.get_field("observedGeneration") != patcher.generation)
-        if progressing:
-            patcher.mark_unknown(cond.READY, PROGRESSING, "Reconciliation in progress")
-            patcher.mark_reconciling(
-                PROGRESSING, f"Fetching manifests for revision {artifact.revision} "
-                             f"with a timeout of {format_duration(timeout)}")
-        if patcher.get_field("lastAppliedRevision") != artifact.revision:
-            # a new revision: commit-status providers show it as pending (Gitea) until
-            # the final event says how it went
-            await self.event(obj, patcher, type="Normal", reason=PROGRESSING,
-                             message=f"Reconciliation in progress for revision "
-                                     f"{artifact.revision}", revision=artifact.revision,
-                             extra={"commit_status": "update"}, notify_only=True)
-
-        deadline = self.clock.monotonic() + timeout
-        client = self.client_for(obj)
-        snapshot = await self.fetch(artifact, source)
-        patcher.set_field("lastAttemptedRevision", artifact.revision)
-        objects = await self.build(obj, patcher, snapshot, deadline)
-        objects = await self.substitute(obj, client, objects)
-        try:
-            objects = builder.finish(objects, obj.get("spec") or {})
-        except builder.BuildError as exc:
-            raise StepFailed(str(exc), reason=RECONCILIATION_FAILED) from exc
-        digest = manifests_digest(objects)
-
-        manager = ResourceManager(
-            client=client, owner=CONTROLLER,
-            owner_labels={NAME_LABEL: meta["name"], NAMESPACE_LABEL: meta["namespace"]},
-            concurrency=self.settings.kustomize.concurrent_ssa, clock=self.clock,
-            override_managers=tuple(self.settings.kustomize.override_managers))
-        try:
-            change_set = await self.apply(obj, manager, objects, deadline)
-        except StepFailed:
-            self.record_history(patcher, digest, started, RECONCILIATION_FAILED, artifact)
-            raise
-        inventory = [e for e in inventory_entries(change_set)]
-        old = list(((patcher.get_field("inventory") or {}).get("entries")) or [])
-        if change_set.has_changes():
-            await self.event(obj, patcher, type="Normal", reason=PROGRESSING,
-                             message=change_set.event_lines(), revision=artifact.revision)
-        await self.prune(obj, patcher, manager, old, inventory, artifact, digest, started)
-        patcher.set_field("inventory", {"entries": inventory})
-
-        targets = self.health_targets(obj, change_set)
-        if not targets:
-            patcher.delete_condition(HEALTHY)
-            return await self.succeed(obj, patcher, artifact, digest, started,
-                                      interval=interval)
-        pending = _PendingHealth(
-            generation=patcher.generation, revision=artifact.revision, digest=digest,
-            deadline=self.clock.monotonic() + timeout, started=started, targets=targets,
-            changed=change_set.has_changes(),
-            origin_revision=artifact.origin_revision, applied_at=self.clock.monotonic(),
-            known={e.meta: e.object for e in change_set.entries if e.object is not None})
-        patcher.mark_reconciling(
-            PROGRESSING, f"Running health checks for revision {artifact.revision} "
-                         f"with a timeout of {format_duration(timeout)}")
-        patcher.mark_unknown(HEALTHY, PROGRESSING, "Running health checks")
-        self._pending[key] = pending
-        return await self.assess(obj, patcher, key, pending, checks, interval=interval,
-                                 was_ready=was_ready)
-
-    # --- source and dependencies -------------------------------------------------------
-
-    def compile_health_exprs(self, spec: Obj) -> HealthChecks:
-        """``healthCheckExprs`` and every ``readyExpr`` compiled: a syntax error stalls
-        the object (``InvalidCELExpression``), as Flux."""
-        try:
-            checks = cel.compile_health_checks(spec.get("healthCheckExprs") or [])
-            for dep in spec.get("dependsOn") or []:
-                if dep.get("readyExpr"):
-                    cel.Expression.compile(str(dep["readyExpr"]),
-                                           variables=cel.READY_EXPR_VARIABLES)
-        except cel.CELError as exc:
-            raise StepFailed(str(exc), reason=INVALID_CEL, stall=True) from exc
-        return checks
-
-    def resolve_source(self, obj: Obj) -> Obj:
-        spec = obj.get("spec") or {}
-        ref = spec.get("sourceRef") or {}
-        ns = ref.get("namespace") or obj["metadata"]["namespace"]
-        kind, name = str(ref.get("kind") or ""), str(ref.get("name") or "")
-        shown = f"{kind}/{ns}/{name}" if ref.get("namespace") else f"{kind}/{name}"
-        if self.settings.access.no_cross_namespace_refs and ns != obj["metadata"]["namespace"]:
-            raise StepFailed(
-                f"cannot access {shown}, cross-namespace references have been blocked",
-                reason=ACCESS_DENIED, stall=True)
-        informer = self.sources.get(kind)
-        if informer is None:
-            raise StepFailed(f"source kind {kind} is not served by fluxd "
-                             f"(supported: {', '.join(sorted(self.sources))})",
-                             reason=ARTIFACT_FAILED, stall=True)
-        source = informer.get(ns, name)
-        if source is None:
-            raise StepFailed(f"Source '{shown}' not found", reason=ARTIFACT_FAILED,
-                             event=False)
-        return source
-
-    def source_artifact(self, source: Obj, obj: Obj) -> _Artifact:
-        meta = source["metadata"]
-        stored = (source.get("status") or {}).get("artifact") or {}
-        announced = self.bus.last(SourceKey(source["kind"], meta["namespace"], meta["name"]))
-        if announced is not None and announced.digest != stored.get("digest"):
-            # the bus is ahead of the cache: the status write is not in the informer yet
-            return _Artifact(announced.revision, announced.digest, announced.path,
-                             announced.metadata.get(ORIGIN_REVISION))
-        if not stored.get("path"):
-            raise StepFailed("Source artifact not found, retrying in "
-                             f"{format_duration(self.requeue_dependency)}",
-                             reason=ARTIFACT_FAILED,
-                             requeue_after=self.requeue_dependency, event=False)
-        origin = (stored.get("metadata") or {}).get(ORIGIN_REVISION)
-        return _Artifact(str(stored["revision"]), str(stored.get("digest") or ""),
-                         self.store.local_path(str(stored["path"])), origin)
+    def begin(self, key: ObjectKey, obj: Obj, spec: KustomizationSpec,
+              patcher: StatusPatcher, *, started: float,
+              was_ready: bool) -> KustomizationRun:
+        interval = self.interval_of(spec)
+        namespace, name = str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])
+        kube = self.client_for(spec, namespace)
+        return KustomizationRun(
+            key=key, obj=obj, spec=spec, patcher=patcher, started=started,
+            was_ready=was_ready, interval=interval,
+            retry_interval=self.retry_interval_of(spec, interval), kube=kube,
+            manager=self.resource_manager(kube, namespace, name, apply=True),
+            timeout=timeout_of(spec), since=started)
 
     @property
     def requeue_dependency(self) -> float:
         return float(self.settings.reconcile.requeue_dependency)
 
-    async def check_dependencies(self, obj: Obj, source: Obj) -> None:
-        spec = obj.get("spec") or {}
-        deps = spec.get("dependsOn") or []
-        if not deps:
+    # --- source and dependencies -------------------------------------------------------
+
+    async def check_health_exprs(self, run: KustomizationRun) -> None:
+        """``healthCheckExprs`` and every ``readyExpr`` compiled: a syntax error stalls
+        the object (``InvalidCELExpression``), as Flux."""
+        spec = run.spec
+        try:
+            run.checks = cel.compile_health_checks(
+                [check.to_json() for check in spec.health_check_exprs or []])
+            for dep in spec.depends_on or []:
+                if dep.ready_expr:
+                    cel.Expression.compile(dep.ready_expr, variables=cel.READY_EXPR_VARIABLES)
+        except cel.CELError as exc:
+            raise StallingError(str(exc), reason=INVALID_CEL) from exc
+
+    async def resolve_source(self, run: KustomizationRun) -> None:
+        """The source object and the artifact to apply: the bus's latest when the cache
+        has not caught up with it yet, else ``status.artifact``."""
+        ref = run.spec.source_ref
+        ns = ref.namespace or run.namespace
+        shown = f"{ref.kind}/{ns}/{ref.name}" if ref.namespace else f"{ref.kind}/{ref.name}"
+        if self.settings.access.no_cross_namespace_refs and ns != run.namespace:
+            raise StallingError(
+                f"cannot access {shown}, cross-namespace references have been blocked",
+                reason=ACCESS_DENIED)
+        informer = self.sources.get(ref.kind)
+        if informer is None:
+            raise StallingError(f"source kind {ref.kind} is not served by fluxd "
+                                f"(supported: {', '.join(sorted(self.sources))})",
+                                reason=ARTIFACT_FAILED)
+        source = informer.get(ns, ref.name)
+        if source is None:
+            # retried at the retry interval, as Flux; the source's creation is not
+            # announced on the bus until it has an artifact
+            raise WaitingError(f"Source '{shown}' not found", reason=ARTIFACT_FAILED)
+        run.source = source
+        meta = source["metadata"]
+        stored = (source.get("status") or {}).get("artifact") or {}
+        announced = self.bus.last(SourceKey(source["kind"], meta["namespace"], meta["name"]))
+        if announced is not None and announced.digest != stored.get("digest"):
+            # the bus is ahead of the cache: the status write is not in the informer yet
+            run.artifact = SourceArtifact(announced.revision, announced.digest,
+                                          announced.path,
+                                          announced.metadata.get(ORIGIN_REVISION))
             return
-        ns = obj["metadata"]["namespace"]
-        for dep in deps:
-            dep_ns = dep.get("namespace") or ns
+        if not stored.get("path"):
+            raise WaitingError("Source artifact not found, retrying in "
+                               f"{format_duration(self.requeue_dependency)}",
+                               reason=ARTIFACT_FAILED, requeue_after=self.requeue_dependency)
+        origin = (stored.get("metadata") or {}).get(ORIGIN_REVISION)
+        run.artifact = SourceArtifact(str(stored["revision"]), str(stored.get("digest") or ""),
+                                      self.store.local_path(str(stored["path"])), origin)
+
+    async def check_dependencies(self, run: KustomizationRun) -> None:
+        """Every ``dependsOn`` Kustomization Ready at its generation (or its
+        ``readyExpr`` true) and, when it shares the source, at this revision."""
+        spec, ns = run.spec, run.namespace
+        if not spec.depends_on:
+            return
+        for dep in spec.depends_on:
+            dep_ns = dep.namespace or ns
+            shown = f"{dep_ns}/{dep.name}"
             if self.settings.access.no_cross_namespace_refs and dep_ns != ns:
-                raise StepFailed(
-                    f"cannot access {KIND}/{dep_ns}/{dep.get('name')}, cross-namespace "
-                    "references have been blocked", reason=ACCESS_DENIED, stall=True)
+                raise StallingError(
+                    f"cannot access {KIND}/{dep_ns}/{dep.name}, cross-namespace "
+                    "references have been blocked", reason=ACCESS_DENIED)
             try:
-                found = await self.client.get(API_VERSION, KIND, str(dep.get("name")), dep_ns)
+                found = await self.client.get(API_VERSION, KIND, dep.name, dep_ns)
             except NotFound:
-                self.not_ready(f"dependency '{dep_ns}/{dep.get('name')}' not found")
+                raise self.not_ready(f"dependency '{shown}' not found") from None
             except KubeError as exc:
-                self.not_ready(f"unable to get dependency '{dep_ns}/{dep.get('name')}': "
-                               f"{exc}")
-            expr = dep.get("readyExpr")
-            if expr:
+                raise self.not_ready(f"unable to get dependency '{shown}': {exc}") from exc
+            if dep.ready_expr:
                 try:
                     ok = cel.Expression.compile(
-                        str(expr), variables=cel.READY_EXPR_VARIABLES).evaluate_bool(
-                        {"self": obj, "dep": found})
+                        dep.ready_expr, variables=cel.READY_EXPR_VARIABLES).evaluate_bool(
+                        {"self": run.obj, "dep": found})
                 except cel.CELError as exc:
                     # compiled once already; an evaluation error is retried (Flux)
-                    self.not_ready(f"dependency '{dep_ns}/{dep.get('name')}' readyExpr "
-                                   f"evaluation failed: {exc}")
+                    raise self.not_ready(f"dependency '{shown}' readyExpr evaluation "
+                                         f"failed: {exc}") from exc
                 if not ok:
-                    self.not_ready(f"dependency '{dep_ns}/{dep.get('name')}' is not ready "
-                                   "according to readyExpr eval")
+                    raise self.not_ready(f"dependency '{shown}' is not ready according to "
+                                         "readyExpr eval")
                 continue
             status = found.get("status") or {}
             generation = (found.get("metadata") or {}).get("generation")
             if not status.get("conditions") or status.get("observedGeneration") != generation \
                     or not cond.is_true(status.get("conditions"), cond.READY):
-                self.not_ready(f"dependency '{dep_ns}/{dep.get('name')}' is not ready")
-            dep_ref = (found.get("spec") or {}).get("sourceRef") or {}
-            own_ref = spec.get("sourceRef") or {}
-            if (dep_ref.get("kind"), dep_ref.get("name"),
-                    dep_ref.get("namespace") or dep_ns) == \
-                    (own_ref.get("kind"), own_ref.get("name"),
-                     own_ref.get("namespace") or ns):
-                revision = ((source.get("status") or {}).get("artifact") or {}).get("revision")
-                announced = self.bus.last(SourceKey(source["kind"],
-                                                    source["metadata"]["namespace"],
-                                                    source["metadata"]["name"]))
-                if announced is not None:
-                    revision = announced.revision
-                if status.get("lastAppliedRevision") != revision:
-                    self.not_ready(f"dependency '{dep_ns}/{dep.get('name')}' revision is "
-                                   "not up to date")
+                raise self.not_ready(f"dependency '{shown}' is not ready")
+            dep_spec = spec_of(found)
+            if dep_spec is not None and _same_source(dep_spec, dep_ns, spec, ns) and \
+                    status.get("lastAppliedRevision") != run.revision:
+                raise self.not_ready(f"dependency '{shown}' revision is not up to date")
+        self.logger.info("All dependencies are ready, proceeding with reconciliation")
 
-    def not_ready(self, why: str) -> None:
-        raise StepFailed(
+    def not_ready(self, why: str) -> WaitingError:
+        return WaitingError(
             f"{why}; Dependencies do not meet ready condition, retrying in "
             f"{format_duration(self.requeue_dependency)}", reason=DEPENDENCY_NOT_READY,
-            requeue_after=self.requeue_dependency, event=False)
+            requeue_after=self.requeue_dependency)
+
+    async def resume_health_checks(self, run: KustomizationRun) -> Result | None:
+        """The health checks of the revision applied by an earlier run, when it is still
+        the one to apply (the list ends with their round); otherwise announce the
+        reconcile of this revision and go on."""
+        patcher = run.patcher
+        pending = self._pending.get(run.key)
+        if pending is not None and (pending.generation != patcher.generation
+                                    or pending.revision != run.revision):
+            self._pending.pop(run.key, None)
+            pending = None
+        if pending is not None:
+            run.since = pending.started
+            return await self.assess(run, pending)
+
+        progressing = (not run.was_ready
+                       or patcher.get_field("lastAppliedRevision") != run.revision
+                       or patcher.get_field("observedGeneration") != patcher.generation)
+        if progressing:
+            patcher.mark_unknown(cond.READY, PROGRESSING, "Reconciliation in progress")
+            patcher.mark_reconciling(
+                PROGRESSING, f"Fetching manifests for revision {run.revision} "
+                             f"with a timeout of {format_duration(run.timeout)}")
+        if patcher.get_field("lastAppliedRevision") != run.revision:
+            # a new revision: commit-status providers show it as pending (Gitea) until
+            # the final event says how it went
+            await self.event(run, reason=PROGRESSING,
+                             message=f"Reconciliation in progress for revision "
+                                     f"{run.revision}",
+                             metadata={"commit_status": "update"}, notify_only=True)
+        run.deadline = self.clock.monotonic() + run.timeout
+        return None
 
     # --- artifact, build, substitution -------------------------------------------------
 
-    async def fetch(self, artifact: _Artifact, source: Obj) -> Snapshot:
+    async def fetch(self, run: KustomizationRun) -> None:
         """The artifact's files, read once per digest from the local store after its
         digest is checked; a file missing or torn is rebuilt by the source controller,
         which is asked to."""
+        artifact = run.artifact
+        assert artifact is not None
         snapshot = await self.snapshots.cached(artifact.digest, artifact.path)
-        if snapshot is not None:
-            return snapshot
-        relative = str(artifact.path.relative_to(self.store.root)) \
-            if artifact.path.is_relative_to(self.store.root) else ""
-        intact = bool(relative) and await self.store.verify_async(relative, artifact.digest)
-        if not intact:
-            meta = source["metadata"]
-            self.queue.add(ObjectKey(source["kind"], meta["namespace"], meta["name"]))
-            raise StepFailed(
-                f"failed to verify artifact {artifact.revision}: the file is missing from "
-                "storage or its digest does not match; the source is rebuilding it",
-                reason=ARTIFACT_FAILED, requeue_after=self.requeue_dependency)
-        try:
-            return await self.snapshots.get(artifact.digest, artifact.path)
-        except (ExtractError, OSError) as exc:
-            raise StepFailed(f"failed to extract artifact {artifact.revision}: {exc}",
-                             reason=ARTIFACT_FAILED) from exc
+        if snapshot is None:
+            relative = str(artifact.path.relative_to(self.store.root)) \
+                if artifact.path.is_relative_to(self.store.root) else ""
+            intact = bool(relative) and await self.store.verify_async(relative,
+                                                                       artifact.digest)
+            if not intact:
+                meta = run.source["metadata"]
+                self.queue.add(ObjectKey(run.source["kind"], meta["namespace"],
+                                         meta["name"]))
+                raise RetryError(
+                    f"failed to verify artifact {artifact.revision}: the file is missing "
+                    "from storage or its digest does not match; the source is rebuilding "
+                    "it", reason=ARTIFACT_FAILED, requeue_after=self.requeue_dependency)
+            try:
+                snapshot = await self.snapshots.get(artifact.digest, artifact.path)
+            except (ExtractError, OSError) as exc:
+                raise RetryError(f"failed to extract artifact {artifact.revision}: {exc}",
+                                 reason=ARTIFACT_FAILED) from exc
+        run.snapshot = snapshot
+        run.patcher.set_field("lastAttemptedRevision", artifact.revision)
 
-    async def build(self, obj: Obj, patcher: StatusPatcher, snapshot: Snapshot,
-                    deadline: float) -> list[Obj]:
+    async def build(self, run: KustomizationRun) -> None:
         """The manifests: natively for a directory of plain manifests, else with the
         real kustomize on the artifact written out to a temporary directory (always
         removed)."""
-        spec = obj.get("spec") or {}
-        path = str(spec.get("path") or "")
+        snapshot = run.snapshot
+        assert snapshot is not None
+        spec = run.spec_json
+        path = run.spec.path or ""
         native = build_native(snapshot, path, spec)
         if native is not None:
-            return native
+            run.objects = native
+            return
         # the real kustomize takes a while: show that the reconcile is under way
         with contextlib.suppress(KubeError):
-            await patcher.patch()
+            await run.patcher.patch()
         kubectl = builder.find_kubectl(self.kubectl)
         if kubectl is None:
-            raise StepFailed("kubectl not found: set [tools] kubectl or put it on PATH",
+            raise RetryError("kubectl not found: set [tools] kubectl or put it on PATH",
                              reason=BUILD_FAILED)
         root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="fluxd-ks-"))
         try:
             await asyncio.to_thread(snapshot.write_to, root)
-            remaining = max(1.0, deadline - self.clock.monotonic())
-            return await builder.build(root, path, spec, kubectl=kubectl, timeout=remaining)
+            remaining = max(1.0, run.deadline - self.clock.monotonic())
+            run.objects = await builder.build(root, path, spec, kubectl=kubectl,
+                                              timeout=remaining, clock=self.clock)
         except builder.PathNotFound as exc:
-            raise StepFailed(str(exc), reason=ARTIFACT_FAILED) from exc
+            raise RetryError(str(exc), reason=ARTIFACT_FAILED) from exc
         except builder.BuildError as exc:
-            raise StepFailed(str(exc), reason=BUILD_FAILED) from exc
+            raise RetryError(str(exc), reason=BUILD_FAILED) from exc
         except OSError as exc:
-            raise StepFailed(f"failed to write out artifact {snapshot.size} bytes: {exc}",
+            raise RetryError(f"failed to write out artifact {snapshot.size} bytes: {exc}",
                              reason=ARTIFACT_FAILED) from exc
         finally:
             await asyncio.to_thread(shutil.rmtree, root, True)
 
-    async def substitute(self, obj: Obj, client: KubeClient, objects: list[Obj]) -> list[Obj]:
-        post = (obj.get("spec") or {}).get("postBuild") or {}
-        if not post:
-            return objects
-        ns = obj["metadata"]["namespace"]
+    async def substitute(self, run: KustomizationRun) -> None:
+        """``postBuild`` variables substituted, then what Flux does last before the apply
+        (``commonMetadata``, the SOPS refusal); the manifests' digest."""
+        post = run.spec.post_build
+        if post is not None:
+            run.objects = await self._substitute(run, post)
+        try:
+            run.objects = builder.finish(run.objects, run.spec_json)
+        except builder.BuildError as exc:
+            raise RetryError(str(exc), reason=RECONCILIATION_FAILED) from exc
+        run.digest = manifests_digest(run.objects)
+
+    async def _substitute(self, run: KustomizationRun, post: PostBuild) -> list[Obj]:
         sources: list[substitution.SubstituteSource] = []
-        for ref in post.get("substituteFrom") or []:
-            kind, name = str(ref.get("kind")), str(ref.get("name"))
+        for ref in post.substitute_from or []:
             found: Obj | None
             try:
-                found = await client.get("v1", kind, name, ns)
+                found = await run.kube.get("v1", ref.kind, ref.name, run.namespace)
             except NotFound:
                 found = None
             except KubeError as exc:
-                raise StepFailed(f"substitute from '{kind}/{name}' failed: {exc}",
+                raise RetryError(f"substitute from '{ref.kind}/{ref.name}' failed: {exc}",
                                  reason=BUILD_FAILED) from exc
             sources.append(substitution.SubstituteSource(
-                kind=kind, name=name, optional=bool(ref.get("optional")), obj=found))
+                kind=ref.kind, name=ref.name, optional=ref.optional, obj=found))
         try:
-            variables = substitution.collect_variables(sources, post.get("substitute"),
-                                                       namespace=ns)
+            variables = substitution.collect_variables(sources, post.substitute,
+                                                       namespace=run.namespace)
             return await asyncio.to_thread(
-                substitution.substitute, objects, variables,
-                strategy=str(post.get("substituteStrategy") or "WithVariables"),
+                substitution.substitute, run.objects, variables,
+                strategy=post.substitute_strategy,
                 strict=self.settings.kustomize.strict_substitution)
         except substitution.SubstitutionError as exc:
-            raise StepFailed(str(exc), reason=BUILD_FAILED) from exc
+            raise RetryError(str(exc), reason=BUILD_FAILED) from exc
 
     # --- apply, prune, health ----------------------------------------------------------
 
-    def client_for(self, obj: Obj) -> KubeClient:
-        account = (obj.get("spec") or {}).get("serviceAccountName") or \
-            self.settings.access.default_service_account
+    def client_for(self, spec: KustomizationSpec, namespace: str) -> KubeClient:
+        account = spec.service_account_name or self.settings.access.default_service_account
         if not account:
             return self.client
-        return self.client.impersonate(obj["metadata"]["namespace"], str(account))
+        return self.client.impersonate(namespace, str(account))
 
-    async def apply(self, obj: Obj, manager: ResourceManager, objects: list[Obj],
-                    deadline: float) -> ChangeSet:
-        spec = obj.get("spec") or {}
-        rules = [IgnoreRule.from_spec(r) for r in spec.get("driftIgnoreRules") or []]
+    def resource_manager(self, kube: KubeClient, namespace: str, name: str, *,
+                         apply: bool) -> ResourceManager:
+        settings = self.settings.kustomize
+        return ResourceManager(
+            client=kube, owner=CONTROLLER,
+            owner_labels={NAME_LABEL: name, NAMESPACE_LABEL: namespace},
+            concurrency=settings.concurrent_ssa, clock=self.clock,
+            override_managers=tuple(settings.override_managers) if apply else ())
+
+    async def apply(self, run: KustomizationRun) -> None:
+        """Staged server-side apply (dry-run first); the change set is logged and, when
+        it changed something, sent as an event."""
+        spec = run.spec
+        rules = [IgnoreRule(tuple(rule.paths),
+                            rule.target.to_json() if rule.target is not None else None)
+                 for rule in spec.ignore or []]
         try:
-            return await manager.apply_all_staged(
-                objects, force=bool(spec.get("force")), ignore=rules,
-                wait_timeout=max(1.0, deadline - self.clock.monotonic()))
-        except ApplyError as exc:
-            raise StepFailed(str(exc), reason=RECONCILIATION_FAILED) from exc
-        except Forbidden as exc:
-            raise StepFailed(str(exc), reason=RECONCILIATION_FAILED) from exc
+            change_set = await run.manager.apply_all_staged(
+                run.objects, force=spec.force, ignore=rules,
+                wait_timeout=max(1.0, run.deadline - self.clock.monotonic()))
+        except (ApplyError, KubeError) as exc:
+            # every failure of the apply is ReconciliationFailed, as Flux (a REST
+            # mapping refresh that fails, a refused impersonation, ...)
+            self.record_history(run, run.digest, run.started, RECONCILIATION_FAILED)
+            raise RetryError(str(exc), reason=RECONCILIATION_FAILED) from exc
+        run.change_set = change_set
+        if change_set.entries:
+            self.logger.info("server-side apply completed", extra=fluxlog.fields(
+                output=change_set.to_map(), revision=run.revision))
+        if change_set.has_changes():
+            await self.event(run, reason=PROGRESSING, message=change_set.event_lines())
 
-    async def prune(self, obj: Obj, patcher: StatusPatcher, manager: ResourceManager,
-                    old: Sequence[Mapping[str, Any]], new: Sequence[Obj],
-                    artifact: _Artifact, digest: str, started: float) -> None:
-        if not (obj.get("spec") or {}).get("prune"):
+    async def prune(self, run: KustomizationRun) -> None:
+        """The new inventory; with ``prune``, the objects of the old one that are gone
+        from the source deleted (an inventory entry that does not parse fails the
+        reconcile once, as Flux: the new inventory is recorded all the same)."""
+        patcher = run.patcher
+        old = list(((patcher.get_field("inventory") or {}).get("entries")) or [])
+        new = inventory_entries(run.change_set)
+        patcher.set_field("inventory", {"entries": new})
+        if not run.spec.prune:
             return
         keep = {e["id"] for e in new}
-        stale = [(ObjMeta.parse_id(str(e["id"])), str(e.get("v") or ""))
-                 for e in old if e.get("id") not in keep]
+        try:
+            stale = [(ObjMeta.parse_id(str(e.get("id"))), str(e.get("v") or ""))
+                     for e in old if e.get("id") not in keep]
+        except ValueError as exc:
+            self.record_history(run, run.digest, run.started, RECONCILIATION_FAILED)
+            raise RetryError(str(exc), reason=RECONCILIATION_FAILED) from exc
         if not stale:
             return
-        deleted, errors = await manager.delete_all(stale)
+        deleted, errors = await run.manager.delete_all(stale)
         if deleted.has_changes():
-            await self.event(obj, patcher, type="Normal", reason=PROGRESSING,
-                             message=deleted.event_lines(), revision=artifact.revision)
+            self.logger.info(f"garbage collection completed: {deleted}")
+            await self.event(run, reason=PROGRESSING, message=deleted.event_lines())
         if errors:
             gone = {e.meta.id for e in deleted.entries if e.action is Action.DELETED}
             kept = [{"id": m.id, "v": v} for m, v in stale if m.id not in gone]
             patcher.set_field("inventory", {"entries": [*new, *kept]})
-            self.record_history(patcher, digest, started, PRUNE_FAILED, artifact)
-            raise StepFailed("prune failed: " + "; ".join(str(e) for e in errors),
+            self.record_history(run, run.digest, run.started, PRUNE_FAILED)
+            raise RetryError("prune failed: " + "; ".join(str(e) for e in errors),
                              reason=PRUNE_FAILED)
 
-    def health_targets(self, obj: Obj, change_set: ChangeSet) -> list[tuple[ObjMeta, str]]:
+    async def check_health(self, run: KustomizationRun) -> Result:
+        """Success when there is nothing to check; else the first round of checks (the
+        rest come in later runs, see ``resume_health_checks``)."""
+        targets = self.health_targets(run)
+        if not targets:
+            run.patcher.delete_condition(HEALTHY)
+            return self.succeed(run, run.digest)
+        now = self.clock.monotonic()
+        pending = _PendingHealth(
+            generation=run.patcher.generation, revision=run.revision, digest=run.digest,
+            deadline=now + run.timeout, started=run.started, targets=targets,
+            changed=run.change_set.has_changes(), applied_at=now,
+            known={e.meta: e.object for e in run.change_set.entries if e.object is not None})
+        run.patcher.mark_reconciling(
+            PROGRESSING, f"Running health checks for revision {run.revision} "
+                         f"with a timeout of {format_duration(run.timeout)}")
+        run.patcher.mark_unknown(HEALTHY, PROGRESSING, "Running health checks")
+        self._pending[run.key] = pending
+        return await self.assess(run, pending)
+
+    def health_targets(self, run: KustomizationRun) -> list[tuple[ObjMeta, str]]:
         """What to check, with API versions: every applied object with ``wait``, else the
         ``healthChecks`` (apiVersion defaults to apps/v1); never the Kustomization
         itself."""
-        spec = obj.get("spec") or {}
-        me = obj["metadata"]
-        own = ObjMeta(GROUP, KIND, me["namespace"], me["name"])
+        spec = run.spec
+        own = ObjMeta(GROUP, KIND, run.namespace, run.name)
         found: list[tuple[ObjMeta, str]] = []
-        if spec.get("wait"):
-            found = [(e.meta, e.meta.api_version(e.version)) for e in change_set.entries
+        if spec.wait:
+            found = [(e.meta, e.meta.api_version(e.version)) for e in run.change_set.entries
                      if e.action is not Action.SKIPPED]
         else:
-            for ref in spec.get("healthChecks") or []:
-                api_version = str(ref.get("apiVersion") or "apps/v1")
+            for ref in spec.health_checks or []:
+                api_version = ref.api_version or "apps/v1"
                 group = api_version.rpartition("/")[0]
-                found.append((ObjMeta(group, str(ref.get("kind")),
-                                      str(ref.get("namespace") or me["namespace"]),
-                                      str(ref.get("name"))), api_version))
+                found.append((ObjMeta(group, ref.kind, ref.namespace or run.namespace,
+                                      ref.name), api_version))
         return [(m, v) for m, v in found if m != own]
 
-    async def assess(self, obj: Obj, patcher: StatusPatcher, key: ObjectKey,
-                     pending: _PendingHealth, checks: HealthChecks,
-                     *, interval: float, was_ready: bool) -> Result:
+    async def assess(self, run: KustomizationRun, pending: _PendingHealth) -> Result:
         """One round of health checks; a short requeue while objects progress."""
-        client = self.client_for(obj)
         known, pending.known = pending.known, {}
-        results = await asyncio.gather(*(self.object_health(client, m, v, checks,
+        results = await asyncio.gather(*(self.object_health(run.kube, m, v, run.checks,
                                                             known.get(m))
                                          for m, v in pending.targets))
         failed = [f"{m.subject} status: '{r.status}': {r.message}"
@@ -569,29 +567,25 @@ class KustomizationReconciler:
                    if r.status is not kstatus.Status.Current
                    and r.status is not kstatus.Status.Failed]
         now = self.clock.monotonic()
-        artifact = _Artifact(pending.revision, "", Path(), pending.origin_revision)
         if failed or (waiting and now >= pending.deadline):
-            self._pending.pop(key, None)
+            self._pending.pop(run.key, None)
             elapsed = format_duration(now - pending.applied_at)
             message = f"health check failed after {elapsed}: " + \
                 "; ".join(failed or ["timeout waiting for: [" + ", ".join(waiting) + "]"])
-            patcher.mark_false(HEALTHY, HEALTH_CHECK_FAILED, message)
-            self.record_history(patcher, pending.digest, pending.started,
-                                HEALTH_CHECK_FAILED, artifact)
-            raise StepFailed(message, reason=HEALTH_CHECK_FAILED)
+            run.patcher.mark_false(HEALTHY, HEALTH_CHECK_FAILED, message)
+            self.record_history(run, pending.digest, pending.started, HEALTH_CHECK_FAILED)
+            raise RetryError(message, reason=HEALTH_CHECK_FAILED)
         if waiting:
             return Result(requeue_after=min(
                 float(self.settings.kustomize.health_poll_interval),
                 max(0.1, pending.deadline - now)))
-        self._pending.pop(key, None)
+        self._pending.pop(run.key, None)
         passed = f"Health check passed in {format_duration(now - pending.applied_at)}"
-        recovered = not cond.is_true(patcher.conditions, HEALTHY)
-        patcher.mark_true(HEALTHY, cond.SUCCEEDED_REASON, passed)
+        recovered = not cond.is_true(run.patcher.conditions, HEALTHY)
+        run.patcher.mark_true(HEALTHY, cond.SUCCEEDED_REASON, passed)
         if recovered or pending.changed:
-            await self.event(obj, patcher, type="Normal", reason=cond.SUCCEEDED_REASON,
-                             message=passed, revision=pending.revision)
-        return await self.succeed(obj, patcher, artifact, pending.digest, pending.started,
-                                  interval=interval)
+            await self.event(run, reason=cond.SUCCEEDED_REASON, message=passed)
+        return self.succeed(run, pending.digest)
 
     async def object_health(self, client: KubeClient, meta: ObjMeta, api_version: str,
                             checks: HealthChecks, known: Obj | None = None
@@ -619,119 +613,197 @@ class KustomizationReconciler:
 
     # --- success and bookkeeping -------------------------------------------------------
 
-    async def succeed(self, obj: Obj, patcher: StatusPatcher, artifact: _Artifact,
-                      digest: str, started: float, *, interval: float) -> Result:
-        message = f"Applied revision: {artifact.revision}"
-        patcher.mark_true(cond.READY, RECONCILIATION_SUCCEEDED, message)
+    def succeed(self, run: KustomizationRun, digest: str) -> Result:
+        """Ready at this revision; the report logs and announces it once the status is
+        written."""
+        artifact = run.artifact
+        assert artifact is not None
+        patcher = run.patcher
+        patcher.mark_true(cond.READY, RECONCILIATION_SUCCEEDED,
+                          f"Applied revision: {artifact.revision}")
         patcher.set_field("lastAppliedRevision", artifact.revision)
         patcher.set_field("lastAppliedOriginRevision", artifact.origin_revision)
         patcher.set_field("lastAttemptedRevision", artifact.revision)
-        self.record_history(patcher, digest, started, RECONCILIATION_SUCCEEDED, artifact)
-        elapsed = format_duration(self.clock.monotonic() - started)
-        await self.event(obj, patcher, type="Normal", reason=RECONCILIATION_SUCCEEDED,
-                         message=f"Reconciliation finished in {elapsed}, next run in "
-                                 f"{format_duration(interval)}",
-                         revision=artifact.revision,
-                         extra={"commit_status": "update"})
-        return Result(requeue_after=interval)
+        self.record_history(run, digest, run.since, RECONCILIATION_SUCCEEDED)
+        run.succeeded = True
+        return Result(requeue_after=run.interval)
 
-    def record_history(self, patcher: StatusPatcher, digest: str, started: float,
-                       status: str, artifact: _Artifact) -> None:
+    def record_history(self, run: KustomizationRun, digest: str, started: float,
+                       status: str) -> None:
+        artifact = run.artifact
+        assert artifact is not None
         metadata = {"revision": artifact.revision}
         if artifact.origin_revision:
             metadata["originRevision"] = artifact.origin_revision
+        patcher = run.patcher
         patcher.set_field("history", history.upsert(
             patcher.get_field("history"), digest=digest, now=self.clock.now(),
             duration=self.clock.monotonic() - started, status=status, metadata=metadata))
 
-    async def event(self, obj: Obj, patcher: StatusPatcher, *, type: str, reason: str,
-                    message: str, revision: str | None = None,
-                    extra: Mapping[str, str] | None = None, trace: bool = False,
-                    notify_only: bool = False) -> None:
-        metadata: dict[str, str] = {}
-        revision = revision or patcher.get_field("lastAttemptedRevision")
-        if revision:
-            metadata["revision"] = str(revision)
-        origin = patcher.get_field("lastAppliedOriginRevision")
-        if origin:
-            metadata["originRevision"] = str(origin)
-        metadata.update(extra or {})
-        await self.recorder.event(obj, type="Warning" if type == "Warning" else "Normal",
-                                  reason=reason, message=message, metadata=metadata,
-                                  trace=trace, notify_only=notify_only)
+    # --- the driver's hooks --------------------------------------------------------------
 
-    # --- finalizer ---------------------------------------------------------------------
+    async def forget(self, key: ObjectKey) -> None:
+        self._pending.pop(key, None)
 
-    async def ensure_finalizer(self, obj: Obj) -> Obj:
-        meta = obj["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER in finalizers:
-            return obj
-        patched: Obj = await self.client.merge_patch(
-            API_VERSION, KIND, meta["name"],
-            {"metadata": {"finalizers": [*finalizers, FINALIZER],
-                          "resourceVersion": meta.get("resourceVersion")}},
-            meta.get("namespace"))
-        return patched
+    async def report(self, run: KustomizationRun, failure: Failure | None) -> None:
+        """After the status write: a success is logged and sent as an event (Flux's
+        commit-status update); a round of health checks still going says nothing; a
+        failure is a Warning event and an error line, a wait an info line."""
+        if failure is None:
+            if run.succeeded:
+                message = self.finished_message(run)
+                self.logger.info(message, extra=fluxlog.fields(revision=run.revision))
+                await self.event(run, reason=RECONCILIATION_SUCCEEDED, message=message,
+                                 metadata={"commit_status": "update"})
+            return
+        if not failure.waiting:
+            # Flux sends no event for a wait (a missing source, an unready dependency)
+            await self.failure_event(run, failure)
+        self.log_failure(run, failure)
 
-    async def finalize(self, obj: Obj) -> None:
-        """Garbage-collect by ``deletionPolicy``, then drop the finalizer. A failed
-        delete is logged and sent as an event; the finalizer goes anyway, as Flux."""
-        meta = obj["metadata"]
-        spec = obj.get("spec") or {}
-        policy = spec.get("deletionPolicy") or "MirrorPrune"
-        entries = list((((obj.get("status") or {}).get("inventory") or {})
-                        .get("entries")) or [])
+    def finished_message(self, run: KustomizationRun) -> str:
+        elapsed = format_duration(self.clock.monotonic() - run.since)
+        return f"Reconciliation finished in {elapsed}, next run in " \
+               f"{format_duration(run.interval)}"
+
+    def failed_message(self, run: KustomizationRun, failure: Failure) -> str:
+        """Flux's failure line: the time since the reconcile began and the retry."""
+        elapsed = format_duration(self.clock.monotonic() - run.since)
+        error = failure.error
+        retry = error.requeue_after if isinstance(error, RetryError) else None
+        return f"Reconciliation failed after {elapsed}, next try in " \
+               f"{format_duration(retry or run.retry_interval)}"
+
+    def log_failure(self, run: KustomizationRun, failure: Failure) -> None:
+        """Flux's lines: a wait at info without keys (for dependencies, the per-dependency
+        detail stays in Ready's message); a stall as controller-runtime logs a terminal
+        error; any other failure with its retry, the revision and the error."""
+        if failure.unexpected:
+            return  # the controller logs it with its traceback
+        if failure.waiting:
+            if failure.reason == DEPENDENCY_NOT_READY:
+                self.logger.info(f"Dependencies do not meet ready condition, retrying in "
+                                 f"{format_duration(self.requeue_dependency)}")
+            else:
+                self.logger.info(failure.message)
+            return
+        if failure.stalled:
+            self.logger.error("Reconciler error", extra=fluxlog.fields(error=failure.message))
+            return
+        fields: dict[str, Any] = {"error": failure.message}
+        if run.artifact is not None:
+            fields = {"revision": run.artifact.revision, **fields}
+        self.logger.error(self.failed_message(run, failure),
+                          extra=fluxlog.fields(**fields))
+
+    async def event(self, run: KustomizationRun, *, type: EventType = "Normal",
+                    reason: str, message: str, metadata: Mapping[str, str] | None = None,
+                    trace: bool = False, notify_only: bool = False) -> None:
+        """An event with Flux's ``revision`` and ``originRevision`` metadata: the
+        artifact's being applied, else the last attempted one."""
+        patcher = run.patcher
+        revision: str | None
+        if run.artifact is not None:
+            revision, origin = run.artifact.revision, run.artifact.origin_revision
+        else:
+            revision = patcher.get_field("lastAttemptedRevision")
+            origin = patcher.get_field("lastAppliedOriginRevision")
+        await self.recorder.event(
+            run.obj, type=type, reason=reason, message=message,
+            metadata={**revision_metadata(revision, origin), **(metadata or {})},
+            trace=trace, notify_only=notify_only)
+
+    async def cleanup(self, obj: Obj, spec: KustomizationSpec | None) -> None:
+        """Garbage-collect by ``deletionPolicy`` before the finalizer goes. A failed
+        delete is logged and sent as an event; the finalizer goes anyway."""
+        status = obj.get("status") or {}
+        entries = list(((status.get("inventory") or {}).get("entries")) or [])
+        if spec is None:
+            if entries:
+                self.logger.error("Garbage collection skipped: the spec does not parse, "
+                                  "so the deletion policy is unknown")
+            return
+        policy = deletion_policy_of(spec)
         delete = policy in ("Delete", "WaitForTermination") or (
-            policy == "MirrorPrune" and bool(spec.get("prune")))
-        if delete and entries and not spec.get("suspend"):
-            client = self.client_for(obj)
-            manager = ResourceManager(
-                client=client, owner=CONTROLLER,
-                owner_labels={NAME_LABEL: meta["name"], NAMESPACE_LABEL: meta["namespace"]},
-                concurrency=self.settings.kustomize.concurrent_ssa, clock=self.clock)
-            stale = [(ObjMeta.parse_id(str(e["id"])), str(e.get("v") or ""))
-                     for e in entries]
-            errors: list[Exception]
+            policy == "MirrorPrune" and spec.prune)
+        if not (delete and entries and not spec.suspend):
+            return
+        meta = obj["metadata"]
+        metadata = revision_metadata(status.get("lastAppliedRevision"),
+                                     status.get("lastAppliedOriginRevision"))
+        manager = self.resource_manager(self.client_for(spec, meta["namespace"]),
+                                        meta["namespace"], meta["name"], apply=False)
+        errors: list[Exception] = []
+        stale: list[tuple[ObjMeta, str]] = []
+        for entry in entries:
             try:
-                deleted, failures = await manager.delete_all(stale)
-                errors = list(failures)
-            except KubeError as exc:
-                deleted, errors = ChangeSet([]), [exc]
-            if deleted.has_changes():
-                await self.recorder.event(obj, reason="Progressing",
-                                          message=deleted.event_lines())
-            if errors:
-                await self.recorder.event(obj, type="Warning", reason=PRUNE_FAILED,
-                                          message="; ".join(str(e) for e in errors))
-            elif policy == "WaitForTermination":
-                timeout = timeout_of(spec)
-                try:
-                    await manager.wait_for_termination(
-                        [m for m, _ in stale], timeout=timeout)
-                except (TimeoutError, KubeError) as exc:
-                    await self.recorder.event(
-                        obj, type="Warning", reason="TerminationTimeout",
-                        message=f"failed to wait for objects to be deleted: {exc}")
-        finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
-        if len(finalizers) != len(meta.get("finalizers") or []):
-            with contextlib.suppress(NotFound):
-                await self.client.merge_patch(API_VERSION, KIND, meta["name"],
-                                              {"metadata": {"finalizers": finalizers or None}},
-                                              meta.get("namespace"))
+                stale.append((ObjMeta.parse_id(str(entry.get("id"))),
+                              str(entry.get("v") or "")))
+            except ValueError as exc:
+                errors.append(exc)
+        deleted = ChangeSet()
+        try:
+            deleted, failures = await manager.delete_all(stale)
+            errors.extend(failures)
+        except KubeError as exc:
+            errors.append(exc)
+        if deleted.has_changes():
+            await self.recorder.event(obj, reason=PROGRESSING,
+                                      message=deleted.event_lines(), metadata=metadata)
+        if errors:
+            message = "; ".join(str(e) for e in errors)
+            self.logger.error("pruning for deleted resource failed",
+                              extra=fluxlog.fields(error=message))
+            await self.recorder.event(obj, type="Warning", reason=PRUNE_FAILED,
+                                      message=message, metadata=metadata)
+        elif policy == "WaitForTermination":
+            try:
+                await manager.wait_for_termination([m for m, _ in stale],
+                                                   timeout=timeout_of(spec))
+            except (TimeoutError, KubeError) as exc:
+                self.logger.error("failed to wait for resources termination",
+                                  extra=fluxlog.fields(error=str(exc)))
+                await self.recorder.event(
+                    obj, type="Warning", reason="TerminationTimeout",
+                    message=f"failed to wait for objects to be deleted: {exc}",
+                    metadata=metadata)
 
 
-class _Retry(WaitingError):
-    """A failed Kustomization: retried at ``retryInterval`` with no backoff growth."""
+def spec_of(obj: Mapping[str, Any]) -> KustomizationSpec | None:
+    """A Kustomization's spec as the model reads it; None when the model refuses it (the
+    driver stalls such an object; indexes and other readers skip it)."""
+    try:
+        return KustomizationSpec.model_validate(obj.get("spec") or {})
+    except ValidationError:
+        return None
 
 
-def timeout_of(spec: Mapping[str, Any]) -> float:
+def timeout_of(spec: KustomizationSpec) -> float:
     """Flux's ``GetTimeout``: ``timeout``, else ``interval`` less 30s; at least 30s."""
-    if spec.get("timeout"):
-        value = parse_duration(spec["timeout"])
-    else:
-        value = parse_duration(spec.get("interval") or "10m") - 30
+    value = parse_duration(spec.timeout) if spec.timeout else \
+        parse_duration(spec.interval) - 30
     return max(value, 30.0)
+
+
+def deletion_policy_of(spec: KustomizationSpec) -> DeletionPolicy:
+    """Flux's ``GetDeletionPolicy``: ``MirrorPrune`` when not set."""
+    return spec.deletion_policy or "MirrorPrune"
+
+
+def revision_metadata(revision: str | None, origin: str | None) -> dict[str, str]:
+    """Flux's event metadata keys for what was (being) applied."""
+    metadata: dict[str, str] = {}
+    if revision:
+        metadata["revision"] = str(revision)
+    if origin:
+        metadata["originRevision"] = str(origin)
+    return metadata
+
+
+def _same_source(one: KustomizationSpec, one_ns: str, other: KustomizationSpec,
+                 other_ns: str) -> bool:
+    a, b = one.source_ref, other.source_ref
+    return (a.kind, a.name, a.namespace or one_ns) == (b.kind, b.name, b.namespace or other_ns)
 
 
 def manifests_digest(objects: Sequence[Mapping[str, Any]]) -> str:
@@ -752,19 +824,22 @@ def inventory_entries(change_set: ChangeSet) -> list[Obj]:
 
 def source_index(obj: Obj) -> list[str]:
     """Kustomizations by ``<kind>/<namespace>/<name>`` of their source."""
-    ref = (obj.get("spec") or {}).get("sourceRef") or {}
-    if not ref.get("name"):
+    spec = spec_of(obj)
+    if spec is None:
         return []
-    ns = ref.get("namespace") or obj["metadata"].get("namespace", "")
-    return [f"{ref.get('kind', '')}/{ns}/{ref['name']}"]
+    ref = spec.source_ref
+    ns = ref.namespace or obj["metadata"].get("namespace", "")
+    return [f"{ref.kind}/{ns}/{ref.name}"]
 
 
 def dependency_index(obj: Obj) -> list[str]:
     """Kustomizations by ``<namespace>/<name>`` of each Kustomization they depend on."""
+    spec = spec_of(obj)
+    if spec is None:
+        return []
     ns = obj["metadata"].get("namespace", "")
-    return [f"{d.get('namespace') or ns}/{d.get('name')}"
-            for d in (obj.get("spec") or {}).get("dependsOn") or [] if d.get("name")]
+    return [f"{d.namespace or ns}/{d.name}" for d in spec.depends_on or []]
 
 
-__all__ = ["CONTROLLER", "KIND", "KustomizationReconciler",
-           "dependency_index", "source_index"]
+__all__ = ["CONTROLLER", "KIND", "KustomizationReconciler", "KustomizationRun",
+           "dependency_index", "source_index", "spec_of", "timeout_of"]

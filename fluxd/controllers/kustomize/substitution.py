@@ -93,9 +93,11 @@ def collect_variables(sources: Sequence[SubstituteSource], inline: Mapping[str, 
 
 
 def substitute(objects: list[dict[str, Any]], variables: Mapping[str, str], *,
-               strategy: str = "WithVariables", strict: bool = True) -> list[dict[str, Any]]:
+               strategy: str | None = None, strict: bool = True) -> list[dict[str, Any]]:
     """``objects`` with their variables expanded (new dicts for substituted objects, the
-    originals for skipped ones), or ``SubstitutionError`` naming the first failing object."""
+    originals for skipped ones), or ``SubstitutionError`` naming the first failing object.
+    ``strategy`` is ``spec.postBuild.substituteStrategy``: unset is Flux's
+    ``WithVariables``."""
     if not variables and strategy != "Always":
         return list(objects)
     names_checked = False

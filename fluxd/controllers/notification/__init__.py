@@ -15,17 +15,19 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fluxd.api.notification import API_VERSION_V1BETA3
+from fluxd.clock import Clock
+from fluxd.controllers.context import Contribution, ControllerContext
 from fluxd.controllers.notification import events_server, receiver
 from fluxd.controllers.notification.dispatch import Dispatcher
 from fluxd.listen import serve_app
-from fluxd.runtime.manager import ControllerContext, ControllerSpec
+from fluxd.runtime.manager import Service
 
 log = logging.getLogger("fluxd.notification")
 
 CONTROLLER = "notification-controller"
 
 
-def controllers(context: ControllerContext) -> list[ControllerSpec]:
+def controllers(context: ControllerContext) -> list[Contribution]:
     settings = context.settings
     dispatcher = Dispatcher(
         client=context.client,
@@ -47,9 +49,9 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
     @contextlib.asynccontextmanager
     async def dispatch() -> AsyncIterator[object]:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(_supervised(dispatcher.run, "dispatch"),
+            tasks = [group.create_task(_supervised(dispatcher.run, "dispatch", context.clock),
                                        name="notification dispatch"),
-                     group.create_task(_supervised(consume, "bus"),
+                     group.create_task(_supervised(consume, "bus", context.clock),
                                        name="notification bus")]
             try:
                 yield dispatcher
@@ -65,18 +67,13 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
         async with serve_app(settings.notification.events_address, events.app(),
                              what="event intake", log=log, lingering_time=0,
                              limits=settings.http, clock=context.clock) as server:
-            context.listeners["event intake"] = server.url
-            try:
-                yield server
-            finally:
-                context.listeners.pop("event intake", None)
+            yield server
 
-    context.services.append(("notification dispatcher", dispatch))
-    context.services.append(("event intake", intake))
-    return receiver.controllers(context, registry=context.registry)
+    return [Service("notification dispatcher", dispatch), Service("event intake", intake),
+            *receiver.controllers(context, registry=context.registry)]
 
 
-async def _supervised(run: Callable[[], Awaitable[None]], what: str) -> None:
+async def _supervised(run: Callable[[], Awaitable[None]], what: str, clock: Clock) -> None:
     """Run ``run`` until cancelled; a bug in it is logged and it starts again a second
     later, so it never takes the process down."""
     while True:
@@ -85,4 +82,4 @@ async def _supervised(run: Callable[[], Awaitable[None]], what: str) -> None:
             return
         except Exception:
             log.exception("notification %s failed; restarting it", what)
-            await asyncio.sleep(1.0)
+            await clock.sleep(1.0)

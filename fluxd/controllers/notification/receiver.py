@@ -1,15 +1,25 @@
-"""The Receiver reconciler (Flux's ``receiver_controller.go``), and the wiring of the
-webhook receiver server it feeds.
+"""The Receiver reconciler (Flux's ``receiver_controller.go``) on the runtime's driver,
+and the wiring of the webhook receiver server it feeds.
 
-Reconcile: fetch from the cache → gone? nothing to do → deleting? drop the finalizer →
-ensure the finalizer → suspended? stop → check the spec (``resourceFilter``, each
-resource's ``filter``, ``oidcProviders``: a CEL error stalls the Receiver with
-``InvalidCELExpression``, a bad provider list with ``ValidationFailed``) → read the
-Secret's ``token`` (missing Secret or key: Ready=False ``TokenNotFound``, the path is
-withdrawn, retried with backoff) → ``status.webhookPath`` = ``/hook/`` + sha256(token +
-name + namespace), Ready=True ``Succeeded`` "Receiver initialized for path: …" → always,
-in a shielded final step, Reconciling/observedGeneration settled and the status patched →
-requeue at ``spec.interval``.
+Steps, after the driver's fetch / finalizer / parsed ``ReceiverSpec`` / suspend:
+
+1. ``check_spec``: ``resourceFilter``, each resource's ``filter`` and the
+   ``oidcProviders`` compile — a CEL error stalls the Receiver with
+   ``InvalidCELExpression``, a bad provider list with ``ValidationFailed``;
+2. ``reconcile_token``: Reconciling "Reconciliation in progress", the Secret's ``token``
+   read (missing Secret, key or value: Ready=False ``TokenNotFound``, the path withdrawn,
+   retried with backoff);
+3. ``reconcile_webhook_path``: ``status.webhookPath`` = ``/hook/`` + sha256(token + name
+   + namespace), Ready=True ``Succeeded`` "Receiver initialized for path: …".
+
+The summary is the notification-controller's (the driver's ``finalize_status``). A
+stall, from a step or from a spec the model refuses, reads as Flux words it: Ready and
+Stalled "Reconciliation failed terminally due to configuration error: …", a Warning
+event with the stall's reason, the error logged; it is raised as a ``StallingError``, so
+it is not retried and counts as a terminal error. A success requeues at
+``spec.interval`` with the ``Succeeded`` event and log line "Reconciliation finished,
+next run in 10m0s"; any other failure is a Warning ``Failed`` event, retried with
+backoff.
 
 The server finds Receivers by the informer index ``webhookPath``, so a path is served as
 soon as the status carrying it is in the cache, and no longer once it is gone. A change
@@ -24,15 +34,15 @@ import binascii
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from fluxd import logging as fluxlog
 from fluxd.api.notification import API_VERSION_V1, ReceiverSpec
-from fluxd.clock import Clock, format_duration
-from fluxd.config import Settings, parse_duration
+from fluxd.clock import format_duration
+from fluxd.controllers.context import Contribution, ControllerContext
 from fluxd.controllers.notification.receiver_server import (
     WEBHOOK_PATH_INDEX,
     ClaimsCheck,
@@ -42,28 +52,34 @@ from fluxd.controllers.notification.receiver_server import (
     compile_filters,
     webhook_path,
 )
-from fluxd.kube import KubeClient, KubeError, NotFound
+from fluxd.kube import KubeError
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.cel import CELError
-from fluxd.runtime.events import EventRecorder
+from fluxd.runtime.driver import (
+    VALIDATION_FAILED,
+    Driver,
+    Failure,
+    Obj,
+    Run,
+    Step,
+    finalize_status,
+    validation_text,
+)
 from fluxd.runtime.handler import ReferrersHandler
-from fluxd.runtime.informer import Informer
-from fluxd.runtime.manager import ControllerContext, ControllerSpec
-from fluxd.runtime.reconcile import ObjectKey, ReconcileError, Result
+from fluxd.runtime.manager import ControllerSpec, Service
+from fluxd.runtime.reconcile import ObjectKey, ReconcileError, Result, StallingError
 from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.notification.receiver")
 
-Obj = dict[str, Any]
-
 KIND = "Receiver"
 CONTROLLER = "notification-controller"
-FINALIZER = "finalizers.fluxcd.io"
 OWNED = (cond.READY, cond.RECONCILING, cond.STALLED)
 
 TOKEN_NOT_FOUND = "TokenNotFound"
 INVALID_CEL = "InvalidCELExpression"
-VALIDATION_FAILED = "ValidationFailed"
+#: what Flux's receiver says of a stall (its log line, and the prefix of the message)
+TERMINAL = "Reconciliation failed terminally due to configuration error"
 #: the index of Receivers by ``<namespace>/<secretRef.name>``
 SECRET_REF_INDEX = "secretRef"
 
@@ -81,163 +97,149 @@ def secret_ref_index(obj: Obj) -> list[str]:
     return [f"{obj['metadata'].get('namespace', '')}/{name}"] if name else []
 
 
-class StepFailed(ReconcileError):
-    """A failed step: Ready=False with ``reason``; ``stall`` when retrying cannot help."""
+@dataclass
+class ReceiverRun(Run[ReceiverSpec]):
+    """What the Receiver steps hand each other."""
 
-    def __init__(self, message: str, *, reason: str, stall: bool = False) -> None:
-        super().__init__(message, reason=reason)
-        self.stall = stall
+    #: the Secret's token ("" for ``generic-oidc``, which has none)
+    token: str = ""
 
 
-class ReceiverReconciler:
-    def __init__(self, *, client: KubeClient, informer: Informer, recorder: EventRecorder,
-                 clock: Clock, settings: Settings) -> None:
-        self.client = client
-        self.informer = informer
-        self.recorder = recorder
-        self.clock = clock
-        self.settings = settings
+@dataclass
+class ReceiverReconciler(Driver[ReceiverSpec, ReceiverRun]):
+    """The Receiver's steps and words on the driver (see the module docstring)."""
 
-    async def reconcile(self, key: ObjectKey) -> Result:
-        obj = self.informer.get(key.namespace, key.name)
-        if obj is None:
-            return Result()
-        if obj["metadata"].get("deletionTimestamp"):
-            await self.finalize(obj)
-            return Result()
-        obj = await self.ensure_finalizer(obj)
-        raw = obj.get("spec") or {}
-        if raw.get("suspend"):
-            log.info("Reconciliation is suspended for this object")
-            return Result()
-        interval = parse_duration(raw.get("interval") or "10m")
-        patcher = StatusPatcher(self.client, obj, owned_conditions=OWNED, clock=self.clock)
-        patcher.handle_request()
-        failure: StepFailed | None = None
-        try:
-            await self.steps(obj, patcher)
-        except StepFailed as exc:
-            failure = exc
-            if exc.stall:
-                message = f"Reconciliation failed terminally due to configuration error: {exc}"
-                patcher.mark_false(cond.READY, exc.reason, message)
-                patcher.mark_stalled(exc.reason, message)
-                patcher.delete_condition(cond.RECONCILING)
-                failure = StepFailed(message, reason=exc.reason, stall=True)
-            else:
-                patcher.mark_false(cond.READY, exc.reason, str(exc))
-                patcher.set_field("webhookPath", None)
-        finally:
-            finalize_status(patcher)
-            await patcher.patch_shielded()
-        if failure is None:
-            message = f"Reconciliation finished, next run in {format_duration(interval)}"
-            log.info(message)
-            await self.recorder.event(obj, reason=cond.SUCCEEDED_REASON, message=message)
-            return Result(requeue_after=interval)
-        if failure.stall:
-            log.error("Reconciliation failed terminally due to configuration error",
-                      extra={"error": str(failure)})
-            await self.recorder.event(obj, type="Warning", reason=failure.reason,
-                                      message=str(failure))
-            return Result()
-        await self.recorder.event(obj, type="Warning", reason=cond.FAILED_REASON,
-                                  message=str(failure))
-        raise failure
+    API_VERSION = API_VERSION_V1
+    KIND = KIND
+    SPEC = ReceiverSpec
+    OWNED = OWNED
 
-    async def steps(self, obj: Obj, patcher: StatusPatcher) -> None:
-        meta = obj["metadata"]
-        try:
-            spec = ReceiverSpec.model_validate(obj.get("spec") or {})
-        except ValidationError as exc:
-            raise StepFailed(f"invalid spec: {exc}", reason=VALIDATION_FAILED,
-                             stall=True) from None
+    logger: logging.Logger = field(default=log, kw_only=True)
+
+    def steps(self) -> list[Step[ReceiverRun]]:
+        return [self.check_spec, self.reconcile_token, self.reconcile_webhook_path]
+
+    def begin(self, key: ObjectKey, obj: Obj, spec: ReceiverSpec, patcher: StatusPatcher,
+              *, started: float, was_ready: bool) -> ReceiverRun:
+        interval = self.interval_of(spec)
+        return ReceiverRun(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
+                           was_ready=was_ready, interval=interval, retry_interval=interval)
+
+    # --- steps ------------------------------------------------------------------------
+
+    async def check_spec(self, run: ReceiverRun) -> None:
+        """What cannot compile stalls the Receiver: retrying cannot help."""
+        spec = run.spec
         try:
             compile_filters(spec)
         except CELError as exc:
-            raise StepFailed(str(exc), reason=INVALID_CEL, stall=True) from None
-        token = ""
-        if spec.type == "generic-oidc":
-            providers = spec.oidc_providers or []
-            try:
-                check_oidc_providers(providers)
-            except ValueError as exc:
-                raise StepFailed(str(exc), reason=VALIDATION_FAILED, stall=True) from None
-            for i, provider in enumerate(providers):
-                try:
-                    ClaimsCheck.compile(provider)
-                except CELError as exc:
-                    raise StepFailed(f"oidcProviders[{i}] (issuerURL="
-                                     f"{provider.issuer_url!r}): {exc}", reason=INVALID_CEL,
-                                     stall=True) from None
-        patcher.mark_reconciling(cond.PROGRESSING_REASON, "Reconciliation in progress")
+            raise StallingError(str(exc), reason=INVALID_CEL) from None
         if spec.type != "generic-oidc":
-            token = await self.token(meta.get("namespace", ""), spec)
-        path = webhook_path(token, meta["name"], meta.get("namespace", ""))
+            return
+        providers = spec.oidc_providers or []
+        try:
+            check_oidc_providers(providers)
+        except ValueError as exc:
+            raise StallingError(str(exc), reason=VALIDATION_FAILED) from None
+        for i, provider in enumerate(providers):
+            try:
+                ClaimsCheck.compile(provider)
+            except CELError as exc:
+                raise StallingError(f"oidcProviders[{i}] (issuerURL="
+                                    f"{provider.issuer_url!r}): {exc}",
+                                    reason=INVALID_CEL) from None
+
+    async def reconcile_token(self, run: ReceiverRun) -> None:
+        """The Secret's token; without one the path is withdrawn (nothing can be
+        authenticated against it) and the read retried with backoff."""
+        run.patcher.mark_reconciling(cond.PROGRESSING_REASON, "Reconciliation in progress")
+        if run.spec.type == "generic-oidc":
+            return
+        try:
+            run.token = await self.token(run.namespace, run.spec)
+        except ReconcileError:
+            run.patcher.set_field("webhookPath", None)
+            raise
+
+    async def reconcile_webhook_path(self, run: ReceiverRun) -> None:
+        path = webhook_path(run.token, run.name, run.namespace)
         message = f"Receiver initialized for path: {path}"
+        patcher = run.patcher
         patcher.mark_true(cond.READY, cond.SUCCEEDED_REASON, message)
         if patcher.get_field("webhookPath") != path:
             patcher.set_field("webhookPath", path)
-            log.info(message)
+            self.logger.info(message)
 
     async def token(self, namespace: str, spec: ReceiverSpec) -> str:
         """The Secret's ``token``; a missing Secret, key or value is ``TokenNotFound``."""
         name = spec.secret_ref.name if spec.secret_ref is not None else ""
         where = f"{namespace}/{name}"
         if not name:
-            raise StepFailed("spec.secretRef is required", reason=TOKEN_NOT_FOUND)
+            raise ReconcileError("spec.secretRef is required", reason=TOKEN_NOT_FOUND)
         try:
             secret = await self.client.get("v1", "Secret", name, namespace)
         except KubeError as exc:
-            raise StepFailed(f"unable to read token from secret '{where}' error: {exc}",
-                             reason=TOKEN_NOT_FOUND) from None
+            raise ReconcileError(f"unable to read token from secret '{where}' error: {exc}",
+                                 reason=TOKEN_NOT_FOUND) from None
         encoded = (secret.get("data") or {}).get("token")
         if encoded is None:
-            raise StepFailed(f"invalid '{where}' secret data: required fields 'token'",
-                             reason=TOKEN_NOT_FOUND)
+            raise ReconcileError(f"invalid '{where}' secret data: required fields 'token'",
+                                 reason=TOKEN_NOT_FOUND)
         try:
             token = base64.b64decode(encoded).decode("utf-8", "surrogateescape")
         except (binascii.Error, ValueError):
-            raise StepFailed(f"invalid '{where}' secret data: 'token' is not base64",
-                             reason=TOKEN_NOT_FOUND) from None
+            raise ReconcileError(f"invalid '{where}' secret data: 'token' is not base64",
+                                 reason=TOKEN_NOT_FOUND) from None
         if not token:
             # an empty token would authenticate anything and make the path guessable
-            raise StepFailed(f"invalid '{where}' secret data: 'token' is empty",
-                             reason=TOKEN_NOT_FOUND)
+            raise ReconcileError(f"invalid '{where}' secret data: 'token' is empty",
+                                 reason=TOKEN_NOT_FOUND)
         return token
 
-    async def ensure_finalizer(self, obj: Obj) -> Obj:
-        meta = obj["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if FINALIZER in finalizers:
-            return obj
-        patched: Obj = await self.client.merge_patch(
-            API_VERSION_V1, KIND, meta["name"],
-            {"metadata": {"finalizers": [*finalizers, FINALIZER],
-                          "resourceVersion": meta.get("resourceVersion")}},
-            meta.get("namespace"))
-        return patched
+    # --- summary and report -----------------------------------------------------------
 
-    async def finalize(self, obj: Obj) -> None:
-        meta = obj["metadata"]
-        finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
-        if len(finalizers) != len(meta.get("finalizers") or []):
-            with contextlib.suppress(NotFound):
-                await self.client.merge_patch(
-                    API_VERSION_V1, KIND, meta["name"],
-                    {"metadata": {"finalizers": finalizers or None}}, meta.get("namespace"))
+    def summarize(self, run: ReceiverRun, failure: Failure | None) -> None:
+        finalize_status(run.patcher, terminal(failure))
+
+    async def report(self, run: ReceiverRun, failure: Failure | None) -> None:
+        """Flux's receiver: the ``Succeeded`` event and log line; a stall's own reason
+        and words; any other failure a Warning ``Failed`` event (the controller logs
+        it, "Reconciler error", and retries it with backoff)."""
+        if failure is None:
+            message = f"Reconciliation finished, next run in {format_duration(run.interval)}"
+            self.logger.info(message)
+            await self.event(run, reason=cond.SUCCEEDED_REASON, message=message)
+        elif failure.stalled:
+            await self.report_stall(run.obj, failure)
+        else:
+            await self.event(run, type="Warning", reason=cond.FAILED_REASON,
+                             message=failure.message)
+
+    async def report_stall(self, obj: Obj, failure: Failure) -> None:
+        self.logger.error(TERMINAL, extra=fluxlog.fields(error=failure.message))
+        await self.recorder.event(obj, type="Warning", reason=failure.reason,
+                                  message=f"{TERMINAL}: {failure.message}")
+
+    async def refuse_spec(self, obj: Obj, patcher: StatusPatcher,
+                          exc: ValidationError) -> Result:
+        """A spec the model refuses stalls the Receiver as its other configuration
+        errors do (the driver's summary and words would differ from the steps')."""
+        error = StallingError(f"invalid spec: {validation_text(exc)}",
+                              reason=VALIDATION_FAILED)
+        failure = Failure(error, error.reason, str(error))
+        patcher.handle_request()
+        finalize_status(patcher, terminal(failure))
+        patcher.observe_generation()
+        await patcher.patch_shielded()
+        await self.report_stall(obj, failure)
+        raise error
 
 
-def finalize_status(patcher: StatusPatcher) -> None:
-    """Flux's receiver ``patch``: Ready drops Reconciling and observes the generation; a
-    failure keeps Reconciling as ``ProgressingWithRetry``; Stalled observes it too."""
-    conditions = patcher.conditions
-    if cond.is_true(conditions, cond.READY) or cond.is_stalled(conditions):
-        patcher.delete_condition(cond.RECONCILING)
-        patcher.set_field("observedGeneration", patcher.generation)
-    elif cond.is_false(conditions, cond.READY) and cond.has(conditions, cond.RECONCILING):
-        patcher.mark_reconciling(cond.PROGRESSING_WITH_RETRY_REASON,
-                                 cond.message_of(conditions, cond.RECONCILING))
+def terminal(failure: Failure | None) -> Failure | None:
+    """A stall as the conditions show it: Flux's receiver prefixes its message."""
+    if failure is None or not failure.stalled:
+        return failure
+    return Failure(failure.error, failure.reason, f"{TERMINAL}: {failure.message}")
 
 
 def _secret_key(obj: Obj) -> str:
@@ -247,9 +249,11 @@ def _secret_key(obj: Obj) -> str:
 
 @dataclass(frozen=True)
 class Receivers:
-    """The Receiver controller of one process: its spec and the webhook server."""
+    """The Receiver controller of one process: its spec and the webhook server (with
+    the service that runs it)."""
 
     spec: ControllerSpec
+    service: Service
     reconciler: ReceiverReconciler
     server: ReceiverServer
 
@@ -263,7 +267,7 @@ def build(context: ControllerContext, *,
     informer = context.cache.informer(API_VERSION_V1, KIND)
     reconciler = ReceiverReconciler(client=context.client, informer=informer,
                                     recorder=context.recorder(CONTROLLER),
-                                    clock=context.clock, settings=context.settings)
+                                    clock=context.clock)
     server = ReceiverServer(client=context.client, receivers=informer, clock=context.clock,
                             settings=context.settings,
                             metrics=ReceiverMetrics(registry) if registry is not None
@@ -272,13 +276,8 @@ def build(context: ControllerContext, *,
     @contextlib.asynccontextmanager
     async def serve_webhooks() -> AsyncIterator[object]:
         async with server.serve(context.settings.notification.receiver_address) as listener:
-            context.listeners["webhook receiver"] = listener.url
-            try:
-                yield listener
-            finally:
-                context.listeners.pop("webhook receiver", None)
+            yield listener
 
-    context.services.append(("webhook receiver", serve_webhooks))
     context.cache.metadata_informer(
         "v1", "Secret", label_selector=context.settings.watch.configs_label_selector,
     ).add_handler(ReferrersHandler(context.queue, KIND, informer, SECRET_REF_INDEX,
@@ -286,10 +285,11 @@ def build(context: ControllerContext, *,
     spec = ControllerSpec(API_VERSION_V1, KIND, "notification", reconciler,
                           indexes={WEBHOOK_PATH_INDEX: webhook_path_index,
                                    SECRET_REF_INDEX: secret_ref_index})
-    return Receivers(spec, reconciler, server)
+    return Receivers(spec, Service("webhook receiver", serve_webhooks), reconciler, server)
 
 
 def controllers(context: ControllerContext, *,
-                registry: CollectorRegistry | None = None) -> list[ControllerSpec]:
+                registry: CollectorRegistry | None = None) -> list[Contribution]:
     """The Receiver controller and its webhook server (see ``build``)."""
-    return [build(context, registry=registry).spec]
+    built = build(context, registry=registry)
+    return [built.spec, built.service]

@@ -10,28 +10,32 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from fluxd.api.source import API_VERSION
+from pydantic import ValidationError
+
+from fluxd.api.source import API_VERSION, GitRepositorySpec
 from fluxd.artifacts import server as artifact_server
 from fluxd.artifacts.bus import ArtifactEvent
+from fluxd.controllers.context import Contribution, ControllerContext
 from fluxd.controllers.source import helmchart, helmrepository, ocirepository
 from fluxd.controllers.source.gitrepository import (
     CONTROLLER,
     KIND,
     GitRepositoryReconciler,
 )
-from fluxd.runtime.manager import ControllerContext, ControllerSpec
+from fluxd.runtime.manager import ControllerSpec, Service
 from fluxd.runtime.reconcile import ObjectKey
 
 
 def include_index(obj: dict[str, object]) -> list[str]:
     """GitRepositories by the names of the GitRepositories they include."""
-    spec = obj.get("spec")
-    includes = spec.get("include") if isinstance(spec, dict) else None
-    return [str((i.get("repository") or {}).get("name", "")) for i in includes or []
-            if isinstance(i, dict)]
+    try:
+        spec = GitRepositorySpec.model_validate(obj.get("spec") or {})
+    except ValidationError:
+        return []
+    return [include.repository.name for include in spec.include or []]
 
 
-def controllers(context: ControllerContext) -> list[ControllerSpec]:
+def controllers(context: ControllerContext) -> list[Contribution]:
     """The source controllers, and the artifact server they need while leading."""
     informer = context.cache.informer(API_VERSION, KIND)
     reconciler = GitRepositoryReconciler(
@@ -59,9 +63,9 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
             if meta.get("namespace", "") == event.source.namespace:
                 context.queue.add(ObjectKey(KIND, event.source.namespace, meta["name"]))
 
+    repository_informer = context.cache.informer(API_VERSION, helmrepository.KIND)
     helm_repositories = helmrepository.HelmRepositoryReconciler(
-        client=context.client,
-        informer=context.cache.informer(API_VERSION, helmrepository.KIND),
+        client=context.client, informer=repository_informer,
         store=context.artifacts, bus=context.artifact_bus,
         recorder=context.recorder(helmrepository.CONTROLLER), clock=context.clock,
         settings=context.settings)
@@ -78,7 +82,7 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
         client=context.client, informer=chart_informer, store=context.artifacts,
         bus=context.artifact_bus, recorder=context.recorder(CONTROLLER), clock=context.clock,
         settings=context.settings,
-        sources={helmrepository.KIND: helm_repositories.informer, KIND: informer})
+        sources={helmrepository.KIND: repository_informer, KIND: informer})
 
     def charts(event: ArtifactEvent) -> None:
         # a source's new artifact rebuilds the HelmCharts made from it (Flux enqueues
@@ -96,8 +100,8 @@ def controllers(context: ControllerContext) -> list[ControllerSpec]:
 
     context.artifact_bus.subscribe(includers)
     context.artifact_bus.subscribe(charts)
-    context.services.append(("artifact server", serve_artifacts))
-    return [ControllerSpec(API_VERSION, KIND, "source", reconciler,
+    return [Service("artifact server", serve_artifacts),
+            ControllerSpec(API_VERSION, KIND, "source", reconciler,
                            indexes={"include": include_index}),
             ControllerSpec(API_VERSION, helmrepository.KIND, "source", helm_repositories,
                            indexes={"url": helmchart.repository_url_index}),

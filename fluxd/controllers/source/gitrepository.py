@@ -33,10 +33,11 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fluxd.api.source import API_VERSION, GitRepositorySpec
 from fluxd.artifacts.bus import SourceKey
 from fluxd.artifacts.extract import ExtractError, extract_tarball
 from fluxd.artifacts.ignore import source_matcher
@@ -44,7 +45,7 @@ from fluxd.artifacts.storage import ArchiveError, ArtifactRecord
 from fluxd.clock import Clock, rfc3339
 from fluxd.config import parse_duration
 from fluxd.controllers.source import git
-from fluxd.controllers.source.driver import (
+from fluxd.controllers.source.reconciler import (
     ARTIFACT_IN_STORAGE,
     ARTIFACT_OUTDATED,
     CONTROLLER,
@@ -52,10 +53,12 @@ from fluxd.controllers.source.driver import (
     STORAGE_FAILED,
     NewArtifact,
     SourceReconciler,
+    SourceRun,
     StepError,
 )
 from fluxd.runtime import conditions as cond
-from fluxd.runtime.reconcile import StallingError
+from fluxd.runtime.driver import Step
+from fluxd.runtime.reconcile import ObjectKey, StallingError
 from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.source.gitrepository")
@@ -89,10 +92,10 @@ class Inputs:
     submodules: bool
 
     @classmethod
-    def of(cls, spec: Obj) -> Inputs:
-        return cls(ignore=spec.get("ignore"), include=list(spec.get("include") or []),
-                   sparse=list(spec.get("sparseCheckout") or []),
-                   submodules=bool(spec.get("recurseSubmodules")))
+    def of(cls, spec: GitRepositorySpec) -> Inputs:
+        return cls(ignore=spec.ignore, include=[i.to_json() for i in spec.include or []],
+                   sparse=list(spec.sparse_checkout or []),
+                   submodules=bool(spec.recurse_submodules))
 
     def observed_in(self, status: Obj) -> bool:
         return (status.get("observedIgnore") == self.ignore
@@ -101,11 +104,49 @@ class Inputs:
                 and bool(status.get("observedRecurseSubmodules")) == self.submodules)
 
 
-class GitRepositoryReconciler(SourceReconciler):
+@dataclass
+class GitRun(SourceRun[GitRepositorySpec]):
+    """What the GitRepository steps hand each other."""
+
+    #: ``spec.timeout`` in seconds
+    timeout: float = 60.0
+    auth: git.Auth = field(default_factory=git.Auth)
+    inputs: Inputs | None = None
+    #: (include spec, its artifact now) pairs
+    includes: list[tuple[Obj, Obj]] = field(default_factory=list)
+    #: the commit the ref resolves to
+    head: git.Head | None = None
+    #: the stored artifact was built from ``head`` and the same inputs
+    unchanged: bool = False
+    #: the reconcile's temporary directory (removed when the steps are over)
+    work: Path = field(default_factory=Path)
+    #: the checkout in ``tree``, when includes or submodules need one on disk
+    checkout: git.Checkout | None = None
+
+    @property
+    def tree(self) -> Path:
+        return self.work / "tree"
+
+
+@dataclass
+class GitRepositoryReconciler(SourceReconciler[GitRepositorySpec, GitRun]):
+    API_VERSION = API_VERSION
     KIND = KIND
+    SPEC = GitRepositorySpec
     STORAGE_KIND = STORAGE_KIND
     OWNED = OWNED
     NEGATIVE = NEGATIVE
+
+    def steps(self) -> list[Step[GitRun]]:
+        return [self.check_spec, self.reconcile_storage, self.reconcile_source,
+                self.reconcile_include, self.reconcile_artifact]
+
+    def begin(self, key: ObjectKey, obj: Obj, spec: GitRepositorySpec,
+              patcher: StatusPatcher, *, started: float, was_ready: bool) -> GitRun:
+        interval = self.interval_of(spec)
+        return GitRun(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
+                      was_ready=was_ready, interval=interval, retry_interval=interval,
+                      timeout=parse_duration(spec.timeout), inputs=Inputs.of(spec))
 
     def _remote(self, url: str, auth: git.Auth, timeout: float,
                 cancelled: threading.Event) -> git.Remote:
@@ -116,91 +157,114 @@ class GitRepositoryReconciler(SourceReconciler):
                           max_checkout_entries=limits.max_checkout_entries,
                           cancelled=cancelled)
 
-    async def steps(self, obj: Obj, patcher: StatusPatcher) -> NewArtifact | None:
-        meta, spec = obj["metadata"], obj.get("spec") or {}
-        ns, name = meta.get("namespace", ""), meta["name"]
-        if spec.get("serviceAccountName") and spec.get("provider") not in ("azure", "aws"):
+    # --- steps ------------------------------------------------------------------------
+
+    async def check_spec(self, run: GitRun) -> None:
+        """What fluxd cannot serve stalls the object (retrying cannot help)."""
+        spec = run.spec
+        if spec.service_account_name and spec.provider not in ("azure", "aws"):
             raise StallingError("serviceAccountName can only be set when provider is 'azure' "
                                 "or 'aws'", reason="InvalidProviderConfiguration")
-        if spec.get("provider") not in (None, "generic"):
-            raise StallingError(f"provider '{spec.get('provider')}' is not supported by fluxd",
+        if spec.provider not in (None, "generic"):
+            raise StallingError(f"provider '{spec.provider}' is not supported by fluxd",
                                 reason="InvalidProviderConfiguration")
-        if spec.get("verify"):
+        if spec.verify is not None:
             raise StallingError("commit signature verification (spec.verify) is not "
                                 "supported by fluxd yet", reason="VerificationError")
-        stored = patcher.get_field("artifact")
-        have_file = bool(stored) and await self.artifact_intact(obj, stored)
-        if stored and not have_file:
-            patcher.mark_false(ARTIFACT_IN_STORAGE, "NoArtifact",
-                               "artifact file is missing from storage or fails its digest "
-                               "check: fetching it again")
-        timeout = parse_duration(spec.get("timeout", "60s"))
-        auth = await self._auth(ns, spec)
-        ref = git.Ref.from_spec(spec.get("ref"))
-        inputs = Inputs.of(spec)
-        includes = self._includes(obj, inputs, patcher)
+
+    async def reconcile_source(self, run: GitRun) -> None:
+        """Resolve the ref with one ls-remote and read the includes' artifacts; when the
+        stored artifact was built from that commit and the same inputs, nothing is
+        fetched. Otherwise a checkout is made when includes or submodules need a tree
+        on disk (without them the artifact step archives straight from Git)."""
+        spec, patcher, inputs = run.spec, run.patcher, run.inputs
+        assert inputs is not None
+        run.auth = await self._auth(run.namespace, spec)
+        run.includes = self._includes(run.obj, inputs, patcher)
+        ref = git.Ref.from_spec(spec.ref.to_json() if spec.ref is not None else None)
+        auth, timeout = run.auth, run.timeout
 
         def resolve(cancelled: threading.Event) -> git.Head:
-            with self._remote(spec.get("url", ""), auth, timeout, cancelled) as remote:
+            with self._remote(spec.url, auth, timeout, cancelled) as remote:
                 return remote.resolve(ref)
 
-        head = await self._git(resolve, timeout)
-        included = [artifact for _, artifact in includes]
-        unchanged = (have_file and stored.get("revision") == head.revision
-                     and inputs.observed_in(patcher.status)
-                     and _same_includes(patcher.get_field("includedArtifacts"), included))
+        head = run.head = await self._git(resolve, timeout)
+        stored = patcher.get_field("artifact")
+        included = [artifact for _, artifact in run.includes]
+        run.unchanged = (bool(stored) and stored.get("revision") == head.revision
+                         and inputs.observed_in(patcher.status)
+                         and _same_includes(patcher.get_field("includedArtifacts"), included))
         patcher.delete_condition(FETCH_FAILED)
-        if unchanged:
+        if run.unchanged:
             patcher.mark_true(ARTIFACT_IN_STORAGE, "Succeeded",
                               f"stored artifact for revision '{head.revision}'")
             patcher.delete_condition(ARTIFACT_OUTDATED)
-            await self.recorder.event(obj, reason="ArtifactUpToDate",
+            # Flux's line for a commit already built (its optimised clone's no-op)
+            self.logger.info(f"no changes since last reconcilation: observed revision "
+                             f"'{head.revision}'")
+            await self.recorder.event(run.obj, reason="ArtifactUpToDate",
                                       message=f"artifact up-to-date with remote revision: "
                                               f"'{head.revision}'", trace=True)
-            return None
+            return
         if stored:
             patcher.mark_true(ARTIFACT_OUTDATED, "NewRevision",
                               f"new upstream revision '{head.revision}'")
         patcher.mark_reconciling("Progressing",
                                  f"building artifact: new upstream revision '{head.revision}'")
-        url = spec.get("url", "")
-        with tempfile.TemporaryDirectory(prefix="fluxd-gitrepo-") as tmp:
-            work = Path(tmp)
-            if not includes and not inputs.submodules:
-                # the fast path: the tarball straight from the Git objects
-                def fetch_and_archive(
-                        cancelled: threading.Event) -> tuple[git.Checkout, ArtifactRecord]:
-                    with self._remote(url, auth, timeout, cancelled) as remote:
-                        return remote.archive(head, work, store=self.store, kind=STORAGE_KIND,
-                                              namespace=ns, name=name,
-                                              spec_ignore=inputs.ignore,
-                                              sparse=inputs.sparse or None)
+        run.work = Path(run.resources.enter_context(
+            tempfile.TemporaryDirectory(prefix="fluxd-gitrepo-")))
+        if run.includes or inputs.submodules:
+            def fetch(cancelled: threading.Event) -> git.Checkout:
+                with self._remote(spec.url, auth, timeout, cancelled) as remote:
+                    return remote.checkout(head, run.tree, sparse=inputs.sparse or None,
+                                           submodules=inputs.submodules)
 
-                done, record = await self._archive(fetch_and_archive, timeout)
-            else:
-                def fetch(cancelled: threading.Event) -> git.Checkout:
-                    with self._remote(url, auth, timeout, cancelled) as remote:
-                        return remote.checkout(head, work / "tree",
-                                               sparse=inputs.sparse or None,
-                                               submodules=inputs.submodules)
+            run.checkout = await self._git(fetch, timeout)
 
-                done = await self._git(fetch, timeout)
-                await self._copy_includes(includes, work / "tree")
+    async def reconcile_include(self, run: GitRun) -> None:
+        """Copy each included artifact's ``fromPath`` to its ``toPath`` in the checkout."""
+        if run.checkout is None:
+            return
+        for spec, artifact in run.includes:
+            await asyncio.to_thread(self._copy_include, spec, artifact, run.tree)
 
-                def archive(_cancelled: threading.Event) -> tuple[git.Checkout, ArtifactRecord]:
-                    # reads a checkout already within the [git] limits; not stopped early
-                    matcher = source_matcher(work / "tree", inputs.ignore)
-                    return done, self.store.archive(
-                        STORAGE_KIND, ns, name, work / "tree", f"{done.commit}.tar.gz",
-                        ignore=matcher, revision=done.revision)
+    async def reconcile_artifact(self, run: GitRun) -> None:
+        """Archive the checkout — or, with no checkout, straight from the Git objects —
+        into the store, and record the artifact."""
+        if run.unchanged:
+            return
+        spec, patcher, inputs, head = run.spec, run.patcher, run.inputs, run.head
+        assert inputs is not None and head is not None
+        ns, name, work, checkout = run.namespace, run.name, run.work, run.checkout
+        auth, timeout, includes = run.auth, run.timeout, run.includes
+        stored = patcher.get_field("artifact")
+        if checkout is None:
+            # the fast path: the tarball straight from the Git objects
+            def fetch_and_archive(
+                    cancelled: threading.Event) -> tuple[git.Checkout, ArtifactRecord]:
+                with self._remote(spec.url, auth, timeout, cancelled) as remote:
+                    return remote.archive(head, work, store=self.store, kind=STORAGE_KIND,
+                                          namespace=ns, name=name, spec_ignore=inputs.ignore,
+                                          sparse=inputs.sparse or None)
 
-                done, record = await self._archive(archive, timeout)
+            done, record = await self._archive(fetch_and_archive, timeout)
+        else:
+            tree = run.tree
+
+            def archive(_cancelled: threading.Event) -> tuple[git.Checkout, ArtifactRecord]:
+                # reads a checkout already within the [git] limits; not stopped early
+                matcher = source_matcher(tree, inputs.ignore)
+                return checkout, self.store.archive(
+                    STORAGE_KIND, ns, name, tree, f"{checkout.commit}.tar.gz",
+                    ignore=matcher, revision=checkout.revision)
+
+            done, record = await self._archive(archive, timeout)
         artifact = {"path": record.path, "url": record.url, "revision": done.revision,
                     "digest": record.digest, "lastUpdateTime": rfc3339(record.last_update_time),
                     "size": record.size}
         changed = not stored or stored.get("digest") != record.digest
         patcher.set_field("artifact", artifact)
-        patcher.set_field("includedArtifacts", included or None)
+        patcher.set_field("includedArtifacts", [a for _, a in includes] or None)
         patcher.set_field("observedIgnore", inputs.ignore)
         patcher.set_field("observedInclude", inputs.include or None)
         patcher.set_field("observedSparseCheckout", inputs.sparse or None)
@@ -209,11 +273,10 @@ class GitRepositoryReconciler(SourceReconciler):
         patcher.mark_true(ARTIFACT_IN_STORAGE, "Succeeded", message)
         for stale in (ARTIFACT_OUTDATED, STORAGE_FAILED, cond.RECONCILING):
             patcher.delete_condition(stale)
-        await self.gc(obj, record.path)
-        if not changed:
-            return None
-        return NewArtifact(f"stored artifact for commit '{done.subject}'", done.revision,
-                           record.digest)
+        await self.gc(run.obj, record.path)
+        if changed:
+            run.new = NewArtifact(f"stored artifact for commit '{done.subject}'",
+                                  done.revision, record.digest)
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -241,11 +304,10 @@ class GitRepositoryReconciler(SourceReconciler):
                                 reason="GitOperationFailed", condition=FETCH_FAILED) from exc
             raise StepError(str(exc), reason=exc.reason, condition=FETCH_FAILED) from exc
 
-    async def _auth(self, namespace: str, spec: Obj) -> git.Auth:
-        ref = (spec.get("secretRef") or {}).get("name")
-        if not ref:
+    async def _auth(self, namespace: str, spec: GitRepositorySpec) -> git.Auth:
+        if spec.secret_ref is None:
             return git.Auth()
-        data = self.secret_data(await self.secret(namespace, ref))
+        data = self.secret_data(await self.secret(namespace, spec.secret_ref.name))
         try:
             return git.Auth.from_secret(data)
         except git.GitError as exc:
@@ -278,11 +340,6 @@ class GitRepositoryReconciler(SourceReconciler):
             found.append((include, artifact))
         patcher.delete_condition(INCLUDE_UNAVAILABLE)
         return found
-
-    async def _copy_includes(self, includes: list[tuple[Obj, Obj]], tree: Path) -> None:
-        """Copy each included artifact's ``fromPath`` to ``toPath`` (default: its name)."""
-        for spec, artifact in includes:
-            await asyncio.to_thread(self._copy_include, spec, artifact, tree)
 
     def _copy_include(self, spec: Obj, artifact: Obj, tree: Path) -> None:
         root = tree.resolve()

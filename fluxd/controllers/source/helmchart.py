@@ -1,8 +1,9 @@
 """The HelmChart reconciler: a chart from a HelmRepository, an OCI registry or a
 GitRepository's artifact in, a chart archive out.
 
-It runs on the source driver (``driver.SourceReconciler``: finalizer, suspend, steps,
-shielded status patch, bus, events). The steps, in Flux's order:
+It runs on the runtime's one driver (``SourceReconciler``: finalizer, suspend, steps,
+shielded status summary and patch, bus, events). Flux's steps, in Flux's order, after a
+check of ``spec.verify`` (not supported yet: it stalls):
 
 - **storage**: the shared storage step (an artifact gone from storage is built again;
   old files are garbage-collected; ``status.url`` is the ``latest.tar.gz`` link).
@@ -10,9 +11,10 @@ shielded status patch, bus, events). The steps, in Flux's order:
   when the bus is ahead of the cache, from the bus. A missing source (``FetchFailed``/
   ``SourceUnavailable``) or one without an artifact yet (``NoSourceArtifact``) is waited
   for, not a failure with backoff: the source's next artifact enqueues this chart at once
-  (see ``fluxd.controllers.source.controllers``). ``status.observedSourceArtifactRevision``
+  (see ``fluxd.controllers.source``). ``status.observedSourceArtifactRevision``
   records the artifact used.
-- **build** (``chartbuild``): from a ``default`` HelmRepository, the version selected in
+  Then the chart is built (``chartbuild``), in a temporary directory the driver removes
+  once the steps are over: from a ``default`` HelmRepository, the version selected in
   the stored index and the chart downloaded with the repository's credentials; from an
   ``oci`` HelmRepository, the tag selected and the chart layer pulled; from a
   GitRepository, the chart at ``spec.chart`` in the extracted artifact, its missing
@@ -43,14 +45,16 @@ import asyncio
 import logging
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from fluxd.api.source import API_VERSION, HelmChartSpec, HelmRepositorySpec
 from fluxd.artifacts.bus import SourceKey
 from fluxd.artifacts.extract import ExtractError, extract_tarball
 from fluxd.clock import rfc3339
-from fluxd.config import parse_duration
 from fluxd.controllers.source import chartbuild, helmgetter, helmrepository
 from fluxd.controllers.source.chartbuild import Build, BuildError, BuildOptions, HelmCLI
 from fluxd.controllers.source.chartdeps import DependencyManager, RepositoryResolver
@@ -60,7 +64,7 @@ from fluxd.controllers.source.chartrepo import (
     Remote,
     RepositoryError,
 )
-from fluxd.controllers.source.driver import (
+from fluxd.controllers.source.reconciler import (
     ARTIFACT_IN_STORAGE,
     ARTIFACT_OUTDATED,
     CONTROLLER,
@@ -68,14 +72,16 @@ from fluxd.controllers.source.driver import (
     STORAGE_FAILED,
     NewArtifact,
     SourceReconciler,
+    SourceRun,
     StepError,
     StepWaiting,
 )
 from fluxd.oci.auth import AuthenticationError, Keychain
 from fluxd.oci.client import OCIError, Reference, tls_context
 from fluxd.runtime import conditions as cond
+from fluxd.runtime.driver import Step
 from fluxd.runtime.informer import Informer
-from fluxd.runtime.reconcile import StallingError
+from fluxd.runtime.reconcile import ObjectKey, StallingError
 from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.source.helmchart")
@@ -91,30 +97,33 @@ BUCKET = "Bucket"
 LATEST_LINK = "latest.tar.gz"
 BUILD_FAILED = "BuildFailed"
 SOURCE_VERIFIED = "SourceVerified"
-#: Flux's summarize order for HelmChart
-OWNED = (cond.READY, STORAGE_FAILED, FETCH_FAILED, BUILD_FAILED, ARTIFACT_OUTDATED,
-         ARTIFACT_IN_STORAGE, SOURCE_VERIFIED, cond.STALLED, cond.RECONCILING)
+#: Flux's summarize order for HelmChart (helmChartReadyCondition): a failure's own
+#: condition gives Ready its reason and message before Stalled and Reconciling do
+OWNED = (STORAGE_FAILED, FETCH_FAILED, BUILD_FAILED, ARTIFACT_OUTDATED,
+         ARTIFACT_IN_STORAGE, SOURCE_VERIFIED, cond.STALLED, cond.RECONCILING, cond.READY)
 NEGATIVE = (STORAGE_FAILED, FETCH_FAILED, BUILD_FAILED, ARTIFACT_OUTDATED)
 
 PULL_SUCCEEDED = "ChartPullSucceeded"
 PACKAGE_SUCCEEDED = "ChartPackageSucceeded"
-DEFAULT_TIMEOUT = 60.0
 
 Obj = dict[str, Any]
 
 
 def source_index(obj: Obj) -> list[str]:
     """HelmCharts by ``<kind>/<name>`` of their source (Flux's ``SourceIndexKey``)."""
-    ref = (obj.get("spec") or {}).get("sourceRef") or {}
-    return [f"{ref.get('kind', '')}/{ref.get('name', '')}"] if ref.get("name") else []
+    try:
+        ref = HelmChartSpec.model_validate(obj.get("spec") or {}).source_ref
+    except ValidationError:
+        return []
+    return [f"{ref.kind}/{ref.name}"] if ref.name else []
 
 
 def repository_url_index(obj: Obj) -> list[str]:
     """HelmRepositories by normalized URL (Flux's ``HelmRepositoryURLIndexKey``)."""
-    url = str((obj.get("spec") or {}).get("url") or "")
     try:
+        url = helmrepository.repository_spec(obj).url
         helmgetter.parse_url(url)
-    except helmgetter.InvalidURL:
+    except (ValidationError, helmgetter.InvalidURL):
         return []
     normalized = helmgetter.normalize_url(url)
     return [normalized] if normalized else []
@@ -137,37 +146,65 @@ def _revision_hex(kind: str, revision: str) -> str:
     return value[:12]
 
 
+def _plural(kind: str) -> str:
+    return f"{kind[:-1].lower()}ies" if kind.endswith("y") else f"{kind.lower()}s"
+
+
 @dataclass(frozen=True)
 class Source:
     kind: str
     obj: Obj
     #: the artifact (path, url, revision, digest), None for an ``oci`` HelmRepository
     artifact: Obj | None
+    #: the HelmRepository's spec, for a HelmRepository source
+    repository: HelmRepositorySpec | None = None
 
 
-class HelmChartReconciler(SourceReconciler):
+@dataclass
+class ChartRun(SourceRun[HelmChartSpec]):
+    """What the HelmChart steps hand each other."""
+
+    #: the chart built by the source step, its archive in the temporary directory
+    build: Build | None = None
+
+
+@dataclass
+class HelmChartReconciler(SourceReconciler[HelmChartSpec, ChartRun]):
+    API_VERSION = API_VERSION
     KIND = KIND
+    SPEC = HelmChartSpec
     STORAGE_KIND = STORAGE_KIND
     OWNED = OWNED
     NEGATIVE = NEGATIVE
+    LINK = LATEST_LINK
+    #: Flux's HelmChart words this line as its kustomize-controller does
+    SUSPENDED = "Reconciliation is suspended for this object"
 
-    def __init__(self, *, sources: Mapping[str, Informer], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        #: the informers of the source kinds, by kind (HelmRepository is also where
-        #: dependency repositories are found, by its ``url`` index)
-        self.sources = sources
+    #: the informers of the source kinds, by kind (HelmRepository is also where
+    #: dependency repositories are found, by its ``url`` index)
+    sources: Mapping[str, Informer] = field(kw_only=True)
+
+    def steps(self) -> list[Step[ChartRun]]:
+        return [self.check_spec, self.reconcile_storage, self.reconcile_source,
+                self.reconcile_artifact]
+
+    def begin(self, key: ObjectKey, obj: Obj, spec: HelmChartSpec, patcher: StatusPatcher,
+              *, started: float, was_ready: bool) -> ChartRun:
+        interval = self.interval_of(spec)
+        return ChartRun(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
+                        was_ready=was_ready, interval=interval, retry_interval=interval)
 
     # --- what the driver asks -------------------------------------------------------
 
-    def ready_message(self, patcher: StatusPatcher) -> str:
-        return cond.message_of(patcher.conditions, ARTIFACT_IN_STORAGE) or \
-            super().ready_message(patcher)
+    def ready_message(self, run: ChartRun) -> str:
+        return cond.message_of(run.patcher.conditions, ARTIFACT_IN_STORAGE) or \
+            super().ready_message(run)
 
-    def recovered_message(self, patcher: StatusPatcher) -> str:
-        return self.ready_message(patcher)
+    def recovered_message(self, run: ChartRun) -> str:
+        return self.ready_message(run)
 
-    def recovered_reason(self, patcher: StatusPatcher) -> str:
-        return cond.reason_of(patcher.conditions, ARTIFACT_IN_STORAGE) or \
+    def recovered_reason(self, run: ChartRun) -> str:
+        return cond.reason_of(run.patcher.conditions, ARTIFACT_IN_STORAGE) or \
             cond.SUCCEEDED_REASON
 
     def _limits(self) -> chartbuild.Limits:
@@ -176,70 +213,125 @@ class HelmChartReconciler(SourceReconciler):
                                  file_size=helm.chart_file_max_size)
 
     def _helm(self) -> HelmCLI:
-        return HelmCLI(chartbuild.find_helm(self.settings.tools.helm),
+        return HelmCLI(chartbuild.find_helm(self.settings.tools.helm), clock=self.clock,
                        timeout=self.settings.helm.package_timeout)
 
     # --- steps ----------------------------------------------------------------------
 
-    async def steps(self, obj: Obj, patcher: StatusPatcher) -> NewArtifact | None:
-        spec = obj.get("spec") or {}
-        ref = spec.get("sourceRef") or {}
-        if spec.get("verify"):
-            if ref.get("kind") != HELM_REPOSITORY:
+    async def check_spec(self, run: ChartRun) -> None:
+        """What fluxd cannot serve stalls the object (retrying cannot help)."""
+        spec = run.spec
+        if spec.verify is not None:
+            if spec.source_ref.kind != HELM_REPOSITORY:
                 raise StallingError("spec.verify is only supported when spec.sourceRef.kind "
                                     "is 'HelmRepository'", reason="InvalidVerification")
             raise StallingError("chart signature verification (spec.verify) is not "
                                 "supported by fluxd yet", reason="VerificationError")
-        await self.reconcile_storage(obj, patcher, link=LATEST_LINK)
+
+    async def reconcile_source(self, run: ChartRun) -> None:
+        """Find the source and its artifact, then build the chart from it into the
+        reconcile's temporary directory (``run.build``)."""
+        patcher = run.patcher
         patcher.delete_condition(SOURCE_VERIFIED)
-        source = self._source(obj, patcher)
+        source = self._source(run)
         if source.artifact is not None:
             patcher.set_field("observedSourceArtifactRevision", source.artifact["revision"])
-        with tempfile.TemporaryDirectory(prefix="fluxd-helmchart-") as tmp:
-            work = Path(tmp)
-            try:
-                if source.kind == HELM_REPOSITORY:
-                    build = await self._build_from_repository(obj, patcher, source, work)
-                else:
-                    build = await self._build_from_artifact(obj, patcher, source, work)
-            except BuildError as exc:
-                self._observe(patcher, exc.build)
-                raise self._failure(patcher, exc) from exc
-            self._observe(patcher, build)
-            if build.resolved_dependencies:
-                await self.recorder.event(
-                    obj, reason="ResolvedDependencies", trace=True,
-                    message=f"resolved {build.resolved_dependencies} chart dependencies")
-            return await self._reconcile_artifact(obj, patcher, build)
+        work = Path(run.resources.enter_context(
+            tempfile.TemporaryDirectory(prefix="fluxd-helmchart-")))
+        try:
+            if source.repository is not None:
+                build = await self._build_from_repository(run, source, work)
+            else:
+                build = await self._build_from_artifact(run, source, work)
+        except BuildError as exc:
+            self._observe(patcher, exc.build)
+            raise self._failure(patcher, exc) from exc
+        self._observe(patcher, build)
+        if build.resolved_dependencies:
+            await self.recorder.event(
+                run.obj, reason="ResolvedDependencies", trace=True,
+                message=f"resolved {build.resolved_dependencies} chart dependencies")
+        run.build = build
+
+    async def reconcile_artifact(self, run: ChartRun) -> None:
+        """Store the built chart as ``<name>-<version>.tgz`` with a ``latest.tar.gz``
+        link, unless it is the stored artifact already."""
+        obj, patcher, build = run.obj, run.patcher, run.build
+        assert build is not None and build.path is not None
+        ns, name = run.namespace, run.name
+        current = patcher.get_field("artifact")
+        if current and self.store.local_path(str(current["path"])) == build.path:
+            await self.trace(obj, reason="ArtifactUpToDate",
+                             message="artifact up-to-date with remote revision: "
+                                     f"'{build.version}'")
+            self._mark_stored(patcher, build)
+            return
+        try:
+            record = await self.store.store_file_async(
+                STORAGE_KIND, ns, name, f"{build.name}-{build.version}.tgz", build.path,
+                revision=build.version)
+        except (OSError, ValueError) as exc:
+            raise StepError(f"unable to copy Helm chart to storage: {exc}",
+                            reason="ArchiveOperationFailed", condition=STORAGE_FAILED) from exc
+        patcher.set_field("artifact", {
+            "path": record.path, "url": record.url, "revision": build.version,
+            "digest": record.digest, "lastUpdateTime": rfc3339(record.last_update_time),
+            "size": record.size})
+        patcher.set_field("observedChartName", build.name)
+        patcher.set_field("observedValuesFiles", list(build.values_files)
+                          if run.spec.ignore_missing_values_files else None)
+        try:
+            patcher.set_field("url", await self.store.symlink_async(
+                STORAGE_KIND, ns, name, LATEST_LINK, record.path.rpartition("/")[2]))
+        except OSError as exc:
+            await self.trace(obj, reason="SymlinkUpdateFailed",
+                             message=f"failed to update status URL symlink: {exc}")
+        patcher.delete_condition(STORAGE_FAILED)
+        self._mark_stored(patcher, build)
+        await self.gc(obj, record.path)
+        old = ((obj.get("status") or {}).get("artifact") or {}).get("digest")
+        if old != record.digest:
+            run.new = NewArtifact(build.summary(), build.version, record.digest,
+                                  reason=reason_for(build))
 
     # --- source -----------------------------------------------------------------------
 
-    def _source(self, obj: Obj, patcher: StatusPatcher) -> Source:
-        ns = obj["metadata"].get("namespace", "")
-        ref = (obj.get("spec") or {}).get("sourceRef") or {}
-        kind, name = str(ref.get("kind") or ""), str(ref.get("name") or "")
+    def _source(self, run: ChartRun) -> Source:
+        ref = run.spec.source_ref
+        kind, name = ref.kind, ref.name
         informer = self.sources.get(kind)
         if informer is None:
             message = (f"failed to get source: {BUCKET} sources are not supported by fluxd "
                        "yet" if kind == BUCKET else
                        f"failed to get source: unsupported source kind '{kind}', must be one "
                        f"of: [{HELM_REPOSITORY} {GIT_REPOSITORY} {BUCKET}]")
-            patcher.mark_true(FETCH_FAILED, "SourceUnavailable", message)
+            # FetchFailed says the source is unavailable, Ready and Stalled say why
+            run.patcher.mark_true(FETCH_FAILED, "SourceUnavailable", message)
             raise StallingError(message, reason="UnsupportedSourceKind")
-        found = informer.get(ns, name)
+        found = informer.get(run.namespace, name)
         if found is None:
-            plural = f"{kind.lower()}s" if not kind.endswith("y") else f"{kind[:-1].lower()}ies"
-            raise StepWaiting(f"failed to get source: {plural}.source.toolkit.fluxcd.io "
+            raise StepWaiting(f"failed to get source: {_plural(kind)}.source.toolkit.fluxcd.io "
                               f"\"{name}\" not found", reason="SourceUnavailable",
                               condition=FETCH_FAILED, requeue_after=self._source_retry(),
                               warn=True)
+        repository = None
+        if kind == HELM_REPOSITORY:
+            try:
+                repository = helmrepository.repository_spec(found)
+            except ValidationError as exc:
+                # the repository is stalled on it; its fix reaches this chart by its
+                # next artifact, or by the retry
+                raise StepWaiting(f"failed to get source: {HELM_REPOSITORY} '{name}' has an "
+                                  "invalid spec", reason="SourceUnavailable",
+                                  condition=FETCH_FAILED,
+                                  requeue_after=self._source_retry()) from exc
         artifact = self._artifact(kind, found)
-        oci = kind == HELM_REPOSITORY and (found.get("spec") or {}).get("type") == "oci"
+        oci = repository is not None and repository.type == helmrepository.OCI_TYPE
         if not oci and (artifact is None or not self.store.exists(str(artifact["path"]))):
             raise StepWaiting(f"no artifact available for {kind} source '{name}'",
                               reason="NoSourceArtifact", condition=FETCH_FAILED,
                               requeue_after=self._source_retry())
-        return Source(kind, found, None if oci else artifact)
+        return Source(kind, found, None if oci else artifact, repository)
 
     def _source_retry(self) -> float:
         """How soon a chart waiting for its source looks again; the source's next
@@ -263,15 +355,12 @@ class HelmChartReconciler(SourceReconciler):
 
     # --- build ------------------------------------------------------------------------
 
-    def _options(self, obj: Obj, patcher: StatusPatcher) -> BuildOptions:
-        spec = obj.get("spec") or {}
-        values_files = list(spec.get("valuesFiles") or [])
-        if spec.get("valuesFile"):
-            values_files.insert(0, str(spec["valuesFile"]))
+    def _options(self, run: ChartRun) -> BuildOptions:
+        spec, patcher = run.spec, run.patcher
         opts = BuildOptions(
-            values_files=values_files,
-            ignore_missing_values_files=bool(spec.get("ignoreMissingValuesFiles")),
-            force=obj["metadata"].get("generation") != patcher.get_field("observedGeneration"))
+            values_files=list(spec.values_files or []),
+            ignore_missing_values_files=bool(spec.ignore_missing_values_files),
+            force=patcher.generation != patcher.get_field("observedGeneration"))
         artifact = patcher.get_field("artifact")
         if artifact:
             opts.cached_chart = self.store.local_path(str(artifact["path"]))
@@ -279,45 +368,42 @@ class HelmChartReconciler(SourceReconciler):
             opts.cached_values_files = list(observed) if observed is not None else None
         return opts
 
-    async def _build_from_repository(self, obj: Obj, patcher: StatusPatcher, source: Source,
+    async def _build_from_repository(self, run: ChartRun, source: Source,
                                      work: Path) -> Build:
-        spec = obj.get("spec") or {}
-        repo = source.obj
-        url = str((repo.get("spec") or {}).get("url") or "")
+        repo = source.repository
+        assert repo is not None
+        url = repo.url
         try:
             helmgetter.parse_url(url)
         except helmgetter.InvalidURL as exc:
-            message = f"invalid Helm repository URL: {exc}"
-            patcher.mark_true(FETCH_FAILED, "URLInvalid", message)
-            raise StallingError(message, reason="URLInvalid") from exc
+            raise StallingError(f"invalid Helm repository URL: {exc}", reason="URLInvalid",
+                                condition=FETCH_FAILED) from exc
         normalized = helmgetter.normalize_url(url)
         remote: Remote
-        if (repo.get("spec") or {}).get("type") == "oci":
+        if repo.type == helmrepository.OCI_TYPE:
             if not normalized.startswith("oci://"):
-                message = f"failed to construct Helm client: invalid OCI registry URL: {url}"
-                patcher.mark_true(FETCH_FAILED, cond.FAILED_REASON, message)
-                raise StallingError(message, reason=cond.FAILED_REASON)
-            remote = await self._oci_repository(repo, normalized)
+                raise StallingError("failed to construct Helm client: invalid OCI registry "
+                                    f"URL: {url}", reason=cond.FAILED_REASON,
+                                    condition=FETCH_FAILED)
+            remote = await self._oci_repository(run.namespace, repo, normalized)
         else:
-            options, context = await helmrepository.client_options(self, repo,
-                                                                   self._timeout(repo))
+            options, context = await helmrepository.client_options(
+                self, run.namespace, repo, helmrepository.timeout_of(repo))
             assert source.artifact is not None
             remote = HTTPChartRepository(
                 normalized, options, context,
                 index_path=self.store.local_path(str(source.artifact["path"])),
                 index_max_size=self.settings.helm.index_max_size,
                 chart_max_size=self.settings.helm.chart_max_size)
-        opts = self._options(obj, patcher)
+        opts = self._options(run)
         if opts.effective_values_files():
-            opts.version_metadata = str(obj["metadata"].get("generation", 0))
+            opts.version_metadata = str(run.patcher.generation)
         return await chartbuild.build_remote(
-            remote, str(spec.get("chart") or ""), str(spec.get("version") or ""),
-            work / "chart.tgz", opts, helm=self._helm(), limits=self._limits())
+            remote, run.spec.chart, run.spec.version, work / "chart.tgz", opts,
+            helm=self._helm(), limits=self._limits())
 
-    async def _build_from_artifact(self, obj: Obj, patcher: StatusPatcher, source: Source,
-                                   work: Path) -> Build:
-        spec = obj.get("spec") or {}
-        ns = obj["metadata"].get("namespace", "")
+    async def _build_from_artifact(self, run: ChartRun, source: Source, work: Path) -> Build:
+        spec = run.spec
         assert source.artifact is not None
         source_dir = work / "source"
         archive = self.store.local_path(str(source.artifact["path"]))
@@ -326,33 +412,28 @@ class HelmChartReconciler(SourceReconciler):
         except (ExtractError, OSError) as exc:
             raise StepError(f"artifact untar error: {exc}", reason=cond.FAILED_REASON,
                             condition=FETCH_FAILED) from exc
-        opts = self._options(obj, patcher)
-        if spec.get("reconcileStrategy") == "Revision":
+        opts = self._options(run)
+        if spec.reconcile_strategy == "Revision":
             opts.version_metadata = _revision_hex(source.kind,
                                                   str(source.artifact.get("revision", "")))
         if opts.effective_values_files():
-            generation = str(obj["metadata"].get("generation", 0))
+            generation = str(run.patcher.generation)
             opts.version_metadata += ("." if opts.version_metadata else "") + generation
-        dependencies = DependencyManager(self._dependency_repositories(ns),
+        dependencies = DependencyManager(self._dependency_repositories(run.namespace),
                                          limits=self._limits())
         return await chartbuild.build_local(
-            source_dir, str(spec.get("chart") or ""), work / "chart.tgz", opts,
+            source_dir, spec.chart, work / "chart.tgz", opts,
             dependencies=dependencies, helm=self._helm(), limits=self._limits())
 
-    @staticmethod
-    def _timeout(repo: Obj) -> float:
-        text = (repo.get("spec") or {}).get("timeout")
-        return (parse_duration(text) if text else DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
-
-    async def _oci_repository(self, repo: Obj, url: str) -> OCIChartRepository:
-        """An OCI chart repository with the HelmRepository's credentials: a
-        dockerconfigjson or username/password ``secretRef``, a TLS ``certSecretRef``."""
-        ns = repo["metadata"].get("namespace", "")
-        spec = repo.get("spec") or {}
+    async def _oci_repository(self, namespace: str, repo: HelmRepositorySpec | None,
+                              url: str) -> OCIChartRepository:
+        """An OCI chart repository with the HelmRepository's credentials (None: no
+        HelmRepository, anonymous): a dockerconfigjson or username/password
+        ``secretRef``, a TLS ``certSecretRef``."""
         keychain = None
-        secret_name = (spec.get("secretRef") or {}).get("name")
-        if secret_name:
-            secret = await self.secret(ns, secret_name)
+        secret_ref = repo.secret_ref if repo is not None else None
+        if secret_ref is not None and secret_ref.name:
+            secret = await self.secret(namespace, secret_ref.name)
             try:
                 if secret.get("type") == "kubernetes.io/dockerconfigjson":
                     keychain = Keychain.from_secret(secret)
@@ -361,8 +442,8 @@ class HelmChartReconciler(SourceReconciler):
                     username = data.get("username", b"").decode()
                     password = data.get("password", b"").decode()
                     if bool(username) != bool(password):
-                        raise ValueError(f"invalid '{secret_name}' secret data: required "
-                                         "fields 'username' and 'password'")
+                        raise ValueError(f"invalid '{secret_ref.name}' secret data: "
+                                         "required fields 'username' and 'password'")
                     if username:
                         registry = Reference.parse(f"{url}/probe").registry
                         keychain = Keychain.static(registry, username, password)
@@ -371,9 +452,9 @@ class HelmChartReconciler(SourceReconciler):
                                 reason="AuthenticationFailed", condition=FETCH_FAILED) \
                     from exc
         context = None
-        cert_name = (spec.get("certSecretRef") or {}).get("name")
-        if cert_name:
-            data = self.secret_data(await self.secret(ns, cert_name))
+        cert_ref = repo.cert_secret_ref if repo is not None else None
+        if cert_ref is not None and cert_ref.name:
+            data = self.secret_data(await self.secret(namespace, cert_ref.name))
             try:
                 context = await asyncio.to_thread(
                     lambda: tls_context(ca_pem=data.get("ca.crt"), cert_pem=data.get("tls.crt"),
@@ -383,8 +464,9 @@ class HelmChartReconciler(SourceReconciler):
                                 reason="AuthenticationFailed", condition=FETCH_FAILED) \
                     from exc
         return OCIChartRepository(url, clock=self.clock, keychain=keychain,
-                                  insecure=bool(spec.get("insecure")), ssl_context=context,
-                                  timeout=self._timeout(repo),
+                                  insecure=bool(repo is not None and repo.insecure),
+                                  ssl_context=context,
+                                  timeout=helmrepository.timeout_of(repo),
                                   chart_max_size=self.settings.helm.chart_max_size)
 
     def _dependency_repositories(self, namespace: str) -> RepositoryResolver:
@@ -393,19 +475,25 @@ class HelmChartReconciler(SourceReconciler):
         whose normalized URL it is; without one, the URL as it is, anonymously."""
         async def resolve(url: str) -> Remote:
             informer = self.sources[HELM_REPOSITORY]
-            matches = [r for r in informer.by_index("url", url)
-                       if r["metadata"].get("namespace", "") == namespace]
-            repo: Obj = matches[0] if matches else {
-                "metadata": {"name": "", "namespace": namespace},
-                "spec": {"url": url, "timeout": "60s"}}
+            found: Obj | None = None
+            repo: HelmRepositorySpec | None = None
+            for candidate in informer.by_index("url", url):
+                if candidate["metadata"].get("namespace", "") != namespace:
+                    continue
+                try:
+                    repo = helmrepository.repository_spec(candidate)
+                except ValidationError:
+                    continue
+                found = candidate
+                break
             try:
                 if url.startswith("oci://"):
-                    return await self._oci_repository(repo, url)
-                options, context = await helmrepository.client_options(self, repo,
-                                                                       self._timeout(repo))
+                    return await self._oci_repository(namespace, repo, url)
+                options, context = await helmrepository.client_options(
+                    self, namespace, repo, helmrepository.timeout_of(repo))
             except StepError as exc:
                 raise RepositoryError(str(exc)) from exc
-            artifact = self._artifact(HELM_REPOSITORY, repo) if matches else None
+            artifact = self._artifact(HELM_REPOSITORY, found) if found is not None else None
             index_path = None
             if artifact and self.store.exists(str(artifact["path"])):
                 index_path = self.store.local_path(str(artifact["path"]))
@@ -436,59 +524,15 @@ class HelmChartReconciler(SourceReconciler):
 
     @staticmethod
     def _failure(patcher: StatusPatcher, exc: BuildError) -> Exception:
-        """The condition a build error marks (BuildFailed for what went wrong building,
-        FetchFailed for what went wrong getting the chart) and the error to raise."""
+        """The error to raise for a build error, naming the condition it marks
+        (BuildFailed for what went wrong building, FetchFailed for what went wrong getting
+        the chart); the other one goes."""
         build_failure = exc.reason in chartbuild.BUILD_FAILURES
         condition = BUILD_FAILED if build_failure else FETCH_FAILED
         patcher.delete_condition(FETCH_FAILED if build_failure else BUILD_FAILED)
         if exc.reason in chartbuild.PERSISTENT:
-            patcher.mark_true(condition, exc.reason.reason, str(exc))
-            return StallingError(str(exc), reason=exc.reason.reason)
+            return StallingError(str(exc), reason=exc.reason.reason, condition=condition)
         return StepError(str(exc), reason=exc.reason.reason, condition=condition)
-
-    # --- artifact ---------------------------------------------------------------------
-
-    async def _reconcile_artifact(self, obj: Obj, patcher: StatusPatcher,
-                                  build: Build) -> NewArtifact | None:
-        meta = obj["metadata"]
-        ns, name = meta.get("namespace", ""), meta["name"]
-        assert build.path is not None
-        current = patcher.get_field("artifact")
-        if current and self.store.local_path(str(current["path"])) == build.path:
-            await self.recorder.event(obj, reason="ArtifactUpToDate", trace=True,
-                                      message="artifact up-to-date with remote revision: "
-                                              f"'{build.version}'")
-            self._mark_stored(patcher, build)
-            return None
-        try:
-            record = await self.store.store_file_async(
-                STORAGE_KIND, ns, name, f"{build.name}-{build.version}.tgz", build.path,
-                revision=build.version)
-        except (OSError, ValueError) as exc:
-            raise StepError(f"unable to copy Helm chart to storage: {exc}",
-                            reason="ArchiveOperationFailed", condition=STORAGE_FAILED) from exc
-        patcher.set_field("artifact", {
-            "path": record.path, "url": record.url, "revision": build.version,
-            "digest": record.digest, "lastUpdateTime": rfc3339(record.last_update_time),
-            "size": record.size})
-        patcher.set_field("observedChartName", build.name)
-        ignore_missing = bool((obj.get("spec") or {}).get("ignoreMissingValuesFiles"))
-        patcher.set_field("observedValuesFiles",
-                          list(build.values_files) if ignore_missing else None)
-        try:
-            patcher.set_field("url", await self.store.symlink_async(
-                STORAGE_KIND, ns, name, LATEST_LINK, record.path.rpartition("/")[2]))
-        except OSError as exc:
-            await self.recorder.event(obj, reason="SymlinkUpdateFailed", trace=True,
-                                      message=f"failed to update status URL symlink: {exc}")
-        patcher.delete_condition(STORAGE_FAILED)
-        self._mark_stored(patcher, build)
-        await self.gc(obj, record.path)
-        old = ((obj.get("status") or {}).get("artifact") or {}).get("digest")
-        if old == record.digest:
-            return None
-        return NewArtifact(build.summary(), build.version, record.digest,
-                           reason=reason_for(build))
 
     @staticmethod
     def _mark_stored(patcher: StatusPatcher, build: Build) -> None:

@@ -1,13 +1,13 @@
 """The HelmRepository reconciler: a Helm repository's ``index.yaml`` in, the same bytes out
 as an artifact.
 
-It runs on the source driver (``driver.SourceReconciler``: finalizer, suspend, steps,
-shielded status patch, bus, events), after one check of its own: a ``type: oci`` object is
-made static before anything else. The steps, in Flux's order:
+It runs on the runtime's one driver (``SourceReconciler``: finalizer, suspend, steps,
+shielded status summary and patch, bus, events). Flux's steps, in Flux's order:
 
-- **storage**: a recorded artifact whose file is missing or no longer has its digest is
-  dropped from the status and built again (``building artifact: disappeared from
-  storage``); old files are garbage-collected.
+- **storage** (shared): a recorded artifact whose file is missing or no longer has its
+  digest is dropped from the status and built again (``building artifact: disappeared
+  from storage``); old files are garbage-collected; ``status.url`` is the ``index.yaml``
+  link.
 - **source**: ``<url>/index.yaml`` is fetched with aiohttp (basic auth from ``secretRef``,
   TLS from ``certSecretRef`` or, deprecated, ``secretRef``), bounded by ``spec.timeout``
   and by ``[helm] index_max_size`` (Flux ``--helm-index-max-size``). The revision is
@@ -18,8 +18,9 @@ made static before anything else. The steps, in Flux's order:
   ``index.yaml`` symlink (``status.url``), recorded in ``status.artifact`` and published
   on the artifact bus after the status write.
 
-``type: oci`` repositories are static data holders, as in Flux today: no artifact, no
-finalizer, no status; any left from an earlier ``default`` life are removed once.
+``type: oci`` repositories are static data holders, as in Flux today: the driver hands
+them to ``intercept`` before anything else, so they get no artifact, no finalizer and no
+status; any left from an earlier ``default`` life are removed once.
 
 Failures set Flux's conditions and reasons: ``FetchFailed`` with ``Failed`` (the fetch),
 ``AuthenticationFailed`` (the Secrets), ``IndexationFailed`` (an invalid index) or
@@ -35,14 +36,16 @@ import contextlib
 import hashlib
 import logging
 import ssl
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import Any
 
 from fluxd import logging as fluxlog
-from fluxd.api.source import API_VERSION
+from fluxd.api.meta import LocalObjectReference
+from fluxd.api.source import API_VERSION, HelmRepositorySpec
 from fluxd.clock import rfc3339
 from fluxd.config import parse_duration
 from fluxd.controllers.source import helmgetter, helmindex
-from fluxd.controllers.source.driver import (
+from fluxd.controllers.source.reconciler import (
     ARTIFACT_IN_STORAGE,
     ARTIFACT_OUTDATED,
     CONTROLLER,
@@ -51,22 +54,25 @@ from fluxd.controllers.source.driver import (
     STORAGE_FAILED,
     NewArtifact,
     SourceReconciler,
+    SourceRun,
     StepError,
 )
 from fluxd.kube import KubeError, NotFound
 from fluxd.runtime import conditions as cond
+from fluxd.runtime.driver import Step, remove_finalizer
 from fluxd.runtime.reconcile import ObjectKey, Result, StallingError
 from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.source.helmrepository")
 
 __all__ = ["CONTROLLER", "KIND", "HelmRepositoryReconciler", "client_options",
-           "human_size"]
+           "human_size", "repository_spec", "timeout_of"]
 
 KIND = "HelmRepository"
 STORAGE_KIND = "helmrepository"
 OCI_TYPE = "oci"
 INDEX_LINK = "index.yaml"
+#: ``spec.timeout`` when unset (Flux's ``GetTimeout``; the API has no default for it)
 DEFAULT_TIMEOUT = 60.0
 
 AUTHENTICATION_FAILED = "AuthenticationFailed"
@@ -74,10 +80,10 @@ INDEXATION_FAILED = "IndexationFailed"
 URL_INVALID = "URLInvalid"
 ARCHIVE_FAILED = "ArchiveOperationFailed"
 
-#: the condition types this controller writes, in Flux's summarize order for
-#: HelmRepository (a failure's reason wins over Reconciling's ProgressingWithRetry)
-OWNED = (cond.READY, STORAGE_FAILED, FETCH_FAILED, ARTIFACT_OUTDATED, ARTIFACT_IN_STORAGE,
-         cond.STALLED, cond.RECONCILING)
+#: Flux's summarize order for HelmRepository (helmRepositoryReadyCondition): a failure's
+#: own condition gives Ready its reason and message before Stalled and Reconciling do
+OWNED = (STORAGE_FAILED, FETCH_FAILED, ARTIFACT_OUTDATED, ARTIFACT_IN_STORAGE,
+         cond.STALLED, cond.RECONCILING, cond.READY)
 NEGATIVE = (STORAGE_FAILED, FETCH_FAILED, ARTIFACT_OUTDATED)
 
 Obj = dict[str, Any]
@@ -91,6 +97,19 @@ def human_size(size: float) -> str:
         size /= 1000
         unit += 1
     return f"{size:.4g}{units[unit]}"
+
+
+def repository_spec(obj: Obj) -> HelmRepositorySpec:
+    """A HelmRepository's spec as its model (for the objects the driver does not parse:
+    a HelmChart's source, a dependency's repository). Raises ``ValidationError``."""
+    return HelmRepositorySpec.model_validate(obj.get("spec") or {})
+
+
+def timeout_of(spec: HelmRepositorySpec | None) -> float:
+    """``spec.timeout`` in seconds, 60 when unset or zero (Flux's ``GetTimeout``)."""
+    if spec is None or not spec.timeout:
+        return DEFAULT_TIMEOUT
+    return parse_duration(spec.timeout) or DEFAULT_TIMEOUT
 
 
 def _sha256_hex(data: bytes) -> str:
@@ -108,56 +127,75 @@ def _stored_message(revision: str) -> str:
     return f"stored artifact: revision '{revision}'"
 
 
-class HelmRepositoryReconciler(SourceReconciler):
+def _fetched_message(url: str, artifact: Obj) -> str:
+    """Flux's message for a stored index (the ``NewArtifact`` and recovery events)."""
+    size = artifact.get("size")
+    shown = "unknown size" if size is None else f"size {human_size(size)}"
+    return f"stored fetched index of {shown} from '{fluxlog.strip_url_credentials(url)}'"
+
+
+@dataclass
+class IndexRun(SourceRun[HelmRepositorySpec]):
+    """What the HelmRepository steps hand each other."""
+
+    #: the fetched index when it is a new revision (None: the stored one is current)
+    index: bytes | None = None
+    #: the sha256 hex of ``index``
+    digest: str = ""
+
+
+@dataclass
+class HelmRepositoryReconciler(SourceReconciler[HelmRepositorySpec, IndexRun]):
+    API_VERSION = API_VERSION
     KIND = KIND
+    SPEC = HelmRepositorySpec
     STORAGE_KIND = STORAGE_KIND
     OWNED = OWNED
     NEGATIVE = NEGATIVE
+    LINK = INDEX_LINK
 
-    async def reconcile(self, key: ObjectKey) -> Result:
-        obj = self.informer.get(key.namespace, key.name)
-        if obj is not None and (obj.get("spec") or {}).get("type") == OCI_TYPE:
-            await self._make_static(obj)
-            return Result()
-        return await super().reconcile(key)
+    def steps(self) -> list[Step[IndexRun]]:
+        return [self.reconcile_storage, self.reconcile_source, self.reconcile_artifact]
 
-    def ready_message(self, patcher: StatusPatcher) -> str:
-        return _stored_message((patcher.get_field("artifact") or {}).get("revision", ""))
+    def begin(self, key: ObjectKey, obj: Obj, spec: HelmRepositorySpec,
+              patcher: StatusPatcher, *, started: float, was_ready: bool) -> IndexRun:
+        interval = self.interval_of(spec)
+        return IndexRun(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
+                        was_ready=was_ready, interval=interval, retry_interval=interval)
 
-    def recovered_message(self, patcher: StatusPatcher) -> str:
-        return self._fetched_message(patcher.object, patcher.get_field("artifact") or {})
-
-    @staticmethod
-    def _fetched_message(obj: Obj, artifact: Obj) -> str:
-        size = artifact.get("size")
-        url = fluxlog.strip_url_credentials(str((obj.get("spec") or {}).get("url", "")))
-        shown = "unknown size" if size is None else f"size {human_size(size)}"
-        return f"stored fetched index of {shown} from '{url}'"
-
-    async def steps(self, obj: Obj, patcher: StatusPatcher) -> NewArtifact | None:
-        await self.reconcile_storage(obj, patcher, link=INDEX_LINK)
-        fetched = await self._reconcile_source(obj, patcher)
-        if fetched is None:
+    async def intercept(self, obj: Obj, spec: HelmRepositorySpec | None) -> Result | None:
+        """A ``type: oci`` repository is static data, not reconciled (Flux's
+        ``migrationToStatic``): what a ``default`` life left — artifacts, status,
+        finalizer — is removed once, and nothing else is done. (A spec the model
+        refuses, None here, is the driver's to report.)"""
+        if spec is None or spec.type != OCI_TYPE:
             return None
-        return await self._reconcile_artifact(obj, patcher, *fetched)
+        await self._make_static(obj, spec)
+        return Result()
+
+    def ready_message(self, run: IndexRun) -> str:
+        return _stored_message((run.patcher.get_field("artifact") or {}).get("revision", ""))
+
+    def recovered_message(self, run: IndexRun) -> str:
+        return _fetched_message(run.spec.url, run.patcher.get_field("artifact") or {})
 
     # --- steps ------------------------------------------------------------------------
 
-    async def _reconcile_source(self, obj: Obj,
-                                patcher: StatusPatcher) -> tuple[bytes, str] | None:
-        """Fetch the index; (its bytes, their sha256 hex) when it is a new revision, None
-        when the stored artifact already has it."""
-        spec = obj.get("spec") or {}
-        url = str(spec.get("url", ""))
+    async def reconcile_source(self, run: IndexRun) -> None:
+        """Fetch the index; keep it in ``run.index`` when it is a new revision, leave
+        ``run.index`` None when the stored artifact already has it."""
+        spec, patcher = run.spec, run.patcher
+        url = spec.url
         if url.startswith("oci://"):
-            self._stall(patcher, "invalid Helm repository URL: 'oci' URL scheme cannot be "
-                                 "used with 'default' HelmRepository type")
+            raise StallingError("invalid Helm repository URL: 'oci' URL scheme cannot be "
+                                "used with 'default' HelmRepository type",
+                                reason=URL_INVALID, condition=FETCH_FAILED)
         try:
             href = helmgetter.index_url(url)
         except helmgetter.InvalidURL as exc:
-            self._stall(patcher, f"invalid Helm repository URL: {exc}")
-        timeout = parse_duration(spec.get("timeout") or DEFAULT_TIMEOUT) or DEFAULT_TIMEOUT
-        options, context = await client_options(self, obj, timeout)
+            raise StallingError(f"invalid Helm repository URL: {exc}", reason=URL_INVALID,
+                                condition=FETCH_FAILED) from exc
+        options, context = await client_options(self, run.namespace, spec, timeout_of(spec))
         try:
             data = await helmgetter.fetch(href, options, base_url=url, context=context,
                                           max_size=self.settings.helm.index_max_size)
@@ -171,10 +209,9 @@ class HelmRepositoryReconciler(SourceReconciler):
         if stored and stored.get("revision") == revision:
             patcher.delete_condition(FETCH_FAILED)
             self._mark_stored(patcher, revision)
-            await self.recorder.event(obj, reason="ArtifactUpToDate",
-                                      message="artifact up-to-date with remote revision: "
-                                              f"'{revision}'", trace=True)
-            return None
+            await self.trace(run.obj, reason="ArtifactUpToDate",
+                             message=f"artifact up-to-date with remote revision: '{revision}'")
+            return
         try:
             await asyncio.to_thread(helmindex.load_index, data)
         except helmindex.InvalidIndex as exc:
@@ -187,38 +224,40 @@ class HelmRepositoryReconciler(SourceReconciler):
             patcher.mark_true(ARTIFACT_OUTDATED, "NewRevision", message)
         patcher.progressive_status(cond.PROGRESSING_REASON, f"building artifact: {message}",
                                    drift=True)
-        return data, digest
+        run.index, run.digest = data, digest
 
-    async def _reconcile_artifact(self, obj: Obj, patcher: StatusPatcher, data: bytes,
-                                  digest: str) -> NewArtifact | None:
+    async def reconcile_artifact(self, run: IndexRun) -> None:
         """Store the fetched bytes as they are, point ``index.yaml`` at them."""
-        ns, name = obj["metadata"].get("namespace", ""), obj["metadata"]["name"]
+        if run.index is None:
+            return
+        obj, patcher, digest = run.obj, run.patcher, run.digest
+        ns, name = run.namespace, run.name
         revision = f"sha256:{digest}"
         file_name = f"index-{digest}.yaml"
         try:
             record = await self.store.store_file_async(STORAGE_KIND, ns, name, file_name,
-                                                       data, revision=revision)
+                                                       run.index, revision=revision)
         except (OSError, ValueError) as exc:
             raise StepError(f"unable to save artifact to storage: {exc}",
                             reason=ARCHIVE_FAILED, condition=STORAGE_FAILED) from exc
-        patcher.set_field("artifact", {
+        artifact = {
             "path": record.path, "url": record.url, "revision": revision,
             "digest": record.digest, "lastUpdateTime": rfc3339(record.last_update_time),
-            "size": record.size})
+            "size": record.size}
+        patcher.set_field("artifact", artifact)
         try:
             patcher.set_field("url", await self.store.symlink_async(
                 STORAGE_KIND, ns, name, INDEX_LINK, file_name))
         except OSError as exc:
-            await self.recorder.event(obj, reason="SymlinkUpdateFailed",
-                                      message=f"failed to update status URL symlink: {exc}",
-                                      trace=True)
+            await self.trace(obj, reason="SymlinkUpdateFailed",
+                             message=f"failed to update status URL symlink: {exc}")
         patcher.delete_condition(STORAGE_FAILED)
         self._mark_stored(patcher, revision)
         await self.gc(obj, record.path)
-        artifact = patcher.get_field("artifact")
-        if ((obj.get("status") or {}).get("artifact") or {}).get("digest") == record.digest:
-            return None  # the same file again (it had gone from storage)
-        return NewArtifact(self._fetched_message(obj, artifact), revision, record.digest)
+        if ((obj.get("status") or {}).get("artifact") or {}).get("digest") != record.digest:
+            # not merely the same file again (it had gone from storage)
+            run.new = NewArtifact(_fetched_message(run.spec.url, artifact), revision,
+                                  record.digest)
 
     # --- helpers ----------------------------------------------------------------------
 
@@ -228,48 +267,41 @@ class HelmRepositoryReconciler(SourceReconciler):
         patcher.mark_true(ARTIFACT_IN_STORAGE, cond.SUCCEEDED_REASON,
                           _stored_message(revision))
 
-    @staticmethod
-    def _stall(patcher: StatusPatcher, message: str) -> NoReturn:
-        patcher.mark_true(FETCH_FAILED, URL_INVALID, message)
-        raise StallingError(message, reason=URL_INVALID)
-
-    async def _make_static(self, obj: Obj) -> None:
-        """An ``oci`` repository holds data only (Flux's ``migrationToStatic``): remove
-        what a ``default`` life left — artifacts, status, finalizer — once."""
+    async def _make_static(self, obj: Obj, spec: HelmRepositorySpec) -> None:
         meta = obj["metadata"]
         ns, name = meta.get("namespace", ""), meta["name"]
-        if (obj.get("spec") or {}).get("suspend") and not meta.get("deletionTimestamp"):
+        if spec.suspend and not meta.get("deletionTimestamp"):
             return
         status = obj.get("status") or {}
         finalizers = list(meta.get("finalizers") or [])
         if FINALIZER not in finalizers and _empty_status(status):
             return
         await self.forget(ObjectKey(KIND, ns, name))
-        with contextlib.suppress(NotFound):
-            if status:
+        if status:
+            with contextlib.suppress(NotFound):
                 await self.client.patch_status(API_VERSION, KIND, name,
                                                {"status": dict.fromkeys(status)}, ns)
-            if FINALIZER in finalizers:
-                kept = [f for f in finalizers if f != FINALIZER]
-                await self.client.merge_patch(API_VERSION, KIND, name,
-                                              {"metadata": {"finalizers": kept or None}}, ns)
+        await remove_finalizer(self.client, obj)
 
 
 # --------------------------------------------------------------------------- credentials
 
 
-async def client_options(reconciler: SourceReconciler, repo: Obj, fetch_timeout: float
+async def client_options(reconciler: SourceReconciler[Any, Any], namespace: str,
+                         spec: HelmRepositorySpec | None, fetch_timeout: float
                          ) -> tuple[helmgetter.ClientOptions, ssl.SSLContext | None]:
     """Client options from a HelmRepository's Secrets (also what a HelmChart pulls its
-    chart with); AuthenticationFailed when they are missing or unusable."""
-    ns = repo["metadata"].get("namespace", "")
-    spec = repo.get("spec") or {}
-    cert = await _secret(reconciler, ns, spec.get("certSecretRef"),
-                         "TLS authentication secret")
-    auth = await _secret(reconciler, ns, spec.get("secretRef"), "authentication secret")
+    chart with; None: no repository, anonymous); AuthenticationFailed when they are
+    missing or unusable."""
+    cert = auth = None
+    if spec is not None:
+        cert = await _secret(reconciler, namespace, spec.cert_secret_ref,
+                             "TLS authentication secret")
+        auth = await _secret(reconciler, namespace, spec.secret_ref, "authentication secret")
     try:
         options = helmgetter.ClientOptions.from_secrets(
-            timeout=fetch_timeout, pass_credentials=bool(spec.get("passCredentials")),
+            timeout=fetch_timeout,
+            pass_credentials=bool(spec is not None and spec.pass_credentials),
             auth=auth, cert=cert)
         if options.legacy_tls:
             log.info("warning: specifying TLS authentication data via `.spec.secretRef` "
@@ -283,13 +315,14 @@ async def client_options(reconciler: SourceReconciler, repo: Obj, fetch_timeout:
     return options, context
 
 
-async def _secret(reconciler: SourceReconciler, namespace: str, ref: Obj | None,
+async def _secret(reconciler: SourceReconciler[Any, Any], namespace: str,
+                  ref: LocalObjectReference | None,
                   what: str) -> tuple[str, str, dict[str, bytes]] | None:
     """(name, type, data) of a referenced Secret, read on demand, in Flux's words when it
     cannot be read."""
-    name = (ref or {}).get("name")
-    if not name:
+    if ref is None or not ref.name:
         return None
+    name = ref.name
     try:
         secret = await reconciler.client.get("v1", "Secret", name, namespace)
     except NotFound as exc:
@@ -299,4 +332,4 @@ async def _secret(reconciler: SourceReconciler, namespace: str, ref: Obj | None,
     except KubeError as exc:
         raise StepError(f"failed to get {what} '{namespace}/{name}': {exc}",
                         reason=AUTHENTICATION_FAILED, condition=FETCH_FAILED) from exc
-    return str(name), str(secret.get("type") or ""), reconciler.secret_data(secret)
+    return name, str(secret.get("type") or ""), reconciler.secret_data(secret)

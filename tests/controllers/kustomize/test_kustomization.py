@@ -235,6 +235,8 @@ async def test_a_missing_path_is_artifact_failed(
         flux: Flux, server: GitServer, namespace: str) -> None:
     server.make_repo("app", {"cm.yaml": configmap("settings", namespace, a="1")})
     await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    # with no artifact yet, the wait for it is ArtifactFailed too
+    await flux.wait(SOURCE_API, "GitRepository", "repo", namespace, ready)
     await flux.client.create(kustomization("app", namespace, path="./nowhere"))
     obj = await flux.wait(API, "Kustomization", "app", namespace,
                           failed_with("ArtifactFailed"))
@@ -347,8 +349,11 @@ async def test_health_checks_time_out_with_the_objects_named(
     await flux.client.create(kustomization("app", namespace, timeout="2s",
                                            healthChecks=[{"kind": "Deployment",
                                                           "name": "web"}]))
+    await flux.wait(API, "Kustomization", "app", namespace,
+                    lambda o: condition(o, "Healthy").get("status") == "Unknown")
+    flux.advance(30)  # the checks' timeout: "2s" is raised to Flux's 30 s minimum
     obj = await flux.wait(API, "Kustomization", "app", namespace,
-                          failed_with("HealthCheckFailed"), within=40)
+                          failed_with("HealthCheckFailed"))
     message = condition(obj, "Ready")["message"]
     assert message.startswith("health check failed after ")
     assert f"Deployment/{namespace}/web" in message
@@ -634,7 +639,8 @@ async def test_a_failure_is_retried_at_the_retry_interval(
     await flux.client.create({"apiVersion": "v1", "kind": "ConfigMap",
                               "metadata": {"name": "vars", "namespace": namespace},
                               "data": {"value": "found"}})
-    await flux.wait(API, "Kustomization", "app", namespace, ready, within=10)
+    await flux.wait(API, "Kustomization", "app", namespace, ready, within=10,
+                    jump=1)  # the retry interval passes at a jump
 
 
 @pytest.mark.parametrize("flux_overrides",

@@ -268,7 +268,7 @@ async def test_event_bodies_in_flight_never_hold_more_than_the_budget() -> None:
 
 
 async def test_the_running_intake_answers_garbled_events_400_not_500(flux: Flux) -> None:
-    listeners = flux.context.listeners
+    listeners = flux.listeners
     await until(lambda: "event intake" in listeners, within=30)
     address = listeners["event intake"]
     cases = [b"[" * 100_000 + b"]" * 100_000, event_body("\ud800"),

@@ -140,7 +140,7 @@ async def test_a_gitea_push_is_applied_at_once_and_reported_as_commit_statuses(
     receiver = await flux.wait(RECEIVER_API, "Receiver", "gitea-push", namespace,
                                lambda o: condition(o, "Ready").get("status") == "True")
     path = receiver["status"]["webhookPath"]
-    address = flux.context.listeners["webhook receiver"]
+    address = flux.listeners["webhook receiver"]
 
     second = commit(repo, {"cm.yaml": configmap(namespace, "v2")}, "bump to v2")
     body = gitea_push(first, second)

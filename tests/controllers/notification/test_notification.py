@@ -199,7 +199,7 @@ async def test_a_rejected_notification_is_a_warning_event_on_the_alert(
 async def test_the_intake_takes_flux_events_and_refuses_duplicates_and_junk(
         flux: Flux, namespace: str, hook: Hook) -> None:
     await provider_and_alert(flux, namespace, hook.url)
-    address = flux.context.listeners.get("event intake")
+    address = flux.listeners.get("event intake")
     assert address is not None, "the intake says where it listens"
     body = {"involvedObject": {"kind": "Kustomization", "name": "external",
                                "namespace": namespace,

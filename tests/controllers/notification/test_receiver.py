@@ -31,9 +31,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from fluxd import logging as fluxlog
 from fluxd.clock import FakeClock, SystemClock
 from fluxd.config import Settings
 from fluxd.controllers import kustomize, source
+from fluxd.controllers.context import Contribution, ControllerContext
 from fluxd.controllers.notification import receiver, receiver_server
 from fluxd.controllers.notification.receiver_server import (
     ReceiverMetrics,
@@ -43,7 +45,6 @@ from fluxd.controllers.notification.receiver_server import (
     webhook_path,
 )
 from fluxd.kube import KubeClient, NotFound
-from fluxd.runtime.manager import ControllerContext, ControllerSpec
 from tests.conftest import Cluster
 from tests.controllers.conftest import Flux, condition, install_crds, running_flux
 from tests.support.gitserver import GitServer, commit, head
@@ -87,7 +88,7 @@ class Hub:
         return self.flux.client
 
     async def url(self) -> str:
-        listeners = self.flux.context.listeners
+        listeners = self.flux.listeners
         await until(lambda: "webhook receiver" in listeners, within=30)
         return listeners["webhook receiver"]
 
@@ -174,10 +175,10 @@ async def hub(cluster: Cluster, tmp_path: Path, namespace: str,
     registry = CollectorRegistry()
     built: list[receiver.Receivers] = []
 
-    def controllers(context: ControllerContext) -> list[ControllerSpec]:
+    def controllers(context: ControllerContext) -> list[Contribution]:
         built.append(receiver.build(context, registry=registry))
         return [*source.controllers(context), *kustomize.controllers(context),
-                built[-1].spec]
+                built[-1].spec, built[-1].service]
 
     async with await KubeClient.connect(clock=clock, kubeconfig=str(cluster.kubeconfig),
                                         field_manager="fluxd-tests") as client:
@@ -286,6 +287,53 @@ async def test_an_invalid_resource_filter_stalls_the_receiver(hub: Hub) -> None:
         "resourceFilter:")
     assert "undeclared reference to 'requrest'" in condition(obj, "Ready")["message"]
     assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"]
+
+
+def reconcile_errors(hub: Hub, metric: str) -> float:
+    registry = hub.flux.context.registry
+    assert registry is not None
+    return registry.get_sample_value(metric, {"controller": "receiver"}) or 0.0
+
+
+async def test_a_stalled_receiver_counts_a_terminal_error_and_says_why(
+        hub: Hub, caplog: pytest.LogCaptureFixture) -> None:
+    await hub.secret("token", {"token": TOKEN})
+    await hub.receiver("hook", "generic", [gitrepo_ref("app")], wait=False,
+                       resourceFilter="requrest.body == 'x'")
+    await hub.flux.wait(NOTIFICATION, "Receiver", "hook", hub.namespace,
+                        lambda o: condition(o, "Stalled").get("status") == "True")
+    terminal = "controller_runtime_terminal_reconcile_errors_total"
+    await until(lambda: reconcile_errors(hub, terminal) >= 1)
+    # a stall is an error, and every one counted is terminal (none retried with backoff)
+    assert reconcile_errors(hub, "controller_runtime_reconcile_errors_total") == \
+        reconcile_errors(hub, terminal)
+    events = await hub.client.list_all("v1", "Event", hub.namespace)
+    warnings = [e for e in events.items if e["reason"] == "InvalidCELExpression"]
+    assert warnings and warnings[0]["type"] == "Warning"
+    assert warnings[0]["message"].startswith(
+        "Reconciliation failed terminally due to configuration error: invalid "
+        "resourceFilter:")
+    lines = [json.loads(fluxlog.JSONFormatter().format(r)) for r in caplog.records
+             if r.getMessage() == "Reconciliation failed terminally due to configuration "
+                                  "error"]
+    assert lines and lines[0]["level"] == "error"
+    assert lines[0]["error"].startswith("invalid resourceFilter:")
+
+
+async def test_a_receiver_without_its_token_is_retried_with_backoff_not_stalled(
+        hub: Hub) -> None:
+    await hub.receiver("hook", "generic", [gitrepo_ref("app")], wait=False)
+    await hub.flux.wait(NOTIFICATION, "Receiver", "hook", hub.namespace,
+                        lambda o: condition(o, "Ready").get("reason") == "TokenNotFound")
+    await until(lambda: reconcile_errors(hub, "controller_runtime_reconcile_errors_total")
+                >= 2)  # retried
+    assert reconcile_errors(hub, "controller_runtime_terminal_reconcile_errors_total") == 0
+    obj = await hub.client.get(NOTIFICATION, "Receiver", "hook", hub.namespace)
+    assert condition(obj, "Stalled") == {}
+    events = await hub.client.list_all("v1", "Event", hub.namespace)
+    assert any(e["type"] == "Warning" and e["reason"] == "Failed"
+               and e["message"].startswith("unable to read token from secret")
+               for e in events.items)
 
 
 async def test_a_changed_token_moves_the_webhook_path_at_once(hub: Hub) -> None:

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from fluxd.clock import SystemClock
+from fluxd.clock import JumpClock
 from fluxd.config import Settings
 from fluxd.controllers import source
+from fluxd.controllers.context import Contribution, ControllerContext
 from fluxd.controllers.source.gitrepository import KIND, GitRepositoryReconciler
 from fluxd.kube import KubeClient
-from fluxd.runtime.manager import ControllerContext, ControllerSpec
+from fluxd.runtime.manager import ControllerSpec
 from tests.conftest import Cluster
 from tests.controllers.conftest import Flux, condition, install_crds, running_flux
 from tests.support.gitserver import GitServer
@@ -71,10 +72,10 @@ async def sabotaged(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Sabotaged
     })
     built: list[SabotagedGitRepositoryReconciler] = []
 
-    def controllers(context: ControllerContext) -> list[ControllerSpec]:
+    def controllers(context: ControllerContext) -> list[Contribution]:
         specs = source.controllers(context)
         for i, spec in enumerate(specs):
-            if spec.kind == KIND:
+            if isinstance(spec, ControllerSpec) and spec.kind == KIND:
                 real = spec.reconciler
                 assert isinstance(real, GitRepositoryReconciler)
                 built.append(SabotagedGitRepositoryReconciler(
@@ -84,7 +85,7 @@ async def sabotaged(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Sabotaged
                 specs[i] = dataclasses.replace(spec, reconciler=built[-1])
         return specs
 
-    clock = SystemClock()
+    clock = JumpClock()
     async with await KubeClient.connect(clock=clock, kubeconfig=str(cluster.kubeconfig),
                                         field_manager="source-controller") as client:
         await install_crds(client)
@@ -146,7 +147,8 @@ async def test_a_reconcile_cut_off_by_its_deadline_is_not_written_as_a_success(
     await request(flux, "app", namespace, "hang")
     cut = await flux.wait(API, "GitRepository", "app", namespace, lambda o: (
         o["status"].get("lastHandledReconcileAt") == "hang"
-        and condition(o, "Ready").get("status") == "False"), within=20)
+        and condition(o, "Ready").get("status") == "False"), within=20,
+        jump=3)  # the reconcile deadline passes at a jump instead of in 3 s
     assert condition(cut, "Ready")["reason"] == "ReconciliationFailed"
     assert condition(cut, "Ready")["message"] == \
         "reconciliation was interrupted before it finished"

@@ -22,7 +22,7 @@ import pytest
 from fluxd.artifacts.bus import ArtifactEvent
 from fluxd.clock import FakeClock
 from fluxd.controllers.source import git
-from fluxd.controllers.source.gitrepository import run_stoppable
+from fluxd.controllers.source.gitrepository import TIMEOUT_GRACE, run_stoppable
 from fluxd.kube import NotFound
 from tests.controllers.conftest import Flux, condition
 from tests.support.gitserver import (
@@ -412,7 +412,9 @@ async def test_git_work_past_the_timeout_is_stopped_before_the_reconcile_ends(
         await request(flux, "app", namespace, "slow")
         failed = await flux.wait(API, "GitRepository", "app", namespace, lambda o: (
             o["status"].get("lastHandledReconcileAt") == "slow"
-            and condition(o, "FetchFailed").get("status") == "True"))
+            and condition(o, "FetchFailed").get("status") == "True"),
+            # while Git works, past spec.timeout and fluxd's grace for the thread
+            jump=1 + TIMEOUT_GRACE, jump_while=lambda: bool(git_work_running()))
         # the thread was told to stop, and had stopped, before the reconcile ended
         assert git_work_running() == []
         assert list((tmp_path / "tmp").iterdir()) == []

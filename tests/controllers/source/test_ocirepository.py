@@ -203,3 +203,40 @@ async def test_the_semver_filter_is_a_go_regular_expression(flux: Flux, registry
                               lambda o: condition(o, "Stalled").get("status") == "True")
     assert condition(stalled, "Stalled")["reason"] == "InvalidSemverFilter"
     assert "failed to compile regex '^v(?=1)'" in condition(stalled, "Stalled")["message"]
+
+
+async def test_a_failed_pull_gives_ready_its_reason_and_message_while_retrying(
+        flux: Flux, registry: Registry, namespace: str) -> None:
+    await push(registry.address, "manifests/y", "v1", {"a": "1"})
+    await flux.client.create(ocirepo("missing", namespace,
+                                     f"oci://{registry.address}/manifests/y",
+                                     ref={"tag": "nope"}))
+    failed = await flux.wait(API, "OCIRepository", "missing", namespace,
+                             lambda o: condition(o, "FetchFailed").get("status") == "True")
+    # Flux's order: the failing step's condition before Reconciling (still building)
+    fetch = condition(failed, "FetchFailed")
+    assert (condition(failed, "Ready")["reason"], condition(failed, "Ready")["message"]) == (
+        fetch["reason"], fetch["message"]) == ("OCIArtifactPullFailed", fetch["message"])
+    assert condition(failed, "Reconciling")["reason"] == "ProgressingWithRetry"
+    assert condition(failed, "Reconciling")["message"] == "building artifact"
+
+
+async def test_a_torn_artifact_pulled_again_is_no_new_artifact(
+        flux: Flux, registry: Registry, namespace: str) -> None:
+    url = f"oci://{registry.address}/manifests/torn"
+    await push(registry.address, "manifests/torn", "v1", {"a.yaml": "1"})
+    await flux.client.create(ocirepo("torn", namespace, url, ref={"tag": "v1"}))
+    first = await flux.wait(API, "OCIRepository", "torn", namespace, ready)
+    path = flux.storage / first["status"]["artifact"]["path"]
+    good = path.read_bytes()
+    path.write_bytes(good[:-7])
+    await flux.client.merge_patch(API, "OCIRepository", "torn", {"metadata": {"annotations": {
+        "reconcile.fluxcd.io/requestedAt": "torn"}}}, namespace)
+    mended = await flux.wait(API, "OCIRepository", "torn", namespace, lambda o: (
+        o["status"].get("lastHandledReconcileAt") == "torn" and ready(o)))
+    assert mended["status"]["artifact"]["digest"] == first["status"]["artifact"]["digest"]
+    assert mended["status"]["url"] == mended["status"]["artifact"]["url"]
+    assert path.read_bytes() == good
+    events = await flux.client.list_all("v1", "Event", namespace)
+    new = [e for e in events.items if e["reason"] == "NewArtifact"]
+    assert [e.get("count", 1) for e in new] == [1]  # the same digest: not announced again
