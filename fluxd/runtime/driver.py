@@ -8,9 +8,10 @@
       status → ``report`` (events, the log line) → a Result, or the error.
 
 A kind subclasses ``Driver`` and contributes: ``API_VERSION``/``KIND``/``SPEC`` (the
-pydantic model of its spec), ``OWNED`` (the condition types it writes), ``begin`` (its
-``Run``, holding what its steps hand each other), ``steps`` (the ordered list) and, when
-it needs them, ``intercept``/``forget``/``cleanup``/``summarize``/``report`` hooks. Steps
+pydantic model of its spec), ``OWNED`` (the condition types it writes), ``RUN`` (its
+``Run`` subclass, holding what its steps hand each other; ``run_fields`` fills what is
+known at the start), ``steps`` (the ordered list) and, when it needs them,
+``intercept``/``forget``/``cleanup``/``summarize``/``report`` hooks. Steps
 share one signature, ``async def step(run) -> Result | None``: None goes on to the next
 step, a Result ends the list there as a success (a health check still progressing), and an
 error from ``fluxd.runtime.reconcile`` ends it as a failure:
@@ -38,7 +39,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
 
@@ -163,6 +164,8 @@ class Driver(Generic[SpecT, RunT]):
     DEFAULT_INTERVAL: ClassVar[str] = "10m"
     #: the info line of a suspended object (Flux's controllers differ in case)
     SUSPENDED: ClassVar[str] = "Reconciliation is suspended for this object"
+    #: the kind's ``Run`` (a subclass holding what its steps hand each other)
+    RUN: ClassVar[type[Run[Any]]] = Run
 
     client: DriverClient
     informer: ObjectSource
@@ -178,12 +181,17 @@ class Driver(Generic[SpecT, RunT]):
 
     def begin(self, key: ObjectKey, obj: Obj, spec: SpecT, patcher: StatusPatcher, *,
               started: float, was_ready: bool) -> RunT:
-        """The kind's ``Run`` for this reconcile (the base one unless overridden)."""
+        """The kind's ``RUN`` for this reconcile, with ``run_fields``."""
         interval = self.interval_of(spec)
-        run = Run(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
-                  was_ready=was_ready, interval=interval,
-                  retry_interval=self.retry_interval_of(spec, interval))
-        return run  # type: ignore[return-value]
+        run = self.RUN(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
+                       was_ready=was_ready, interval=interval,
+                       retry_interval=self.retry_interval_of(spec, interval),
+                       **self.run_fields(obj, spec, started))
+        return cast(RunT, run)
+
+    def run_fields(self, obj: Obj, spec: SpecT, started: float) -> dict[str, Any]:
+        """The values of the kind's own ``RUN`` fields that are known at the start."""
+        return {}
 
     def interval_of(self, spec: SpecT) -> float:
         return parse_duration(str(getattr(spec, "interval", None) or self.DEFAULT_INTERVAL))

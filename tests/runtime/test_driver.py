@@ -123,6 +123,7 @@ class WidgetReconciler(Driver[WidgetSpec, WidgetRun]):
     KIND = "Widget"
     SPEC = WidgetSpec
     OWNED = (cond.READY, cond.RECONCILING, cond.STALLED, "Built", "FetchFailed")
+    RUN = WidgetRun
 
     behaviour: Any = None
     forgotten: list[ObjectKey] = field(default_factory=list)
@@ -130,13 +131,6 @@ class WidgetReconciler(Driver[WidgetSpec, WidgetRun]):
 
     def steps(self) -> Sequence[Step[WidgetRun]]:
         return [self.prepare, self.build]
-
-    def begin(self, key: ObjectKey, obj: Obj, spec: WidgetSpec, patcher: Any, *,
-              started: float, was_ready: bool) -> WidgetRun:
-        interval = self.interval_of(spec)
-        return WidgetRun(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
-                         was_ready=was_ready, interval=interval,
-                         retry_interval=self.retry_interval_of(spec, interval))
 
     async def prepare(self, run: WidgetRun) -> Result | None:
         run.trail.append("prepare")

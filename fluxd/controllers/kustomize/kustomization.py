@@ -72,7 +72,6 @@ from fluxd.runtime.reconcile import (
     StallingError,
     WaitingError,
 )
-from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.kustomize")
 
@@ -175,6 +174,7 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
     API_VERSION = API_VERSION
     KIND = KIND
     SPEC = KustomizationSpec
+    RUN = KustomizationRun
     OWNED = OWNED
 
     client: KubeClient
@@ -193,18 +193,12 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
                 self.resume_health_checks, self.fetch, self.build, self.substitute,
                 self.apply, self.prune, self.check_health]
 
-    def begin(self, key: ObjectKey, obj: Obj, spec: KustomizationSpec,
-              patcher: StatusPatcher, *, started: float,
-              was_ready: bool) -> KustomizationRun:
-        interval = self.interval_of(spec)
+    def run_fields(self, obj: Obj, spec: KustomizationSpec, started: float) -> dict[str, Any]:
         namespace, name = str(obj["metadata"]["namespace"]), str(obj["metadata"]["name"])
         kube = self.client_for(spec, namespace)
-        return KustomizationRun(
-            key=key, obj=obj, spec=spec, patcher=patcher, started=started,
-            was_ready=was_ready, interval=interval,
-            retry_interval=self.retry_interval_of(spec, interval), kube=kube,
-            manager=self.resource_manager(kube, namespace, name, apply=True),
-            timeout=timeout_of(spec), since=started)
+        return {"kube": kube, "manager": self.resource_manager(kube, namespace, name,
+                                                                 apply=True),
+                "timeout": timeout_of(spec), "since": started}
 
     @property
     def requeue_dependency(self) -> float:

@@ -22,6 +22,13 @@ intake (``events_server``). The contract, as Flux's notification-controller
   The lists are Go regular expressions, matched with RE2 (``fluxd.regex``) in linear
   time, a long message in a worker thread; one Go would not compile matches nothing and
   is logged and warned about on the Alert (``InvalidConfig``) each time, as Flux does.
+- Specs are read through the ``fluxd.api`` models (``AlertSpec``, ``ProviderSpec``), so
+  their defaults are the models'. ``ParsedSpecs`` parses each version of a cached Alert
+  and Provider once, as the informer stores it; the event-source index and the matching
+  of every event read that. An Alert or Provider the model refuses (the API server
+  checked it against the same schema, so it takes a looser or older server) is never
+  matched: it is logged at error level and warned about on itself (``InvalidConfig``)
+  once per version, when the next event is matched.
 - Provider gates: suspended Providers get nothing; commit-status update events go only
   to Git and generic Providers; Git Providers get only events with a commit, a
   commit-status update or severity error; comment Providers need ``change_request``.
@@ -47,16 +54,17 @@ import collections
 import dataclasses
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import aiohttp
 import yaml
 from prometheus_client import CollectorRegistry, Counter
+from pydantic import BaseModel, ValidationError
 
 from fluxd import regex
-from fluxd.api.notification import GIT_PROVIDER_TYPES
+from fluxd.api.notification import GIT_PROVIDER_TYPES, AlertSpec, ProviderSpec
 from fluxd.clock import Clock
 from fluxd.config import parse_duration
 from fluxd.controllers.notification import providers
@@ -69,8 +77,9 @@ from fluxd.controllers.notification.notifier import (
 from fluxd.kube import KubeClient, KubeError, NotFound
 from fluxd.logging import LogThrottle
 from fluxd.runtime import cel
+from fluxd.runtime.driver import validation_text
 from fluxd.runtime.events import EVENT_GROUP, SEVERITY_ERROR, SEVERITY_TRACE, Event
-from fluxd.runtime.informer import Informer
+from fluxd.runtime.informer import Informer, StoreKey, store_key
 from fluxd.selector import SelectorError, from_label_selector
 from fluxd.tokenbucket import TokenBuckets
 
@@ -131,6 +140,120 @@ class RateLimiter:
         return self._seen is None or self._seen.take(key)
 
 
+# --------------------------------------------------------------------------- specs
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A spec its model refused: why, in one line."""
+
+    message: str
+
+
+class ParsedSpecs(Generic[SpecT]):
+    """The specs of one informer's objects, each stored version parsed once into ``model``.
+
+    It follows the informer as one of its handlers: an entry is made when the informer
+    stores a version (or when ``of`` meets it first, as the informer's index functions
+    do before its handlers run), replaced by the next version and dropped with the
+    object. So it holds one entry per cached object, nothing stale, and needs no bound of
+    its own. An entry is found by the identity of the stored object (the informer stores
+    a new one per version, and the entry holds it, so the identity is not reused): a
+    lookup is one dict read, cheap enough for every Alert of every event. Refusals wait
+    in ``unreported`` for ``take_unreported``; a newer version or a deletion withdraws
+    one. The models are shared and must not be changed."""
+
+    def __init__(self, model: type[SpecT]) -> None:
+        self.model = model
+        #: (object, spec) by the object's identity: those the model takes, and the others
+        self._accepted: dict[int, tuple[Obj, SpecT]] = {}
+        self._refused: dict[int, tuple[Obj, Refused]] = {}
+        #: the identity of each object's entry
+        self._keys: dict[StoreKey, int] = {}
+        #: refusals not said yet, by object
+        self.unreported: dict[StoreKey, tuple[Obj, Refused]] = {}
+
+    def of(self, obj: Obj) -> SpecT | Refused:
+        """``obj``'s spec as the model reads it, or why the model refuses it."""
+        entry = self._accepted.get(id(obj))
+        if entry is not None and entry[0] is obj:
+            return entry[1]
+        refusal = self._refused.get(id(obj))
+        if refusal is not None and refusal[0] is obj:
+            return refusal[1]
+        key = store_key(obj)
+        self._forget(key)
+        self._keys[key] = id(obj)
+        try:
+            spec = self.model.model_validate(obj.get("spec") or {})
+        except ValidationError as exc:
+            refused = Refused(f"invalid spec: {validation_text(exc)}")
+            self._refused[id(obj)] = self.unreported[key] = (obj, refused)
+            return refused
+        self._accepted[id(obj)] = (obj, spec)
+        return spec
+
+    def accepted(self, objs: Sequence[Obj]) -> list[tuple[Obj, SpecT]]:
+        """Those of ``objs`` the model takes, each with its spec (in one call: matching
+        reads the Alerts of every event)."""
+        get = self._accepted.get
+        # the entries are the pairs; all are found unless one is refused or not parsed yet
+        found = [entry for obj in objs if (entry := get(id(obj))) is not None
+                 and entry[0] is obj]
+        if len(found) == len(objs):
+            return found
+        return [(obj, spec) for obj in objs
+                if not isinstance(spec := self.of(obj), Refused)]
+
+    def take_unreported(self) -> list[tuple[Obj, Refused]]:
+        """The objects refused since the last call (their current versions)."""
+        taken = list(self.unreported.values())
+        self.unreported.clear()
+        return taken
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _forget(self, key: StoreKey) -> None:
+        identity = self._keys.pop(key, None)
+        if identity is not None:
+            self._accepted.pop(identity, None)
+            self._refused.pop(identity, None)
+        self.unreported.pop(key, None)
+
+    # --- the informer's handler ---------------------------------------------------------
+
+    def on_add(self, obj: Obj, *, initial: bool) -> None:
+        self.of(obj)
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        self.of(new)
+
+    def on_delete(self, obj: Obj) -> None:
+        self._forget(store_key(obj))
+
+
+def alert_spec_of(alert: Mapping[str, Any]) -> AlertSpec:
+    """An Alert's spec as the model reads it, for an object not in the informer;
+    ``ValidationError`` when the model refuses it."""
+    return AlertSpec.model_validate(alert.get("spec") or {})
+
+
+def provider_spec_of(provider: Mapping[str, Any]) -> ProviderSpec:
+    """A Provider's spec as the model reads it, for an object not in the informer;
+    ``ValidationError`` when the model refuses it."""
+    return ProviderSpec.model_validate(provider.get("spec") or {})
+
+
+def provider_timeout(spec: ProviderSpec) -> float:
+    """Seconds a send may take: ``spec.timeout``, 15 when not set (Flux's
+    ``GetTimeout``; the CRD has no default)."""
+    return parse_duration(spec.timeout) if spec.timeout else 15.0
+
+
 # --------------------------------------------------------------------------- matching
 
 
@@ -141,7 +264,7 @@ INLINE_MATCH_LIMIT = 4096
 InvalidPattern = Callable[[str], Awaitable[None]]
 
 
-async def message_passes(spec: Mapping[str, Any], message: str, *,
+async def message_passes(spec: AlertSpec, message: str, *,
                          patterns: regex.RegexCache | None = None,
                          invalid: InvalidPattern | None = None) -> bool:
     """Whether an Alert's ``inclusionList`` and ``exclusionList`` let ``message`` through,
@@ -149,17 +272,15 @@ async def message_passes(spec: Mapping[str, Any], message: str, *,
     exclusion pattern may. A pattern Go would not compile matches nothing and is reported
     to ``invalid`` each time it is met (Flux logs it and warns on the Alert)."""
     cache = patterns if patterns is not None else regex.RegexCache()
-    inclusion_list = spec.get("inclusionList")
-    if inclusion_list:
-        inclusion = cache.any_of([str(p) for p in inclusion_list])
+    if spec.inclusion_list:
+        inclusion = cache.any_of(spec.inclusion_list)
         if inclusion.refused:
             await _report(inclusion, "inclusion", invalid)
         if not await _search(inclusion, message):
             return False
-    exclusion_list = spec.get("exclusionList")
-    if not exclusion_list:
+    if not spec.exclusion_list:
         return True
-    exclusion = cache.any_of([str(p) for p in exclusion_list])
+    exclusion = cache.any_of(spec.exclusion_list)
     if exclusion.refused:
         await _report(exclusion, "exclusion", invalid)
     return not await _search(exclusion, message)
@@ -177,13 +298,13 @@ async def _search(patterns: regex.AnyOf, message: str) -> bool:
     return await asyncio.to_thread(patterns.search, message)
 
 
-def event_source_index(alert: Mapping[str, Any]) -> list[str]:
+def event_source_index(alert: Mapping[str, Any], spec: AlertSpec | Refused) -> list[str]:
     """Alerts by ``<namespace>/<kind>`` of each of their event sources: an event is
-    matched only against the Alerts that can take it."""
-    meta = alert.get("metadata") or {}
-    namespace = str(meta.get("namespace") or "")
-    return sorted({f"{s.get('namespace') or namespace}/{s.get('kind')}"
-                   for s in (alert.get("spec") or {}).get("eventSources") or []})
+    matched only against the Alerts that can take it (a refused one takes none)."""
+    if isinstance(spec, Refused):
+        return []
+    namespace = str((alert.get("metadata") or {}).get("namespace") or "")
+    return sorted({f"{s.namespace or namespace}/{s.kind}" for s in spec.event_sources})
 
 
 LabelReader = Callable[[Event], Awaitable[Mapping[str, str] | None]]
@@ -198,45 +319,73 @@ def _labels_match(match_labels: Mapping[str, Any], labels: Mapping[str, str]) ->
         return False
 
 
+def sources_take(spec: AlertSpec, alert_namespace: str, event: Event, *,
+                 no_cross_namespace_refs: bool = False) -> bool | None:
+    """Whether an Alert's gates (suspension, namespaces, severity) and event sources take
+    ``event``; None when only sources that select by labels could, so the object's labels
+    must be read (``labelled_sources_take``). Not a coroutine: most Alerts of most events
+    are decided here, at no more cost than a call."""
+    if spec.suspend:
+        return False
+    ref = event.involved_object
+    if no_cross_namespace_refs and ref.namespace != alert_namespace:
+        return False
+    if spec.event_severity == SEVERITY_ERROR and event.severity != SEVERITY_ERROR:
+        return False
+    labelled = False
+    for source in spec.event_sources:
+        if (source.namespace or alert_namespace) != ref.namespace or \
+                source.kind != ref.kind or source.name not in ("*", ref.name):
+            continue
+        if not source.match_labels:
+            return True
+        labelled = True
+    return None if labelled else False
+
+
+async def labelled_sources_take(spec: AlertSpec, alert_namespace: str, event: Event, *,
+                                labels: LabelReader) -> bool:
+    """Whether a source that selects by labels takes ``event``, its object's labels read
+    once (``sources_take`` said the other sources do not)."""
+    ref = event.involved_object
+    for source in spec.event_sources:
+        if source.match_labels and (source.namespace or alert_namespace) == ref.namespace \
+                and source.kind == ref.kind and source.name in ("*", ref.name):
+            found = await labels(event)
+            if found is not None and _labels_match(source.match_labels, found):
+                return True
+    return False
+
+
 async def alert_matches(alert: Mapping[str, Any], event: Event, *, labels: LabelReader,
                         no_cross_namespace_refs: bool = False,
                         patterns: regex.RegexCache | None = None,
-                        invalid: InvalidPattern | None = None) -> bool:
-    """Whether ``alert`` takes ``event`` (see the module docstring); ``patterns`` and
-    ``invalid`` as for ``message_passes``."""
-    spec = alert.get("spec") or {}
-    if spec.get("suspend"):
-        return False
-    ref = event.involved_object
+                        invalid: InvalidPattern | None = None,
+                        spec: AlertSpec | None = None) -> bool:
+    """Whether ``alert`` takes ``event`` (see the module docstring): ``sources_take``
+    (``labelled_sources_take`` when it cannot tell), then ``message_passes``, with
+    ``patterns`` and ``invalid``. ``spec``: the Alert's, parsed already (else it is
+    parsed here, and a refused one raises ``ValidationError``). ``Dispatcher.matches``
+    takes these steps inline, so most Alerts cost it no coroutine."""
+    if spec is None:
+        spec = alert_spec_of(alert)
     alert_ns = str((alert.get("metadata") or {}).get("namespace") or "")
-    if no_cross_namespace_refs and ref.namespace != alert_ns:
+    taken = sources_take(spec, alert_ns, event, no_cross_namespace_refs=no_cross_namespace_refs)
+    if taken is None:
+        taken = await labelled_sources_take(spec, alert_ns, event, labels=labels)
+    if not taken:
         return False
-    if spec.get("eventSeverity") == SEVERITY_ERROR and event.severity != SEVERITY_ERROR:
-        return False
-    matched = False
-    for source in spec.get("eventSources") or []:
-        if str(source.get("namespace") or alert_ns) != ref.namespace:
-            continue
-        if source.get("kind") != ref.kind:
-            continue
-        name = str(source.get("name") or "")
-        if name not in ("*", ref.name):
-            continue
-        wanted = source.get("matchLabels") or {}
-        if wanted:
-            found = await labels(event)
-            if found is None or not _labels_match(wanted, found):
-                continue
-        matched = True
-        break
-    if not matched:
-        return False
+    if not (spec.inclusion_list or spec.exclusion_list):
+        return True
     return await message_passes(spec, event.message, patterns=patterns, invalid=invalid)
 
 
-def merged_metadata(event: Event, alert: Mapping[str, Any]) -> tuple[dict[str, str], list[str]]:
+def merged_metadata(event: Event, alert: Mapping[str, Any], *,
+                    spec: AlertSpec | None = None) -> tuple[dict[str, str], list[str]]:
     """The metadata an Alert sends (RFC 0008 precedence) and the keys whose values
-    conflicted (the emitter's value is kept)."""
+    conflicted (the emitter's value is kept). ``spec`` as for ``alert_matches``."""
+    if spec is None:
+        spec = alert_spec_of(alert)
     group = event.involved_object.group
     merged: dict[str, str] = {}
     conflicts: list[str] = []
@@ -249,11 +398,10 @@ def merged_metadata(event: Event, alert: Mapping[str, Any]) -> tuple[dict[str, s
     for key, value in event.metadata.items():
         if key.startswith(f"{EVENT_GROUP}/"):
             put(key[len(EVENT_GROUP) + 1:], value)
-    spec = alert.get("spec") or {}
-    for key, value in (spec.get("eventMetadata") or {}).items():
-        put(str(key), str(value))
-    if spec.get("summary"):
-        put("summary", str(spec["summary"]))
+    for key, value in (spec.event_metadata or {}).items():
+        put(key, value)
+    if spec.summary:
+        put("summary", spec.summary)
     for key, value in event.metadata.items():
         if group and key.startswith(f"{group}/") and key != f"{group}/token":
             put(key[len(group) + 1:], value)
@@ -303,11 +451,15 @@ class _Queued:
     dropped: bool = False
 
 
+#: an Alert that takes an event, its spec, its Provider and the Provider's spec (a plain
+#: tuple: matching makes several for every event)
+Match = tuple[Obj, AlertSpec, Obj, ProviderSpec]
+
+
 @dataclass(eq=False)
 class _Send:
     queued: _Queued
-    alert: Obj
-    provider: Obj
+    match: Match
 
 
 @dataclass(eq=False)
@@ -365,10 +517,16 @@ class Dispatcher:
     _patterns: regex.RegexCache = field(default_factory=regex.RegexCache)
     _dropped: Counter | None = None
     _drop_log: LogThrottle | None = None
+    _alert_specs: ParsedSpecs[AlertSpec] = field(
+        default_factory=lambda: ParsedSpecs(AlertSpec))
+    _provider_specs: ParsedSpecs[ProviderSpec] = field(
+        default_factory=lambda: ParsedSpecs(ProviderSpec))
 
     def __post_init__(self) -> None:
         self._limiter = RateLimiter(self.clock, self.window)
-        self.alerts.add_index(EVENT_SOURCE_INDEX, event_source_index)
+        self.alerts.add_index(EVENT_SOURCE_INDEX, self._event_sources)
+        self.alerts.add_handler(self._alert_specs)
+        self.provider_objects.add_handler(self._provider_specs)
         self._drop_log = LogThrottle(interval=10.0, burst=1, monotonic=self.clock.monotonic)
         if self.registry is not None:
             self._dropped = Counter(
@@ -469,22 +627,23 @@ class Dispatcher:
             # task is cancelled meanwhile
             queued = next(iter(self._unmatched.values()))
             try:
-                pairs = await self.matches(queued.event)
+                found = await self.matches(queued.event)
             except Exception:
                 # a bug must not make one event end the loop over and over
                 log.exception("matching an event against the Alerts failed; it is dropped")
-                pairs = []
+                found = []
             if queued.dropped:  # over the budget while it was being matched
                 continue
             del self._unmatched[queued.number]
-            for alert, provider in pairs:
+            for match in found:
+                _, _, provider, _ = match
                 meta = provider.get("metadata") or {}
                 key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
                 lane = self._lanes.get(key)
                 if lane is None:
                     lane = self._lanes[key] = _Lane(key)
                 self._send_numbers += 1
-                lane.waiting[self._send_numbers] = _Send(queued, alert, provider)
+                lane.waiting[self._send_numbers] = _Send(queued, match)
                 queued.waiting.append((lane, self._send_numbers))
                 self._offer_turn(lane)
             if not queued.waiting:
@@ -524,7 +683,7 @@ class Dispatcher:
 
     async def _send_in_lane(self, lane: _Lane, send: _Send) -> None:
         try:
-            await self.send(send.queued.event, send.alert, send.provider)
+            await self.send(send.queued.event, send.match)
         except Exception:
             # a bug in a provider must not end the dispatcher
             log.exception("sending a notification failed unexpectedly")
@@ -535,41 +694,82 @@ class Dispatcher:
             self._tidy(lane)
             self._start_sends()
 
-    async def matches(self, event: Event) -> list[tuple[Obj, Obj]]:
-        """The (Alert, Provider) pairs that take ``event``."""
-        found: list[tuple[Obj, Obj]] = []
-        labels_cache: dict[str, Mapping[str, str] | None] = {}
+    def _event_sources(self, alert: Obj) -> list[str]:
+        # the index parses each version of an Alert first; matching reads the same entry
+        return event_source_index(alert, self._alert_specs.of(alert))
 
-        async def labels(ev: Event) -> Mapping[str, str] | None:
-            if "labels" not in labels_cache:
-                labels_cache["labels"] = await self._labels(ev)
-            return labels_cache["labels"]
-
+    async def matches(self, event: Event) -> list[Match]:
+        """The Alerts that take ``event``, with their Providers."""
+        if self._alert_specs.unreported or self._provider_specs.unreported:
+            for obj, refused in (*self._alert_specs.take_unreported(),
+                                 *self._provider_specs.take_unreported()):
+                await self._refused(obj, refused)
+        found: list[Match] = []
+        labels: LabelReader | None = None
         source = event.involved_object
-        for alert in self.alerts.by_index(EVENT_SOURCE_INDEX,
-                                          f"{source.namespace}/{source.kind}"):
+        alerts = self._alert_specs.accepted(
+            self.alerts.by_index(EVENT_SOURCE_INDEX, f"{source.namespace}/{source.kind}"))
+        provider_spec_of = self._provider_specs.of
+        # an event's Alerts mostly share a few Providers: each is looked up once
+        providers: dict[tuple[str, str], tuple[Obj, ProviderSpec | Refused] | None] = {}
+        for alert, spec in alerts:
             meta = alert["metadata"]
-
-            async def invalid(message: str, alert: Obj = alert) -> None:
-                log.error("Alert %s/%s: %s", alert["metadata"].get("namespace"),
-                          alert["metadata"].get("name"), message)
-                await self.recorder.event(alert, type="Warning", reason="InvalidConfig",
-                                          message=message)
-
-            if not await alert_matches(alert, event, labels=labels,
-                                       no_cross_namespace_refs=self.no_cross_namespace_refs,
-                                       patterns=self._patterns, invalid=invalid):
+            namespace = meta.get("namespace", "")
+            # alert_matches' steps, inlined: a coroutine only for what must be read
+            taken = sources_take(spec, namespace, event,
+                                 no_cross_namespace_refs=self.no_cross_namespace_refs)
+            if taken is None:
+                labels = labels or self._label_reader()
+                taken = await labelled_sources_take(spec, namespace, event, labels=labels)
+            if not taken:
                 continue
-            ref = str(((alert.get("spec") or {}).get("providerRef") or {}).get("name") or "")
-            provider = self.provider_objects.get(meta.get("namespace", ""), ref)
-            if provider is None:
-                log.info("Alert %s/%s: provider %r not found", meta.get("namespace"),
-                         meta.get("name"), ref)
+            if (spec.inclusion_list or spec.exclusion_list) and not await message_passes(
+                    spec, event.message, patterns=self._patterns,
+                    invalid=self._invalid_pattern(alert)):
                 continue
-            if (provider.get("spec") or {}).get("suspend"):
+            key = (namespace, spec.provider_ref.name)
+            if key not in providers:
+                provider = self.provider_objects.get(*key)
+                providers[key] = None if provider is None else \
+                    (provider, provider_spec_of(provider))
+            target = providers[key]
+            if target is None:
+                log.info("Alert %s/%s: provider %r not found", namespace, meta.get("name"),
+                         key[1])
                 continue
-            found.append((alert, provider))
+            provider, provider_spec = target
+            # a refused Provider was said once, above
+            if not isinstance(provider_spec, Refused) and not provider_spec.suspend:
+                found.append((alert, spec, provider, provider_spec))
         return found
+
+    def _label_reader(self) -> LabelReader:
+        """Reads the labels of an event's object once (for one event)."""
+        read: list[Mapping[str, str] | None] = []
+
+        async def labels(event: Event) -> Mapping[str, str] | None:
+            if not read:
+                read.append(await self._labels(event))
+            return read[0]
+        return labels
+
+    def _invalid_pattern(self, alert: Obj) -> InvalidPattern:
+        """What says that a pattern of ``alert`` does not compile."""
+        async def invalid(message: str) -> None:
+            log.error("Alert %s/%s: %s", alert["metadata"].get("namespace"),
+                      alert["metadata"].get("name"), message)
+            await self.recorder.event(alert, type="Warning", reason="InvalidConfig",
+                                      message=message)
+        return invalid
+
+    async def _refused(self, obj: Obj, refused: Refused) -> None:
+        """An Alert or Provider the model refuses, said on itself."""
+        meta = obj.get("metadata") or {}
+        log.error("%s %s/%s: %s; it is skipped", obj.get("kind") or "object",
+                  meta.get("namespace"), meta.get("name"), refused.message)
+        if self.recorder is not None:
+            await self.recorder.event(obj, type="Warning", reason="InvalidConfig",
+                                      message=refused.message)
 
     async def _labels(self, event: Event) -> Mapping[str, str] | None:
         ref = event.involved_object
@@ -581,17 +781,17 @@ class Dispatcher:
         found: Mapping[str, str] = (obj.get("metadata") or {}).get("labels") or {}
         return found
 
-    async def send(self, event: Event, alert: Obj, provider: Obj) -> None:
+    async def send(self, event: Event, match: Match) -> None:
         """One notification: metadata merged, the Provider resolved, sent with retries;
         a final failure is a Warning event on the Alert."""
-        metadata, conflicts = merged_metadata(event, alert)
+        alert, alert_spec, provider, provider_spec = match
+        metadata, conflicts = merged_metadata(event, alert, spec=alert_spec)
         if conflicts:
             await self.recorder.event(
                 alert, type="Warning", reason="MetadataAppendFailed",
                 message=f"metadata keys {sorted(set(conflicts))} conflict; the emitter's "
                         "values are kept")
-        spec = provider.get("spec") or {}
-        provider_type = str(spec.get("type") or "")
+        provider_type = provider_spec.type
         if not provider_takes(provider_type, event, metadata):
             return
         outgoing = dataclasses.replace(event, metadata=metadata)
@@ -599,7 +799,8 @@ class Dispatcher:
         subject = f"{ref.kind}/{ref.namespace}/{ref.name}" if ref.namespace else \
             f"{ref.kind}/{ref.name}"
         try:
-            settings = await self.settings_for(provider, outgoing, alert)
+            settings = await self.settings_for(provider, outgoing, alert,
+                                               spec=provider_spec)
             notifier = providers.build(settings)
         except (ConfigError, KubeError, cel.CELError) as exc:
             await self._failed(alert, subject, str(exc))
@@ -626,19 +827,23 @@ class Dispatcher:
         await self.recorder.event(alert, type="Warning", reason="NotificationDispatchFailed",
                                   message=f"failed to send notification for {subject}: {why}")
 
-    async def settings_for(self, provider: Obj, event: Event, alert: Obj) -> ProviderSettings:
-        """The Provider's spec with its Secrets read (Secret keys win)."""
+    async def settings_for(self, provider: Obj, event: Event, alert: Obj, *,
+                           spec: ProviderSpec | None = None) -> ProviderSettings:
+        """The Provider's spec with its Secrets read (Secret keys win). ``spec``: the
+        Provider's, parsed already (else it is parsed here, and a refused one raises
+        ``ValidationError``)."""
+        if spec is None:
+            spec = provider_spec_of(provider)
         meta = provider["metadata"]
-        spec = provider.get("spec") or {}
         ns = str(meta.get("namespace") or "")
-        address = str(spec.get("address") or "")
-        channel, username = str(spec.get("channel") or ""), str(spec.get("username") or "")
+        address = spec.address or ""
+        channel, username = spec.channel or "", spec.username or ""
         token = password = ""
         headers: dict[str, str] = {}
-        proxy = str(spec.get("proxy") or "") or None
+        proxy = spec.proxy or None
         ca_pem = cert_pem = key_pem = None
-        if (spec.get("secretRef") or {}).get("name"):
-            data = await self._secret(ns, str(spec["secretRef"]["name"]))
+        if spec.secret_ref is not None and spec.secret_ref.name:
+            data = await self._secret(ns, spec.secret_ref.name)
             address = data.get("address", address).strip() or address
             token = data.get("token", "").strip()
             username = data.get("username", username) or username
@@ -655,30 +860,29 @@ class Dispatcher:
                 headers = {str(k): str(v) for k, v in parsed.items()}
             if data.get("ca.crt"):
                 ca_pem = data["ca.crt"].encode()
-        if (spec.get("certSecretRef") or {}).get("name"):
-            data = await self._secret(ns, str(spec["certSecretRef"]["name"]))
+        if spec.cert_secret_ref is not None and spec.cert_secret_ref.name:
+            data = await self._secret(ns, spec.cert_secret_ref.name)
             ca_pem = (data.get("ca.crt") or data.get("caFile") or "").encode() or ca_pem
             cert_pem = (data.get("tls.crt") or data.get("certFile") or "").encode() or None
             key_pem = (data.get("tls.key") or data.get("keyFile") or "").encode() or None
-        if (spec.get("proxySecretRef") or {}).get("name"):
-            data = await self._secret(ns, str(spec["proxySecretRef"]["name"]))
+        if spec.proxy_secret_ref is not None and spec.proxy_secret_ref.name:
+            data = await self._secret(ns, spec.proxy_secret_ref.name)
             proxy = _proxy_url(data) or proxy
         commit_status = None
-        if spec.get("commitStatusExpr"):
-            expression = cel.Expression.compile(str(spec["commitStatusExpr"]),
+        if spec.commit_status_expr:
+            expression = cel.Expression.compile(spec.commit_status_expr,
                                                 variables=("event", "provider", "alert"))
             value = expression.evaluate({"event": event.to_json(), "provider": provider,
                                          "alert": alert})
             if not isinstance(value, str):
                 raise cel.CELError("commitStatusExpr must evaluate to a string")
             commit_status = value
-        timeout = parse_duration(spec["timeout"]) if spec.get("timeout") else 15.0
         return ProviderSettings(
-            type=str(spec.get("type") or ""), name=str(meta.get("name") or ""), namespace=ns,
+            type=spec.type, name=str(meta.get("name") or ""), namespace=ns,
             uid=str(meta.get("uid") or ""), address=address, channel=channel,
             username=username, token=token, password=password, headers=headers,
             ca_pem=ca_pem, cert_pem=cert_pem, key_pem=key_pem, proxy=proxy,
-            timeout=timeout, commit_status=commit_status)
+            timeout=provider_timeout(spec), commit_status=commit_status)
 
     async def _secret(self, namespace: str, name: str) -> dict[str, str]:
         try:
@@ -702,6 +906,7 @@ def _proxy_url(data: Mapping[str, str]) -> str | None:
     return address
 
 
-__all__ = ["Dispatcher", "RateLimiter",
-           "alert_matches", "clean_metadata", "event_key", "event_size", "merged_metadata",
-           "message_passes", "provider_takes"]
+__all__ = ["Dispatcher", "Match", "ParsedSpecs", "RateLimiter", "Refused", "alert_matches",
+           "alert_spec_of", "clean_metadata", "event_key", "event_size", "event_source_index",
+           "labelled_sources_take", "merged_metadata", "message_passes", "provider_spec_of",
+           "provider_takes", "provider_timeout", "sources_take"]

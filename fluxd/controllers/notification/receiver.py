@@ -67,7 +67,7 @@ from fluxd.runtime.driver import (
 )
 from fluxd.runtime.handler import ReferrersHandler
 from fluxd.runtime.manager import ControllerSpec, Service
-from fluxd.runtime.reconcile import ObjectKey, ReconcileError, Result, StallingError
+from fluxd.runtime.reconcile import ReconcileError, Result, StallingError
 from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.notification.receiver")
@@ -91,10 +91,13 @@ def webhook_path_index(obj: Obj) -> list[str]:
 
 
 def secret_ref_index(obj: Obj) -> list[str]:
-    """Receivers by the Secret holding their token."""
-    ref = (obj.get("spec") or {}).get("secretRef") or {}
-    name = ref.get("name") if isinstance(ref, dict) else None
-    return [f"{obj['metadata'].get('namespace', '')}/{name}"] if name else []
+    """Receivers by the Secret holding their token (none for a spec the model refuses:
+    such a Receiver stalls until its spec changes)."""
+    try:
+        ref = ReceiverSpec.model_validate(obj.get("spec") or {}).secret_ref
+    except ValidationError:
+        return []
+    return [f"{obj['metadata'].get('namespace', '')}/{ref.name}"] if ref and ref.name else []
 
 
 @dataclass
@@ -112,18 +115,13 @@ class ReceiverReconciler(Driver[ReceiverSpec, ReceiverRun]):
     API_VERSION = API_VERSION_V1
     KIND = KIND
     SPEC = ReceiverSpec
+    RUN = ReceiverRun
     OWNED = OWNED
 
     logger: logging.Logger = field(default=log, kw_only=True)
 
     def steps(self) -> list[Step[ReceiverRun]]:
         return [self.check_spec, self.reconcile_token, self.reconcile_webhook_path]
-
-    def begin(self, key: ObjectKey, obj: Obj, spec: ReceiverSpec, patcher: StatusPatcher,
-              *, started: float, was_ready: bool) -> ReceiverRun:
-        interval = self.interval_of(spec)
-        return ReceiverRun(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
-                           was_ready=was_ready, interval=interval, retry_interval=interval)
 
     # --- steps ------------------------------------------------------------------------
 

@@ -87,6 +87,7 @@ from fluxd.kube import KubeClient, KubeError
 from fluxd.lru import LRU
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.cel import CELError, Expression
+from fluxd.runtime.driver import validation_text
 from fluxd.tokenbucket import TokenBuckets
 
 log = logging.getLogger("fluxd.notification.receiver")
@@ -677,16 +678,18 @@ class ReceiverServer:
         path = request.path
         if not self.deliveries.ready(path):
             raise RequestRejected(429, "too many requests", "rate limit exceeded")
-        raw_spec = obj.get("spec") or {}
-        if raw_spec.get("suspend"):
+        try:
+            spec: ReceiverSpec | None = ReceiverSpec.model_validate(obj.get("spec") or {})
+            refused = ""
+        except ValidationError as exc:
+            spec, refused = None, f"invalid spec: {validation_text(exc)}"
+        if spec is not None and spec.suspend:
             raise RequestRejected(503, "receiver unavailable", "receiver is suspended")
         if not cond.is_true((obj.get("status") or {}).get("conditions"), cond.READY):
             raise RequestRejected(503, "receiver unavailable", "receiver is not ready")
-        try:
-            spec = ReceiverSpec.model_validate(raw_spec)
-        except ValidationError as exc:
-            raise RequestRejected(503, "receiver unavailable",
-                                  f"invalid spec: {exc.errors()[:1]}") from None
+        if spec is None:
+            # met only while a stale Ready lasts: the reconciler stalls such a Receiver
+            raise RequestRejected(503, "receiver unavailable", refused)
         failed = 0
         try:
             async with self.bodies.read(request) as body:

@@ -58,7 +58,7 @@ from fluxd.controllers.source.reconciler import (
 )
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.driver import Step
-from fluxd.runtime.reconcile import ObjectKey, StallingError
+from fluxd.runtime.reconcile import StallingError
 from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.source.gitrepository")
@@ -133,6 +133,7 @@ class GitRepositoryReconciler(SourceReconciler[GitRepositorySpec, GitRun]):
     API_VERSION = API_VERSION
     KIND = KIND
     SPEC = GitRepositorySpec
+    RUN = GitRun
     STORAGE_KIND = STORAGE_KIND
     OWNED = OWNED
     NEGATIVE = NEGATIVE
@@ -141,12 +142,8 @@ class GitRepositoryReconciler(SourceReconciler[GitRepositorySpec, GitRun]):
         return [self.check_spec, self.reconcile_storage, self.reconcile_source,
                 self.reconcile_include, self.reconcile_artifact]
 
-    def begin(self, key: ObjectKey, obj: Obj, spec: GitRepositorySpec,
-              patcher: StatusPatcher, *, started: float, was_ready: bool) -> GitRun:
-        interval = self.interval_of(spec)
-        return GitRun(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
-                      was_ready=was_ready, interval=interval, retry_interval=interval,
-                      timeout=parse_duration(spec.timeout), inputs=Inputs.of(spec))
+    def run_fields(self, obj: Obj, spec: GitRepositorySpec, started: float) -> dict[str, Any]:
+        return {"timeout": parse_duration(spec.timeout), "inputs": Inputs.of(spec)}
 
     def _remote(self, url: str, auth: git.Auth, timeout: float,
                 cancelled: threading.Event) -> git.Remote:

@@ -81,7 +81,7 @@ from fluxd.oci.client import OCIError, Reference, tls_context
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.driver import Step
 from fluxd.runtime.informer import Informer
-from fluxd.runtime.reconcile import ObjectKey, StallingError
+from fluxd.runtime.reconcile import StallingError
 from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.source.helmchart")
@@ -173,6 +173,7 @@ class HelmChartReconciler(SourceReconciler[HelmChartSpec, ChartRun]):
     API_VERSION = API_VERSION
     KIND = KIND
     SPEC = HelmChartSpec
+    RUN = ChartRun
     STORAGE_KIND = STORAGE_KIND
     OWNED = OWNED
     NEGATIVE = NEGATIVE
@@ -187,12 +188,6 @@ class HelmChartReconciler(SourceReconciler[HelmChartSpec, ChartRun]):
     def steps(self) -> list[Step[ChartRun]]:
         return [self.check_spec, self.reconcile_storage, self.reconcile_source,
                 self.reconcile_artifact]
-
-    def begin(self, key: ObjectKey, obj: Obj, spec: HelmChartSpec, patcher: StatusPatcher,
-              *, started: float, was_ready: bool) -> ChartRun:
-        interval = self.interval_of(spec)
-        return ChartRun(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
-                        was_ready=was_ready, interval=interval, retry_interval=interval)
 
     # --- what the driver asks -------------------------------------------------------
 

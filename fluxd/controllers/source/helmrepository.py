@@ -149,6 +149,7 @@ class HelmRepositoryReconciler(SourceReconciler[HelmRepositorySpec, IndexRun]):
     API_VERSION = API_VERSION
     KIND = KIND
     SPEC = HelmRepositorySpec
+    RUN = IndexRun
     STORAGE_KIND = STORAGE_KIND
     OWNED = OWNED
     NEGATIVE = NEGATIVE
@@ -156,12 +157,6 @@ class HelmRepositoryReconciler(SourceReconciler[HelmRepositorySpec, IndexRun]):
 
     def steps(self) -> list[Step[IndexRun]]:
         return [self.reconcile_storage, self.reconcile_source, self.reconcile_artifact]
-
-    def begin(self, key: ObjectKey, obj: Obj, spec: HelmRepositorySpec,
-              patcher: StatusPatcher, *, started: float, was_ready: bool) -> IndexRun:
-        interval = self.interval_of(spec)
-        return IndexRun(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
-                        was_ready=was_ready, interval=interval, retry_interval=interval)
 
     async def intercept(self, obj: Obj, spec: HelmRepositorySpec | None) -> Result | None:
         """A ``type: oci`` repository is static data, not reconciled (Flux's

@@ -65,8 +65,7 @@ from fluxd.oci.client import (
 )
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.driver import Step
-from fluxd.runtime.reconcile import ObjectKey, StallingError
-from fluxd.runtime.status import StatusPatcher
+from fluxd.runtime.reconcile import StallingError
 
 KIND = "OCIRepository"
 STORAGE_KIND = "ocirepository"
@@ -109,6 +108,7 @@ class OCIRepositoryReconciler(SourceReconciler[OCIRepositorySpec, OCIRun]):
     API_VERSION = API_VERSION
     KIND = KIND
     SPEC = OCIRepositorySpec
+    RUN = OCIRun
     STORAGE_KIND = STORAGE_KIND
     OWNED = OWNED
     NEGATIVE = NEGATIVE
@@ -117,13 +117,9 @@ class OCIRepositoryReconciler(SourceReconciler[OCIRepositorySpec, OCIRun]):
         return [self.check_spec, self.reconcile_storage, self.reconcile_source,
                 self.reconcile_artifact]
 
-    def begin(self, key: ObjectKey, obj: Obj, spec: OCIRepositorySpec,
-              patcher: StatusPatcher, *, started: float, was_ready: bool) -> OCIRun:
-        interval = self.interval_of(spec)
+    def run_fields(self, obj: Obj, spec: OCIRepositorySpec, started: float) -> dict[str, Any]:
         selector = spec.layer_selector.to_json() if spec.layer_selector is not None else {}
-        return OCIRun(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
-                      was_ready=was_ready, interval=interval, retry_interval=interval,
-                      timeout=parse_duration(spec.timeout), selector=selector)
+        return {"timeout": parse_duration(spec.timeout), "selector": selector}
 
     # --- steps ------------------------------------------------------------------------
 

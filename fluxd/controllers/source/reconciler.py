@@ -32,7 +32,6 @@ from fluxd.runtime.reconcile import (
     ReconcileError,
     WaitingError,
 )
-from fluxd.runtime.status import StatusPatcher
 
 log = logging.getLogger("fluxd.source")
 
@@ -100,6 +99,7 @@ class SourceReconciler(Driver[SpecT, RunT]):
     #: the stable link (``status.url``) the storage step keeps current, if the kind has one
     LINK: ClassVar[str | None] = None
     DEFAULT_INTERVAL: ClassVar[str] = "1m"
+    RUN: ClassVar[type[Run[Any]]] = SourceRun
     SUSPENDED: ClassVar[str] = "reconciliation is suspended for this object"
 
     store: ArtifactStore = field(kw_only=True)
@@ -123,13 +123,6 @@ class SourceReconciler(Driver[SpecT, RunT]):
         return cond.SUCCEEDED_REASON
 
     # --- the driver's hooks -----------------------------------------------------------
-
-    def begin(self, key: ObjectKey, obj: Obj, spec: SpecT, patcher: StatusPatcher, *,
-              started: float, was_ready: bool) -> RunT:
-        interval = self.interval_of(spec)
-        run = SourceRun(key=key, obj=obj, spec=spec, patcher=patcher, started=started,
-                        was_ready=was_ready, interval=interval, retry_interval=interval)
-        return run  # type: ignore[return-value]
 
     def summarize(self, run: RunT, failure: Failure | None) -> None:
         summarize_conditions(run.patcher, failure, owned=self.OWNED,

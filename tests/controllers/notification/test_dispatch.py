@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from fluxd.clock import FakeClock
+from fluxd.api.notification import AlertSpec
+from fluxd.clock import FakeClock, SystemClock
 from fluxd.controllers.notification.dispatch import (
+    Dispatcher,
+    ParsedSpecs,
     RateLimiter,
+    Refused,
     alert_matches,
     clean_metadata,
     event_key,
+    event_source_index,
     merged_metadata,
     provider_takes,
 )
+from fluxd.kube import KubeClient, NotFound
 from fluxd.regex import RegexCache
-from fluxd.runtime.events import Event, ObjectReference
+from fluxd.runtime.events import Event, EventBus, EventRecorder, ObjectReference
+from fluxd.runtime.informer import InformerCache
+from tests.controllers.conftest import install_crds
 from tests.support.loopback import loop_stalls
 
 pytestmark = pytest.mark.anyio
@@ -132,6 +142,21 @@ async def test_match_labels_are_read_from_the_object() -> None:
     assert await alert_matches(alert(source), event(), labels=labels_of({"team": "a"}))
     assert not await alert_matches(alert(source), event(), labels=labels_of({"team": "b"}))
     assert not await alert_matches(alert(source), event(), labels=no_labels)
+
+
+async def test_labels_are_read_only_when_no_other_source_takes_the_event() -> None:
+    reads: list[Event] = []
+
+    async def team_b(ev: Event) -> Mapping[str, str] | None:
+        reads.append(ev)
+        return {"team": "b"}
+
+    by_label = {"kind": "Kustomization", "name": "*", "matchLabels": {"team": "a"}}
+    assert await alert_matches(alert(by_label, {"kind": "Kustomization", "name": "app"}),
+                               event(), labels=team_b)
+    assert reads == []
+    assert not await alert_matches(alert(by_label), event(), labels=team_b)
+    assert len(reads) == 1
 
 
 async def test_cross_namespace_events_are_refused_when_locked_down() -> None:
@@ -288,3 +313,168 @@ async def test_a_missing_provider_secret_is_a_config_error(
                     "spec": {"type": "slack", "secretRef": {"name": "absent"}}}
         with pytest.raises(ConfigError, match=f"secret '{namespace}/absent' not found"):
             await dispatcher.settings_for(provider, event(), alert())
+
+
+# --------------------------------------------------------------------------- specs
+
+
+def stored(name: str, version: str, **spec: Any) -> dict[str, Any]:
+    """An Alert as the informer holds it: with its uid and resourceVersion."""
+    return {"apiVersion": "notification.toolkit.fluxcd.io/v1beta3", "kind": "Alert",
+            "metadata": {"name": name, "namespace": "apps", "uid": f"uid-{name}",
+                         "resourceVersion": version},
+            "spec": {"providerRef": {"name": "p"},
+                     "eventSources": [{"kind": "Kustomization", "name": "*"}], **spec}}
+
+
+def test_each_stored_version_of_a_spec_is_parsed_once_with_the_model_s_defaults() -> None:
+    specs: ParsedSpecs[AlertSpec] = ParsedSpecs(AlertSpec)
+    first_version = stored("a", "1")
+    specs.on_add(first_version, initial=True)
+    first = specs.of(first_version)
+    assert isinstance(first, AlertSpec)
+    assert first.event_severity == "info"  # the model's default, stated nowhere else
+    assert specs.of(first_version) is first
+    # the informer stores a new object for each version
+    second_version = stored("a", "2", eventSeverity="error")
+    specs.on_update(first_version, second_version)
+    second = specs.of(second_version)
+    assert isinstance(second, AlertSpec) and second.event_severity == "error"
+    assert len(specs) == 1
+    specs.on_delete(stored("a", "3"))
+    assert len(specs) == 0
+
+
+def test_only_accepted_objects_are_matched_and_a_refusal_is_said_once_per_version() -> None:
+    specs: ParsedSpecs[AlertSpec] = ParsedSpecs(AlertSpec)
+    good, bad = stored("good", "1"), stored("bad", "1", eventSeverity="fatal")
+    for obj in (good, bad):
+        specs.on_add(obj, initial=True)
+    assert specs.accepted([good, bad]) == [(good, specs.of(good))]
+    refused = specs.of(bad)
+    assert isinstance(refused, Refused)
+    assert refused.message.startswith("invalid spec: spec.eventSeverity: ")
+    assert specs.take_unreported() == [(bad, refused)]
+    assert specs.take_unreported() == []
+    # a version the model takes withdraws a refusal not said yet
+    worse = stored("bad", "2", eventSeverity="fatal")
+    specs.on_update(bad, worse)
+    fixed = stored("bad", "3")
+    specs.on_update(worse, fixed)
+    assert specs.take_unreported() == []
+    assert [obj for obj, _ in specs.accepted([good, fixed])] == [good, fixed]
+
+
+def test_alerts_are_indexed_by_each_event_source_and_refused_ones_by_none() -> None:
+    obj = stored("a", "1", eventSources=[{"kind": "Kustomization", "name": "*"},
+                                         {"kind": "GitRepository", "name": "x",
+                                          "namespace": "flux-system"}])
+    assert event_source_index(obj, AlertSpec.model_validate(obj["spec"])) == [
+        "apps/Kustomization", "flux-system/GitRepository"]
+    assert event_source_index(obj, Refused("invalid spec: …")) == []
+
+
+async def test_an_alert_or_provider_the_model_refuses_is_skipped_and_warned_about_once(
+        cluster: Any, namespace: str) -> None:
+    """Alert- and Provider-shaped objects of a CRD without a schema: what a looser or
+    older API server could hold. The Alerts that select by labels read the object's."""
+    group = f"n{uuid.uuid4().hex[:8]}.fluxd.test"
+    api = f"{group}/v1"
+    crd_api = "apiextensions.k8s.io/v1"
+    clock = SystemClock()
+
+    def crd(kind: str, plural: str) -> dict[str, Any]:
+        schema = {"openAPIV3Schema": {"type": "object", "properties": {
+            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}}}
+        return {"apiVersion": crd_api, "kind": "CustomResourceDefinition",
+                "metadata": {"name": f"{plural}.{group}"},
+                "spec": {"group": group, "scope": "Namespaced",
+                         "names": {"kind": kind, "plural": plural,
+                                   "singular": kind.lower()},
+                         "versions": [{"name": "v1", "served": True, "storage": True,
+                                       "schema": schema}]}}
+
+    def obj(kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        return {"apiVersion": api, "kind": kind,
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+    def watching(name: str) -> dict[str, Any]:
+        return {"providerRef": {"name": name},
+                "eventSources": [{"kind": "Kustomization", "name": "*"}]}
+
+    async with await KubeClient.connect(clock=clock,
+                                        kubeconfig=str(cluster.kubeconfig)) as client:
+        await install_crds(client)
+        await client.create({
+            "apiVersion": f"{KS}/v1", "kind": "Kustomization",
+            "metadata": {"name": "app", "namespace": namespace, "labels": {"team": "a"}},
+            "spec": {"interval": "1h", "prune": True,
+                     "sourceRef": {"kind": "GitRepository", "name": "repo"}}})
+        for kind, plural in (("Alert", "alerts"), ("Provider", "providers")):
+            await client.create(crd(kind, plural))
+        try:
+            async with asyncio.timeout(30):  # a real API server establishes CRDs lazily
+                while True:
+                    try:
+                        await client.refresh_mapping()
+                        await client.list_all(api, "Alert", namespace)
+                        await client.list_all(api, "Provider", namespace)
+                        break
+                    except NotFound:
+                        await asyncio.sleep(0.2)
+            await client.create(obj("Provider", "hook", {
+                "type": "generic", "address": "http://127.0.0.1:9/"}))
+            await client.create(obj("Provider", "pigeon", {"type": "carrier-pigeon"}))
+            await client.create(obj("Alert", "good", watching("hook")))
+            await client.create(obj("Alert", "bad", {**watching("hook"),
+                                                     "eventSeverity": "fatal"}))
+            await client.create(obj("Alert", "by-pigeon", watching("pigeon")))
+            for name, team in (("team-a", "a"), ("team-b", "b")):
+                await client.create(obj("Alert", name, {
+                    "providerRef": {"name": "hook"},
+                    "eventSources": [{"kind": "Kustomization", "name": "*",
+                                      "matchLabels": {"team": team}}]}))
+            cache = InformerCache(client, clock=clock)
+            alerts, providers = cache.informer(api, "Alert"), cache.informer(api, "Provider")
+            dispatcher = Dispatcher(
+                client=client, alerts=alerts, provider_objects=providers,
+                recorder=EventRecorder(client, EventBus(), controller="notification-controller",
+                                       instance="test", clock=clock),
+                clock=clock)
+            async with asyncio.TaskGroup() as running:
+                tasks = [running.create_task(i.run()) for i in (alerts, providers)]
+                try:
+                    async with asyncio.timeout(10):
+                        await cache.wait_for_sync()
+                    for _ in range(2):
+                        found = await dispatcher.matches(event(namespace=namespace))
+                        assert [alert["metadata"]["name"] for alert, *_ in found] == [
+                            "good", "team-a"]
+                    warned = [e for e in (await client.list_all("v1", "Event",
+                                                                namespace)).items
+                              if e.get("reason") == "InvalidConfig"]
+                    assert sorted((e["involvedObject"]["kind"], e["involvedObject"]["name"],
+                                   e["type"], e.get("count", 1)) for e in warned) == [
+                        ("Alert", "bad", "Warning", 1), ("Provider", "pigeon", "Warning", 1)]
+                    messages = {e["involvedObject"]["name"]: e["message"] for e in warned}
+                    assert messages["bad"].startswith("invalid spec: spec.eventSeverity: ")
+                    assert messages["pigeon"].startswith("invalid spec: spec.type: ")
+
+                    # once the model takes it, the Alert is matched by its sources
+                    fixed = await client.merge_patch(api, "Alert", "bad",
+                                                     {"spec": {"eventSeverity": "info"}},
+                                                     namespace)
+                    version = fixed["metadata"]["resourceVersion"]
+                    async with asyncio.timeout(10):
+                        while (alerts.get(namespace, "bad") or {}).get(  # noqa: ASYNC110
+                                "metadata", {}).get("resourceVersion") != version:
+                            await asyncio.sleep(0.02)
+                    found = await dispatcher.matches(event(namespace=namespace))
+                    assert [alert["metadata"]["name"] for alert, *_ in found] == [
+                        "bad", "good", "team-a"]
+                finally:
+                    for task in tasks:
+                        task.cancel()
+        finally:
+            for plural in ("alerts", "providers"):
+                await client.delete(crd_api, "CustomResourceDefinition", f"{plural}.{group}")
