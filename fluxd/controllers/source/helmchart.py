@@ -275,12 +275,7 @@ class HelmChartReconciler(SourceReconciler[HelmChartSpec, ChartRun]):
         patcher.set_field("observedChartName", build.name)
         patcher.set_field("observedValuesFiles", list(build.values_files)
                           if run.spec.ignore_missing_values_files else None)
-        try:
-            patcher.set_field("url", await self.store.symlink_async(
-                STORAGE_KIND, ns, name, LATEST_LINK, record.path.rpartition("/")[2]))
-        except OSError as exc:
-            await self.trace(obj, reason="SymlinkUpdateFailed",
-                             message=f"failed to update status URL symlink: {exc}")
+        await self.link(run, record.path.rpartition("/")[2])
         patcher.delete_condition(STORAGE_FAILED)
         self._mark_stored(patcher, build)
         await self.gc(obj, record.path)

@@ -240,12 +240,7 @@ class HelmRepositoryReconciler(SourceReconciler[HelmRepositorySpec, IndexRun]):
             "digest": record.digest, "lastUpdateTime": rfc3339(record.last_update_time),
             "size": record.size}
         patcher.set_field("artifact", artifact)
-        try:
-            patcher.set_field("url", await self.store.symlink_async(
-                STORAGE_KIND, ns, name, INDEX_LINK, file_name))
-        except OSError as exc:
-            await self.trace(obj, reason="SymlinkUpdateFailed",
-                             message=f"failed to update status URL symlink: {exc}")
+        await self.link(run, file_name)
         patcher.delete_condition(STORAGE_FAILED)
         self._mark_stored(patcher, revision)
         await self.gc(obj, record.path)

@@ -255,6 +255,18 @@ class SourceReconciler(Driver[SpecT, RunT]):
             await self.trace(obj, reason="GarbageCollectionSucceeded",
                              message=f"garbage collected {len(removed)} artifacts")
 
+    async def link(self, run: RunT, file_name: str) -> None:
+        """Point the kind's stable ``LINK`` (``index.yaml``, ``latest.tar.gz``) at
+        ``file_name`` and record its URL as ``status.url``; a failure is a trace event
+        and an info line, as Flux's, and the old URL stays."""
+        assert self.LINK is not None
+        try:
+            run.patcher.set_field("url", await self.store.symlink_async(
+                self.STORAGE_KIND, run.namespace, run.name, self.LINK, file_name))
+        except OSError as exc:
+            await self.trace(run.obj, reason="SymlinkUpdateFailed",
+                             message=f"failed to update status URL symlink: {exc}")
+
     async def trace(self, obj: Obj, *, reason: str, message: str) -> None:
         """A trace event (on the object, not sent to notification providers) that is
         also an info line, as Flux's source-controller ``eventLogf`` writes it."""
