@@ -197,6 +197,8 @@ def install_crds(cluster: DevCluster) -> None:
     assert rt is not None
     for kinds in group_kinds(all_kinds()):
         cluster.cluster.create(rt, "", crd(kinds), opts=WriteOptions(field_manager="fluxd"))
+    # part of the cluster fluxd starts with, not a CRD just installed: no discovery delay
+    cluster.cluster.registry.settle()
 
 
 async def run_dev(settings: Settings, *, config_path: Path | None,

@@ -146,8 +146,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture
 def dev_only(cluster: Cluster) -> None:
+    """Skip on a real cluster: the test exercises the development server itself or
+    relies on what only it does (the ``devcluster.fluxd.io/simulate`` and ``ready-after``
+    annotations, its options)."""
     if not cluster.is_dev:
-        pytest.skip("exercises the development server itself")
+        pytest.skip("needs the development server (its simulation or options)")
 
 
 @pytest.fixture

@@ -5,12 +5,15 @@ triple. A path is a tuple of FieldsV1 elements: ``f:<field>``, ``k:<json keys>``
 item of a keyed list, ``v:<json value>`` for an item of a set list. The rules follow
 Kubernetes' structured-merge-diff:
 
-- **apply** (``application/apply-patch+yaml``): the applied configuration is merged into
-  the live object (maps recursively, keyed lists by key, set lists by value, atomic
-  values replaced). A field that changes value and is owned by another manager is a
-  conflict (409) unless ``force``, which takes the field over. The manager then owns
-  exactly the fields of its configuration; fields it owned before and no longer applies
-  are removed from the object unless some other manager owns them too.
+- **apply** (``application/apply-patch+yaml``): a custom resource's configuration must
+  first fit its schema's types (TypedPatchError; the server answers 500 without a
+  reason). It is then merged into the live object (maps recursively, keyed lists by key,
+  set lists by value, atomic values replaced). A field that changes value and is owned
+  by another manager is a conflict (409) unless ``force``, which takes the field over;
+  the message names an Update owner with its apiVersion, and an owner through a
+  subresource with that subresource. The manager then owns exactly the fields of its
+  configuration; fields it owned before and no longer applies are removed from the
+  object unless some other manager owns them too.
 - **update** (create, PUT, patches): the manager gains the fields it added or changed,
   other managers lose them, and removed fields are disowned.
 - A request that sets ``metadata.managedFields`` itself replaces the record (how
@@ -30,7 +33,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from fluxd.devcluster.schema import FieldSchema, ListType
+from fluxd.devcluster.schema import FieldSchema, ListType, OpenAPISchema
+from fluxd.gotext import go_type, go_value, quote
 
 Path = tuple[str, ...]
 FieldSet = set[Path]
@@ -47,15 +51,58 @@ class ApplyError(ValueError):
 
 @dataclass(frozen=True)
 class Conflict:
+    """A field ``path`` that the applier would change and another manager owns."""
+
     manager: str
+    operation: str
+    subresource: str
     api_version: str
     path: Path
+
+    @property
+    def owner_key(self) -> str:
+        """The owner as the real server keys managers: its record entry as JSON, without
+        time and fields, and without the version for an applier (whose version may change
+        from one apply to the next). Conflicts are grouped and ordered by this key."""
+        entry: dict[str, str] = {"manager": self.manager, "operation": self.operation}
+        if self.operation != "Apply" and self.api_version:
+            entry["apiVersion"] = self.api_version
+        if self.subresource:
+            entry["subresource"] = self.subresource
+        return json.dumps(entry, separators=(",", ":"))
+
+    @property
+    def owner_text(self) -> str:
+        """``"name"``, then ``with subresource "s"`` for a subresource's manager, then
+        ``using <apiVersion>`` for an Update manager — never the version of an applier."""
+        text = quote(self.manager)
+        if self.subresource:
+            text += f" with subresource {quote(self.subresource)}"
+        if self.operation != "Apply":
+            text += f" using {self.api_version}"
+        return text
 
 
 class ConflictError(Exception):
     def __init__(self, conflicts: list[Conflict]) -> None:
         self.conflicts = conflicts
         super().__init__(conflict_message(conflicts))
+
+
+class TypedPatchError(Exception):
+    """The applied configuration has a value of another type than its schema declares.
+
+    The real server fails to make a typed value of the configuration before it merges
+    anything, and answers 500 with no reason; ``str()`` is structured-merge-diff's text:
+    one ``<path>: <problem>``, or ``errors:`` and one indented line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        if len(problems) == 1:
+            text = problems[0]
+        else:
+            text = "\n".join(["errors:", *("  " + p for p in problems)])
+        super().__init__(text)
 
 
 @dataclass
@@ -183,20 +230,21 @@ def path_text(path: Path) -> str:
 
 
 def conflict_message(conflicts: list[Conflict]) -> str:
-    by_manager: dict[tuple[str, str], list[Path]] = {}
+    """The 409 message: one conflict on one line; several grouped by owner (ordered by the
+    owner's key), each owner followed by its fields one per line."""
+    if len(conflicts) == 1:
+        only = conflicts[0]
+        return (f"Apply failed with 1 conflict: conflict with {only.owner_text}: "
+                f"{path_text(only.path)}")
+    by_owner: dict[str, list[Conflict]] = {}
     for c in conflicts:
-        by_manager.setdefault((c.manager, c.api_version), []).append(c.path)
-    n = len(conflicts)
-    head = f"Apply failed with {n} conflict{'s' if n != 1 else ''}: "
-    parts = []
-    for (manager, api_version), paths in by_manager.items():
-        if len(paths) == 1:
-            parts.append(f'conflict with "{manager}" using {api_version}: '
-                         f"{path_text(paths[0])}")
-        else:
-            lines = "".join(f"\n- {path_text(p)}" for p in sorted(paths))
-            parts.append(f'conflicts with "{manager}" using {api_version}:{lines}')
-    return head + "\n".join(parts)
+        by_owner.setdefault(c.owner_key, []).append(c)
+    lines = []
+    for key in sorted(by_owner):
+        group = by_owner[key]
+        lines.append(f"conflicts with {group[0].owner_text}:")
+        lines += [f"- {path_text(c.path)}" for c in group]
+    return f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
 
 
 # --- which part of an object is tracked -----------------------------------------------
@@ -409,12 +457,80 @@ def value_at(obj: Any, path: Path, schema: FieldSchema) -> tuple[bool, Any]:
 _MISSING = object()
 
 
+# --- the types of an applied custom resource ---------------------------------------
+
+def check_types(config: dict[str, Any], schema: FieldSchema) -> None:
+    """Raise TypedPatchError where ``config`` holds a value its custom resource's schema
+    types otherwise (objects, arrays, strings, numbers, booleans; a null fits any type).
+    Built-in kinds' schemas carry no types here: nothing is checked for them.
+
+    Only types are checked here: fields the schema does not declare are left to pruning,
+    and everything else (formats, bounds, enums) to validation, which reports 422."""
+    problems: list[str] = []
+    for key, value in config.items():
+        if key not in ("apiVersion", "kind", "metadata"):
+            _check_type(value, schema.child(key), ("f:" + key,), problems)
+    if problems:
+        raise TypedPatchError(problems)
+
+
+def _check_type(value: Any, schema: FieldSchema, path: Path, problems: list[str]) -> None:
+    if value is None or not isinstance(schema, OpenAPISchema):
+        return
+    node = schema.node
+    kind = None if node.get("x-kubernetes-int-or-string") else node.get("type")
+    if kind == "object" and isinstance(value, dict):
+        for key, sub in value.items():
+            _check_type(sub, schema.child(key), path + ("f:" + key,), problems)
+    elif kind == "array" and isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_type(item, schema.item(), path + (_item_element(item, index, schema),),
+                        problems)
+    else:
+        problem = _type_problem(kind, value)
+        if problem:
+            problems.append(f"{path_text(path)}: {problem}")
+
+
+def _type_problem(kind: Any, value: Any) -> str | None:
+    # structured-merge-diff prints the offending value with Go's fmt verbs: a map or list
+    # problem as %v of the value's holder, a scalar one as %T, %#v or %v as below.
+    if kind == "object":
+        return f"expected map, got &{{{go_value(value)}}}"
+    if kind == "array":
+        return f"expected list, got &{{{go_value(value)}}}"
+    if kind == "string" and not isinstance(value, str):
+        shown = go_value(value, syntax=True)
+        return f"expected string, got &value.valueUnstructured{{Value:{shown}}}"
+    if kind in ("integer", "number") and (
+            isinstance(value, bool) or not isinstance(value, (int, float))):
+        return f"expected numeric (int or float), got {go_type(value)}"
+    if kind == "boolean" and not isinstance(value, bool):
+        return f"expected boolean, got &{{{go_value(value)}}}"
+    return None
+
+
+def _item_element(item: Any, index: int, schema: FieldSchema) -> str:
+    """A list item's path element: its keys, its value, or (atomic list) its index."""
+    spec = schema.list_spec()
+    if spec.type is ListType.MAP and isinstance(item, dict):
+        try:
+            return _key_element(item, spec.keys)
+        except ApplyError:
+            pass
+    elif spec.type is ListType.SET:
+        return _value_element(item)
+    return f"i:{index}"
+
+
 # --- the two operations ---------------------------------------------------------------
 
 def apply(live: dict[str, Any] | None, config: dict[str, Any], *, manager: str, force: bool,
           schema: FieldSchema, subresource: str, status_separate: bool, api_version: str,
           now: str) -> dict[str, Any]:
-    """The object after ``manager`` applies ``config`` (raises ConflictError)."""
+    """The object after ``manager`` applies ``config`` (raises TypedPatchError, then
+    ConflictError)."""
+    check_types(config, schema)
     live = live or {}
     managers = parse_managed_fields((live.get("metadata") or {}).get("managedFields"))
     config_part = tracked(config, subresource=subresource, status_separate=status_separate)
@@ -432,7 +548,8 @@ def apply(live: dict[str, Any] | None, config: dict[str, Any], *, manager: str, 
         if m.identity == identity:
             continue
         for path in sorted(m.fields & changed):
-            conflicts.append(Conflict(m.name, m.api_version, path))
+            conflicts.append(Conflict(m.name, m.operation, m.subresource, m.api_version,
+                                      path))
     if conflicts and not force:
         raise ConflictError(conflicts)
 

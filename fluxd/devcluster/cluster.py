@@ -90,7 +90,7 @@ class Cluster:
     def __init__(self, *, clock: Clock, history_size: int = 10_000,
                  max_object_bytes: int = 1_572_864, seed: int | None = None) -> None:
         self.clock = clock
-        self.registry = Registry()
+        self.registry = Registry(clock)
         self.store = Store(history_size=history_size)
         self.hooks = Hooks()
         self.max_object_bytes = max_object_bytes
@@ -369,16 +369,21 @@ class Cluster:
         status = dict(obj.get("status") or {})
         now = self.now()
         previous = {c.get("type"): c for c in status.get("conditions") or []}
+        # Established once discovery lists the kinds (the lifecycle writes it then)
+        established = (previous.get("Established") or {}).get("status") == "True" or \
+            self.registry.establishing_left(obj["metadata"].get("name", "")) <= 0
         conds = []
-        for ctype, reason, message in (
-            ("NamesAccepted", "NoConflicts", "no conflicts found"),
-            ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+        for ctype, value, reason, message in (
+            ("NamesAccepted", "True", "NoConflicts", "no conflicts found"),
+            ("Established", "True" if established else "False",
+             "InitialNamesAccepted" if established else "Installing",
+             "the initial names have been accepted"),
         ):
             prev = previous.get(ctype) or {}
-            conds.append({"type": ctype, "status": "True", "reason": reason,
+            conds.append({"type": ctype, "status": value, "reason": reason,
                           "message": message,
                           "lastTransitionTime": prev.get("lastTransitionTime")
-                          if prev.get("status") == "True" else now})
+                          if prev.get("status") == value else now})
         names = dict((obj.get("spec") or {}).get("names") or {})
         names.setdefault("singular", names.get("kind", "").lower())
         names.setdefault("listKind", names.get("kind", "") + "List")
@@ -528,10 +533,16 @@ class Cluster:
                 live, config, manager=opts.field_manager, force=opts.force,
                 schema=rt.field_schema, subresource=subresource, status_separate=rt.has_status,
                 api_version=rt.api_version, now=self.now())
+        except ssa.TypedPatchError as exc:
+            # named as the request body names it; an unclassified error: 500, no reason
+            subject = (f"{meta.get('namespace') or ''}/{meta.get('name') or ''}; "
+                       f"{rt.group}/{rt.version}, Kind={rt.kind}")
+            raise ApiError(500, f"failed to create typed patch object ({subject}): {exc}",
+                           reason="") from exc
         except ssa.ConflictError as exc:
             raise ApiError(409, str(exc), details={"causes": [
                 {"reason": "FieldManagerConflict",
-                 "message": f'conflict with "{c.manager}" using {c.api_version}',
+                 "message": f"conflict with {c.owner_text}",
                  "field": ssa.path_text(c.path)} for c in exc.conflicts]}) from exc
         except ssa.ApplyError as exc:
             raise invalid(rt.qualified_kind, name, [("FieldValueInvalid", "", str(exc))],
@@ -704,10 +715,16 @@ def _crd_check(registry: Registry, crd: Obj) -> list[ResourceType]:
 
 
 def _spec_part(obj: Obj, rt: ResourceType) -> dict[str, Any]:
+    """What a change of bumps ``metadata.generation``."""
     skip = {"metadata", "apiVersion", "kind"}
     if rt.has_status:
         skip.add("status")
-    return {k: v for k, v in obj.items() if k not in skip}
+    part = {k: v for k, v in obj.items() if k not in skip}
+    if (rt.group, rt.kind) == ("apps", "Deployment"):
+        # the real Deployment strategy counts annotations too: the deployment controller
+        # copies them to the ReplicaSets, so a new generation tells it to do so
+        part["metadata.annotations"] = (obj.get("metadata") or {}).get("annotations") or {}
+    return part
 
 
 def _same(old: Obj, new: Obj) -> bool:

@@ -17,7 +17,7 @@ import hashlib
 import json
 from typing import Any
 
-from fluxd.devcluster.registry import Registry, ResourceType
+from fluxd.devcluster.registry import DiscoveryView, ResourceType
 
 KUBERNETES_VERSION = {"major": "1", "minor": "35"}
 GIT_VERSION = "v1.35.0+fluxd.dev"
@@ -64,19 +64,19 @@ def _group_entry(group: str, versions: list[str]) -> dict[str, Any]:
     return {"name": group, "versions": gvs, "preferredVersion": gvs[0]}
 
 
-def api_group_list(registry: Registry) -> dict[str, Any]:
+def api_group_list(registry: DiscoveryView) -> dict[str, Any]:
     groups = [_group_entry(g, vs) for g, vs in registry.groups() if g]
     return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
-def api_group(registry: Registry, group: str) -> dict[str, Any] | None:
+def api_group(registry: DiscoveryView, group: str) -> dict[str, Any] | None:
     for g, versions in registry.groups():
         if g == group and g:
             return {"kind": "APIGroup", "apiVersion": "v1", **_group_entry(g, versions)}
     return None
 
 
-def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any] | None:
+def resource_list(registry: DiscoveryView, group: str, version: str) -> dict[str, Any] | None:
     types = [rt for rt in registry if rt.group == group and rt.version == version]
     if not types:
         return None
@@ -129,7 +129,7 @@ def _aggregated_resource(rt: ResourceType) -> dict[str, Any]:
     return entry
 
 
-def aggregated(registry: Registry, *, legacy: bool, api_version: str) -> dict[str, Any]:
+def aggregated(registry: DiscoveryView, *, legacy: bool, api_version: str) -> dict[str, Any]:
     """``APIGroupDiscoveryList`` for ``/api`` (legacy=True) or ``/apis``."""
     items = []
     for group, versions in registry.groups():
@@ -152,7 +152,7 @@ def _gv_path(group: str, version: str) -> str:
     return f"apis/{group}/{version}" if group else f"api/{version}"
 
 
-def openapi_index(registry: Registry) -> dict[str, Any]:
+def openapi_index(registry: DiscoveryView) -> dict[str, Any]:
     paths = {}
     for group, versions in registry.groups():
         for version in versions:
@@ -181,7 +181,7 @@ _PATCH_PARAMS = [
 ]
 
 
-def openapi_document(registry: Registry, group: str, version: str) -> dict[str, Any] | None:
+def openapi_document(registry: DiscoveryView, group: str, version: str) -> dict[str, Any] | None:
     types = [rt for rt in registry if rt.group == group and rt.version == version]
     if not types:
         return None

@@ -27,7 +27,9 @@ class ApiError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-        self.reason = reason or REASONS.get(code, "Unknown")
+        # "" is the real server's unknown reason, which its Status omits (an error it
+        # did not classify); None takes the code's usual reason.
+        self.reason = REASONS.get(code, "Unknown") if reason is None else reason
         self.details = details
 
     def status(self) -> dict[str, Any]:
@@ -35,6 +37,8 @@ class ApiError(Exception):
             "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
             "message": self.message, "reason": self.reason, "code": self.code,
         }
+        if not self.reason:
+            del out["reason"]
         if self.details:
             out["details"] = self.details
         return out

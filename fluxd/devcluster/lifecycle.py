@@ -11,6 +11,10 @@ real cluster:
 - **garbage collection**: when an owner goes, dependents lose that ``ownerReference``
   and are deleted once no owner is left (background propagation); ``foregroundDeletion``
   deletes the dependents before the owner; ``orphan`` strips the references.
+- **root CA publisher**: every active namespace gets the ConfigMap ``kube-root-ca.crt``
+  holding the cluster's CA (``ca.crt``) and the ``kubernetes.io/description`` annotation,
+  written by ``kube-controller-manager`` as kube-controller-manager's root-CA publisher
+  does; it comes back when deleted and is put right when its data or annotation change.
 - **workloads**: there is no kubelet, so Deployments, StatefulSets, DaemonSets,
   ReplicaSets, Jobs, Pods, PVCs and LoadBalancer Services get a simulated status after
   a delay (``simulate.py``), or fail on request.
@@ -26,7 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fluxd.devcluster import simulate
-from fluxd.devcluster.cluster import CRDS, NAMESPACES, Cluster
+from fluxd.devcluster.cluster import CRDS, NAMESPACES, Cluster, WriteOptions
 from fluxd.devcluster.errors import ApiError
 from fluxd.devcluster.registry import ResourceType, StorageKey
 from fluxd.devcluster.store import Obj
@@ -36,11 +40,23 @@ log = logging.getLogger("fluxd.devcluster.lifecycle")
 
 DepKey = tuple[StorageKey, str, str]
 
+CONFIGMAPS: StorageKey = ("", "configmaps")
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
+ROOT_CA_DESCRIPTION_ANNOTATION = "kubernetes.io/description"
+#: the publisher's own words, so tools that show the annotation see what they would on a cluster
+ROOT_CA_DESCRIPTION = (
+    "Contains a CA bundle that can be used to verify the kube-apiserver when using internal "
+    "endpoints such as the internal service IP or kubernetes.default.svc. No other usage is "
+    "guaranteed across distributions of Kubernetes clusters.")
+
 
 class Lifecycle:
-    def __init__(self, cluster: Cluster, *, ready_delay: float = 1.0) -> None:
+    def __init__(self, cluster: Cluster, *, ready_delay: float = 1.0,
+                 root_ca: bytes | None = None) -> None:
         self.cluster = cluster
         self.ready_delay = ready_delay
+        #: the CA published as ``kube-root-ca.crt`` into every namespace; None publishes none
+        self.root_ca = root_ca
         self._work: asyncio.Queue[Callable[[], None]] = asyncio.Queue()
         self._dependents: dict[str, set[DepKey]] = {}
         self._timers: dict[DepKey, asyncio.Task[None]] = {}
@@ -88,6 +104,12 @@ class Lifecycle:
                 self._queue(lambda: self._drain_crd(meta["name"]))
             else:
                 self.cluster.registry.set_crd(new)
+                self._schedule_establishing(rt, new)
+        if self.root_ca is not None:
+            if rt.storage == NAMESPACES and not meta.get("deletionTimestamp"):
+                self._queue(functools.partial(self._publish_root_ca, meta["name"]))
+            elif rt.storage == CONFIGMAPS and meta["name"] == ROOT_CA_CONFIGMAP:
+                self._queue(functools.partial(self._publish_root_ca, meta["namespace"]))
         if meta.get("deletionTimestamp"):
             if rt.storage == NAMESPACES:
                 self._queue(lambda: self._drain_namespace(meta["name"]))
@@ -110,6 +132,9 @@ class Lifecycle:
         if rt.storage == CRDS:
             for gone in self.cluster.registry.remove_crd(meta["name"]):
                 self.cluster.store.drop_storage(gone.storage)
+        if (self.root_ca is not None and rt.storage == CONFIGMAPS
+                and meta["name"] == ROOT_CA_CONFIGMAP):
+            self._queue(functools.partial(self._publish_root_ca, meta["namespace"]))
         uid = meta.get("uid")
         if uid and uid in self._dependents:
             self._queue(lambda: self._collect(uid))
@@ -282,6 +307,69 @@ class Lifecycle:
             if rt.storage == storage and rt.storage_of is None:
                 return self.cluster.storage_type(rt)
         return None
+
+    # --- root CA publisher ------------------------------------------------------------
+
+    def _publish_root_ca(self, namespace: str) -> None:
+        """Create or put right ``kube-root-ca.crt`` in an active namespace."""
+        assert self.root_ca is not None
+        ns = self.cluster.store.get(NAMESPACES, "", namespace)
+        if ns is None or ns["metadata"].get("deletionTimestamp"):
+            return  # as the real publisher, which does not retry into a terminating namespace
+        rt = self.cluster.registry.lookup("", "v1", "configmaps")
+        assert rt is not None
+        data = {"ca.crt": self.root_ca.decode()}
+        current = self.cluster.store.get(CONFIGMAPS, namespace, ROOT_CA_CONFIGMAP)
+        if current is None:
+            self.cluster.create(rt, namespace, {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": ROOT_CA_CONFIGMAP, "annotations": {
+                    ROOT_CA_DESCRIPTION_ANNOTATION: ROOT_CA_DESCRIPTION}},
+                "data": data,
+            }, opts=WriteOptions(field_manager="kube-controller-manager"))
+            return
+        annotations = current["metadata"].get("annotations") or {}
+        if current.get("data") == data and annotations.get(ROOT_CA_DESCRIPTION_ANNOTATION):
+            return
+        new = clone(current)
+        new["data"] = data
+        new["metadata"]["annotations"] = {
+            **annotations, ROOT_CA_DESCRIPTION_ANNOTATION: ROOT_CA_DESCRIPTION}
+        self.cluster.system_update(rt, new, manager="kube-controller-manager")
+
+    # --- CRDs ------------------------------------------------------------------------
+
+    def _schedule_establishing(self, rt: ResourceType, crd: Obj) -> None:
+        """Mark a new CRD Established when discovery lists its kinds (the registry's
+        ``discovery_delay``), as a real server's establishing controller does."""
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        if any(c.get("type") == "Established" and c.get("status") == "True"
+               for c in conditions):
+            return
+        key = (rt.storage, "", crd["metadata"]["name"])
+        if key not in self._timers:
+            self._timers[key] = asyncio.get_running_loop().create_task(
+                self._establish(rt, key), name=f"establish {key}")
+
+    async def _establish(self, rt: ResourceType, key: DepKey) -> None:
+        storage, _, name = key
+        registry = self.cluster.registry
+        try:
+            for _ in range(3):  # the delay, and a step more should the clock land short
+                left = registry.establishing_left(name)
+                if left <= 0:
+                    break
+                await self.cluster.clock.sleep(left)
+            obj = self.cluster.store.get(storage, "", name)
+            if obj is not None and not obj["metadata"].get("deletionTimestamp"):
+                # the write recomputes the conditions: Established now
+                self.cluster.system_update(rt, obj, subresource="status",
+                                           manager="kube-apiserver")
+        except ApiError as exc:
+            log.debug("establishing %s answered %s", name, exc.message)
+        finally:
+            if self._timers.get(key) is asyncio.current_task():
+                del self._timers[key]
 
     # --- workload simulation ----------------------------------------------------------
 

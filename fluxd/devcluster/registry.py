@@ -7,7 +7,11 @@ storage (``storage``), so a custom resource served at two versions, or ``Event``
 by ``v1`` and ``events.k8s.io/v1``, is one object seen two ways.
 
 ``Registry`` holds the built-in kinds and the kinds that applied CRDs add; it is rebuilt
-from a CRD whenever that CRD changes, so a new CRD is served at once.
+from a CRD whenever that CRD changes, so a new CRD is served at once. Discovery sees a new
+CRD's kinds only ``discovery_delay`` seconds later (``discoverable``), as on a real server,
+where the CRD's endpoints are served once its names are accepted but discovery follows
+from controllers of its own (establishing, then discovery): a client that creates a CRD
+and at once looks its kind up in discovery must retry, and the dev server makes it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluxd.clock import Clock
 from fluxd.devcluster.schema import BuiltinSchema, FieldSchema, OpenAPISchema
 
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
@@ -211,10 +216,29 @@ def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
     return out
 
 
+class DiscoveryView:
+    """The kinds discovery lists at one moment: what discovery documents are built from."""
+
+    def __init__(self, types: list[ResourceType]) -> None:
+        self._types = types
+
+    def __iter__(self) -> Iterator[ResourceType]:
+        return iter(self._types)
+
+    def groups(self) -> list[tuple[str, list[str]]]:
+        """(group, versions in preference order); core group first."""
+        return _groups(self._types)
+
+
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock, *, discovery_delay: float = 0.3) -> None:
+        self._clock = clock
+        #: seconds between a CRD version being served and its appearance in discovery
+        self.discovery_delay = discovery_delay
         self._by_gvr: dict[tuple[str, str, str], ResourceType] = {}
         self._crd_types: dict[str, list[ResourceType]] = {}
+        #: when (clock.monotonic) each CRD-served endpoint was first served
+        self._served_since: dict[tuple[str, str, str], float] = {}
         for rt in BUILTINS:
             self._by_gvr[(rt.group, rt.version, rt.plural)] = rt
 
@@ -236,15 +260,33 @@ class Registry:
         return [rt for rt in self._by_gvr.values() if rt.storage == storage]
 
     def groups(self) -> list[tuple[str, list[str]]]:
-        """(group, versions in preference order) for discovery; core group first."""
-        seen: dict[str, list[str]] = {}
-        for rt in self._by_gvr.values():
-            versions = seen.setdefault(rt.group, [])
-            if rt.version not in versions:
-                versions.append(rt.version)
-        order = {g: i for i, g in enumerate(BUILTIN_GROUP_ORDER)}
-        groups = sorted(seen, key=lambda g: (order.get(g, len(order)), g))
-        return [(g, sorted(seen[g], key=version_priority)) for g in groups]
+        """(group, versions in preference order) of everything served; core group first."""
+        return _groups(self._by_gvr.values())
+
+    def settle(self) -> None:
+        """Count every CRD served so far as long since listed (a cluster's CRDs installed
+        before anyone uses it); the lifecycle marks them Established at once."""
+        for key in self._served_since:
+            self._served_since[key] = float("-inf")
+
+    def establishing_left(self, name: str) -> float:
+        """Seconds until the CRD ``name`` is Established: it is once all its served
+        versions have been served ``discovery_delay`` seconds, as discovery lists them
+        (on a real server the establishing controller marks it, and discovery follows)."""
+        types = self._crd_types.get(name)
+        if not types:
+            return self.discovery_delay
+        now = self._clock.monotonic()
+        return max(0.0, max(self._served_since.get((rt.group, rt.version, rt.plural), now)
+                            + self.discovery_delay - now for rt in types))
+
+    def discoverable(self) -> DiscoveryView:
+        """What discovery shows now: every built-in kind, and the CRD kinds served for at
+        least ``discovery_delay`` seconds."""
+        now = self._clock.monotonic()
+        return DiscoveryView([
+            rt for key, rt in self._by_gvr.items()
+            if rt.crd is None or now - self._served_since.get(key, now) >= self.discovery_delay])
 
     def set_crd(self, crd: dict[str, Any]) -> list[ResourceType]:
         """Serve (or re-serve) a CRD's kinds; raises CRDError if it cannot be served."""
@@ -258,20 +300,40 @@ class Registry:
             existing = self._by_gvr.get((rt.group, rt.version, rt.plural))
             if existing is not None and existing.crd != name:
                 raise CRDError(f"{rt.plural}.{rt.group}/{rt.version} is already served")
+        since = self._served_since
+        kept = {key: since[key] for key in ((rt.group, rt.version, rt.plural) for rt in types)
+                if key in since}
         self.remove_crd(name)
+        now = self._clock.monotonic()
         for rt in types:
-            self._by_gvr[(rt.group, rt.version, rt.plural)] = rt
+            key = (rt.group, rt.version, rt.plural)
+            self._by_gvr[key] = rt
+            # an update keeps a version's place in discovery; a new version waits
+            since[key] = kept.get(key, now)
         self._crd_types[name] = types
         return types
 
     def remove_crd(self, name: str) -> list[ResourceType]:
         types = self._crd_types.pop(name, [])
         for rt in types:
-            self._by_gvr.pop((rt.group, rt.version, rt.plural), None)
+            key = (rt.group, rt.version, rt.plural)
+            self._by_gvr.pop(key, None)
+            self._served_since.pop(key, None)
         return types
 
     def crd_types(self) -> Iterable[tuple[str, list[ResourceType]]]:
         return self._crd_types.items()
+
+
+def _groups(types: Iterable[ResourceType]) -> list[tuple[str, list[str]]]:
+    seen: dict[str, list[str]] = {}
+    for rt in types:
+        versions = seen.setdefault(rt.group, [])
+        if rt.version not in versions:
+            versions.append(rt.version)
+    order = {g: i for i, g in enumerate(BUILTIN_GROUP_ORDER)}
+    groups = sorted(seen, key=lambda g: (order.get(g, len(order)), g))
+    return [(g, sorted(seen[g], key=version_priority)) for g in groups]
 
 
 def version_priority(version: str) -> tuple[int, int, int, str]:

@@ -154,17 +154,20 @@ class DevCluster:
     async def run(cls, *, host: str = "127.0.0.1", port: int = 0,
                   clock: Clock | None = None, history_size: int = 10_000,
                   ready_delay: float = 1.0, bookmark_interval: float = 30.0,
-                  max_object_bytes: int = 1_572_864,
+                  max_object_bytes: int = 1_572_864, watch_list: bool = True,
+                  crd_discovery_delay: float = 0.3,
                   token: str | None = None) -> AsyncIterator[DevCluster]:
         cluster = Cluster(clock=clock or SystemClock(), history_size=history_size,
                           max_object_bytes=max_object_bytes)
-        lifecycle = Lifecycle(cluster, ready_delay=ready_delay)
-        options = ServerOptions(bookmark_interval=bookmark_interval)
+        cluster.registry.discovery_delay = crd_discovery_delay
+        pki = await asyncio.to_thread(tls.generate)
+        # the serving CA is the cluster's CA, published to namespaces as kube-root-ca.crt
+        lifecycle = Lifecycle(cluster, ready_delay=ready_delay, root_ca=pki.ca_pem)
+        options = ServerOptions(bookmark_interval=bookmark_interval, watch_list=watch_list)
         if token:
             options.token = token
         server = DevServer(cluster, options)
         _bootstrap(cluster)
-        pki = await asyncio.to_thread(tls.generate)
         url_host = f"[{host}]" if ":" in host else host
         dev = cls(cluster, lifecycle, server, "", pki.ca_pem, options.token, pki, host, port)
         await dev.start_serving()

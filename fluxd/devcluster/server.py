@@ -48,6 +48,10 @@ class ServerOptions:
     bookmark_interval: float = 30.0
     #: longest a watch stays open when the client gives no timeoutSeconds
     max_watch_seconds: float = 1800.0
+    #: serve ``sendInitialEvents`` watches (watch-list). A real server whose storage lacks
+    #: RequestWatchProgress (etcd 3.4) refuses them; False does the same, so clients that
+    #: must work there can be tested against it.
+    watch_list: bool = True
 
 
 @dataclass(frozen=True)
@@ -185,13 +189,13 @@ class DevServer:
             if len(parts) == 1:
                 return self._discovery_root(request, legacy=False)
             if len(parts) == 2:
-                doc = discovery.api_group(self.cluster.registry, parts[1])
+                doc = discovery.api_group(self.cluster.registry.discoverable(), parts[1])
                 if doc is None:
                     raise _page_not_found()
                 return _json(doc)
             group, version, rest = parts[1], parts[2], parts[3:]
         if not rest:
-            doc = discovery.resource_list(self.cluster.registry, group, version)
+            doc = discovery.resource_list(self.cluster.registry.discoverable(), group, version)
             if doc is None:
                 raise _page_not_found()
             return _json(doc)
@@ -252,13 +256,13 @@ class DevServer:
         if path in ("/healthz", "/livez", "/readyz"):
             return web.Response(text="ok")
         if path == "/openapi/v3":
-            return _json(discovery.openapi_index(self.cluster.registry))
+            return _json(discovery.openapi_index(self.cluster.registry.discoverable()))
         if path.startswith("/openapi/v3/"):
             gv = path[len("/openapi/v3/"):].split("/")
             if gv[0] == "api" and len(gv) == 2:
-                doc = discovery.openapi_document(self.cluster.registry, "", gv[1])
+                doc = discovery.openapi_document(self.cluster.registry.discoverable(), "", gv[1])
             elif gv[0] == "apis" and len(gv) == 3:
-                doc = discovery.openapi_document(self.cluster.registry, gv[1], gv[2])
+                doc = discovery.openapi_document(self.cluster.registry.discoverable(), gv[1], gv[2])
             else:
                 doc = None
             if doc is not None:
@@ -272,14 +276,14 @@ class DevServer:
                 version = accept.get("v", "v2")
                 if version not in ("v2", "v2beta1"):
                     continue
-                doc = discovery.aggregated(self.cluster.registry, legacy=legacy,
+                doc = discovery.aggregated(self.cluster.registry.discoverable(), legacy=legacy,
                                            api_version=f"{_AGGREGATED}/{version}")
                 ctype = (f"application/json;g={_AGGREGATED};v={version};"
                          "as=APIGroupDiscoveryList")
                 return _json(doc, content_type=ctype)
         if legacy:
             return _json(discovery.api_versions(self.address))
-        return _json(discovery.api_group_list(self.cluster.registry))
+        return _json(discovery.api_group_list(self.cluster.registry.discoverable()))
 
     # --- resources --------------------------------------------------------------------
 
@@ -509,6 +513,15 @@ class DevServer:
                                                            "Cache-Control": "no-cache"})
         response.enable_chunked_encoding()
         store = self.cluster.store
+        if initial_events and not self.options.watch_list:
+            # as kube-apiserver's watch cache answers it: a stream with one ERROR event
+            await response.prepare(request)
+            status = ApiError(500, "a watch stream was requested by the client but the "
+                              "required storage feature RequestWatchProgress is disabled",
+                              reason="InternalError").status()
+            await response.write(_event_line("ERROR", status))
+            await response.write_eof()
+            return response
         try:
             watcher, backlog = store.watch(rt.storage, namespace, since)
         except Gone as exc:

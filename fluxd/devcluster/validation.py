@@ -28,12 +28,11 @@ import datetime
 import json
 import re
 from dataclasses import dataclass
-from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
 from fluxd.devcluster import celrules
-from fluxd.gotext import quote
+from fluxd.gotext import format_float, go_float, quote
 from fluxd.jsonvalue import clone
 
 Schema = dict[str, Any]
@@ -181,41 +180,6 @@ def _default(value: Any, schema: Schema, *, root: bool = False) -> None:
 # show up in messages so the text matches byte for byte in the common cases.
 
 
-
-def _digits(number: float) -> tuple[str, int]:
-    """Shortest round-trip digits of ``|number|`` and the decimal exponent of the first."""
-    parts = Decimal(repr(abs(number))).normalize().as_tuple()
-    digits = "".join(str(d) for d in parts.digits)
-    assert isinstance(parts.exponent, int)
-    return digits, len(digits) + parts.exponent - 1
-
-
-def _format_float(number: float, *, exponent: bool, min_exp_digits: int) -> str:
-    sign = "-" if number < 0 else ""
-    digits, exp = _digits(number)
-    if exponent:
-        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        return f"{sign}{mantissa}e{'+' if exp >= 0 else '-'}{abs(exp):0{min_exp_digits}d}"
-    if exp < 0:
-        return sign + "0." + "0" * (-exp - 1) + digits
-    if exp + 1 >= len(digits):
-        return sign + digits + "0" * (exp + 1 - len(digits))
-    return sign + digits[: exp + 1] + "." + digits[exp + 1:]
-
-
-def _go_float(number: float) -> str:
-    """Go's ``%v`` of a float64 (``%g`` with the shortest precision)."""
-    if number != number:
-        return "NaN"
-    if number in (float("inf"), float("-inf")):
-        return "+Inf" if number > 0 else "-Inf"
-    if number == 0:
-        return "0"
-    _, exp = _digits(number)
-    # %g switches to an exponent outside [1e-4, 1e6) when printing the shortest digits.
-    return _format_float(number, exponent=exp < -4 or exp >= 6, min_exp_digits=2)
-
-
 def _go_json(value: Any) -> str:
     """Go's ``json.Marshal`` of a decoded JSON value (sorted keys, HTML-safe strings)."""
     if value is None:
@@ -228,7 +192,7 @@ def _go_json(value: Any) -> str:
         if value == 0:
             return "0"
         exponent = abs(value) < 1e-6 or abs(value) >= 1e21
-        return _format_float(value, exponent=exponent, min_exp_digits=1)
+        return format_float(value, exponent=exponent, min_exp_digits=1)
     if isinstance(value, str):
         text = json.dumps(value, ensure_ascii=False)
         for ch, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
@@ -252,7 +216,7 @@ def _render(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return _go_float(value)
+        return go_float(value)
     if isinstance(value, str):
         return quote(value)
     # Go prints composite values as Go syntax; JSON is what a reader of a JSON API expects.
@@ -261,7 +225,7 @@ def _render(value: Any) -> str:
 
 def _bound(number: Any) -> str:
     """Schema bounds are float64 on the server, printed with ``%v``."""
-    return _go_float(float(number))
+    return go_float(float(number))
 
 
 # --------------------------------------------------------------------------- JSON values

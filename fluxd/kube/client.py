@@ -322,6 +322,7 @@ class KubeClient:
         path = await self._path(obj["apiVersion"], obj["kind"], meta.get("namespace"))
         created: Obj = await self.request("POST", path, body=obj,
                                           query=self._write_query(dry_run=dry_run))
+        self._wrote(created, dry_run)
         return created
 
     async def update(self, obj: Obj, *, dry_run: bool = False) -> Obj:
@@ -331,6 +332,7 @@ class KubeClient:
                                 meta["name"])
         updated: Obj = await self.request("PUT", path, body=obj,
                                           query=self._write_query(dry_run=dry_run))
+        self._wrote(updated, dry_run)
         return updated
 
     async def apply(self, obj: Obj, *, force: bool = False, dry_run: bool = False,
@@ -343,7 +345,15 @@ class KubeClient:
             "PATCH", path, body=obj, content_type=APPLY_PATCH,
             query=self._write_query(dry_run=dry_run, field_manager=field_manager,
                                     force=force))
+        self._wrote(applied, dry_run)
         return applied
+
+    def _wrote(self, obj: Obj, dry_run: bool) -> None:
+        """After a write: a CRD's kinds are about to be served, so the mapper waits for
+        them to reach discovery rather than failing the first lookup."""
+        if not dry_run and isinstance(obj, dict) and obj.get("kind") == "CustomResourceDefinition" \
+                and str(obj.get("apiVersion", "")).startswith("apiextensions.k8s.io/"):
+            self._shared.mapper.expect_crd(obj)
 
     async def merge_patch(self, api_version: str, kind: str, name: str, patch: Obj,
                           namespace: str | None = None, *, subresource: str | None = None,

@@ -3,8 +3,15 @@
 Built from aggregated discovery (two requests: ``/api`` and ``/apis``), with a fallback
 to the per-group-version documents for servers without it. Cached; a kind that is not
 known triggers a refresh (a CRD may have been added since); a kind that a refresh did not
-find fails at once for ``min_refresh_interval`` seconds, so a typo in a manifest cannot
-turn into a discovery storm.
+find fails at once for ``min_refresh_interval`` seconds (until an explicit ``refresh``),
+so a typo in a manifest cannot turn into a discovery storm.
+
+A CRD reaches discovery a moment after it is written: the API server's establishing and
+discovery controllers run after the write (and an HA server waits seconds before it
+establishes), so even an Established CRD may not be listed yet. The client tells the
+mapper of each CRD it writes (``expect_crd``); a lookup of one of its kinds that misses
+is looked for again, backing off, for up to ``discovery_wait`` seconds before it fails.
+Other misses fail after one refresh, as controller-runtime's and client-go's mappers do.
 """
 
 from __future__ import annotations
@@ -52,32 +59,75 @@ class Fetcher(Protocol):
         ...
 
 
+#: first pause between two looks for an expected kind; doubled each time
+_FIRST_RETRY = 0.1
+#: how long after a CRD is written a miss of its kinds still waits for discovery
+_EXPECT_FOR = 300.0
+
+
 class RESTMapper:
-    def __init__(self, fetcher: Fetcher, clock: Clock, *, min_refresh_interval: float = 5.0):
+    def __init__(self, fetcher: Fetcher, clock: Clock, *, min_refresh_interval: float = 5.0,
+                 discovery_wait: float = 5.0):
         self._fetcher = fetcher
         self._clock = clock
         self._min_refresh = min_refresh_interval
+        self._discovery_wait = discovery_wait
         self._by_kind: dict[tuple[str, str], Mapping] = {}
         #: kinds a refresh did not find, and when: asked again sooner, they fail at once
         self._missing: dict[tuple[str, str], float] = {}
+        #: kinds of the CRDs written through this mapper's client, and when
+        self._expected: dict[tuple[str, str], float] = {}
+
+    def expect_crd(self, crd: dict[str, Any]) -> None:
+        """``crd`` was just written: its served kinds will be listed in a moment."""
+        spec = crd.get("spec") or {}
+        group = str(spec.get("group") or "")
+        kind = str((spec.get("names") or {}).get("kind") or "")
+        now = self._clock.monotonic()
+        self._expected = {k: t for k, t in self._expected.items() if now - t < _EXPECT_FOR}
+        for version in spec.get("versions") or []:
+            if isinstance(version, dict) and version.get("served") and group and kind:
+                key = (f"{group}/{version.get('name')}", kind)
+                self._expected[key] = now
+                self._missing.pop(key, None)
 
     async def mapping(self, api_version: str, kind: str) -> Mapping:
         key = (api_version, kind)
         found = self._by_kind.get(key)
         if found is not None:
             return found
-        missed = self._missing.get(key)
         now = self._clock.monotonic()
-        if missed is None or now - missed >= self._min_refresh:
-            await self.refresh()
-            found = self._by_kind.get(key)
+        written = self._expected.get(key)
+        expected = written is not None and now - written < _EXPECT_FOR
+        missed = self._missing.get(key)
+        if expected or missed is None or now - missed >= self._min_refresh:
+            found = await self._look_for(key, now + self._discovery_wait if expected else now)
+            self._expected.pop(key, None)
             if found is not None:
                 return found
             self._missing[key] = self._clock.monotonic()
         raise NotFound(404, f'no matches for kind "{kind}" in version "{api_version}"',
                        reason="NoKindMatch")
 
+    async def _look_for(self, key: tuple[str, str], deadline: float) -> Mapping | None:
+        """Reload discovery until it lists ``key`` or ``deadline`` has passed."""
+        pause = _FIRST_RETRY
+        while True:
+            await self._reload()
+            found = self._by_kind.get(key)
+            left = deadline - self._clock.monotonic()
+            if found is not None or left <= 0:
+                return found
+            await self._clock.sleep(min(pause, left))
+            pause *= 2
+
     async def refresh(self) -> None:
+        """Re-read discovery now, and forget which kinds were missing (a caller that
+        installed CRDs knows they may exist now)."""
+        self._missing.clear()
+        await self._reload()
+
+    async def _reload(self) -> None:
         mappings: dict[tuple[str, str], Mapping] = {}
         for root in ("/api", "/apis"):
             doc, ctype = await self._fetcher.get_json(root, accept=AGGREGATED)

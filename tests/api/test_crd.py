@@ -8,6 +8,7 @@ import base64
 import datetime
 import json
 import ssl
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -404,10 +405,16 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     server, kubeconfig = start_dev_cluster(tmp_path_factory.mktemp("crd-cluster"))
     try:
         client = Api(kubeconfig)
-        status, body = client.call(
-            "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", widget_crd())
+        crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        status, body = client.call("POST", crds, widget_crd())
         assert status == 201, body
-        established = {c["type"]: c["status"] for c in body["status"]["conditions"]}
+        # Established (and in discovery) a moment after it is created
+        for _ in range(200):
+            status, body = client.call("GET", f"{crds}/{body['metadata']['name']}")
+            established = {c["type"]: c["status"] for c in body["status"]["conditions"]}
+            if established["Established"] == "True":
+                break
+            time.sleep(0.05)
         assert established["Established"] == "True"
         yield client
     finally:

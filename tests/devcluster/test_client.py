@@ -36,8 +36,10 @@ def cm(name: str, data: dict[str, str] | None = None, **meta: Any) -> dict[str, 
 async def test_list_then_watch_from_the_list_version(api: client.ApiClient,
                                                      namespace: str) -> None:
     core = client.CoreV1Api(api)
-    await core.create_namespaced_config_map(namespace, cm("one", {"a": "1"}))
-    listed = await core.list_namespaced_config_map(namespace)
+    # a cluster puts ConfigMaps of its own (kube-root-ca.crt) in every namespace
+    mine = {"labels": {"test": "list-watch"}}
+    await core.create_namespaced_config_map(namespace, cm("one", {"a": "1"}, **mine))
+    listed = await core.list_namespaced_config_map(namespace, label_selector="test=list-watch")
     assert [i.metadata.name for i in listed.items] == ["one"]
     rv = listed.metadata.resource_version
 
@@ -45,6 +47,7 @@ async def test_list_then_watch_from_the_list_version(api: client.ApiClient,
         seen = []
         async with watch.Watch() as w:
             async for event in w.stream(core.list_namespaced_config_map, namespace,
+                                        label_selector="test=list-watch",
                                         resource_version=rv, timeout_seconds=10):
                 seen.append((event["type"], event["object"].metadata.name))
                 if len(seen) == 3:
@@ -53,7 +56,7 @@ async def test_list_then_watch_from_the_list_version(api: client.ApiClient,
 
     task = asyncio.create_task(changes())
     await asyncio.sleep(0.2)
-    await core.create_namespaced_config_map(namespace, cm("two"))
+    await core.create_namespaced_config_map(namespace, cm("two", **mine))
     await core.patch_namespaced_config_map("one", namespace, {"data": {"a": "2"}})
     await core.delete_namespaced_config_map("two", namespace)
     assert await asyncio.wait_for(task, 15) == [("ADDED", "two"), ("MODIFIED", "one"),
@@ -122,12 +125,14 @@ async def test_watch_from_compacted_version_is_gone(tmp_path: Path) -> None:
 async def test_pagination_with_limit_and_continue(api: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(api)
     for i in range(7):
-        await core.create_namespaced_config_map(namespace, cm(f"page-{i}"))
+        await core.create_namespaced_config_map(
+            namespace, cm(f"page-{i}", labels={"test": "pages"}))
     names: list[str] = []
     token = None
     pages = 0
     while True:
-        page = await core.list_namespaced_config_map(namespace, limit=3, _continue=token)
+        page = await core.list_namespaced_config_map(namespace, label_selector="test=pages",
+                                                     limit=3, _continue=token)
         pages += 1
         names += [i.metadata.name for i in page.items]
         token = page.metadata._continue
@@ -150,8 +155,10 @@ async def test_server_side_apply_conflict_then_force(api: client.ApiClient,
     status = json.loads(err.value.body)
     assert status["reason"] == "Conflict"
     assert status["message"] == (
-        'Apply failed with 1 conflict: conflict with "alpha" using v1: .data.k')
-    assert status["details"]["causes"][0]["field"] == ".data.k"
+        'Apply failed with 1 conflict: conflict with "alpha": .data.k')
+    assert status["details"]["causes"] == [{"reason": "FieldManagerConflict",
+                                            "message": 'conflict with "alpha"',
+                                            "field": ".data.k"}]
     forced = await core.patch_namespaced_config_map(
         "owned", namespace, cm("owned", {"k": "2"}), field_manager="beta", force=True,
         _content_type=APPLY)
@@ -244,16 +251,23 @@ async def test_watch_ends_at_its_timeout(api: client.ApiClient, namespace: str) 
 async def test_watch_with_initial_events_ends_them_with_a_bookmark(
         api: client.ApiClient, namespace: str) -> None:
     core = client.CoreV1Api(api)
-    await core.create_namespaced_config_map(namespace, cm("first"))
+    await core.create_namespaced_config_map(namespace, cm("first", labels={"test": "initial"}))
     seen: list[tuple[str, Any]] = []
-    async with asyncio.timeout(10), watch.Watch() as w:
-        async for event in w.stream(core.list_namespaced_config_map, namespace,
-                                    send_initial_events=True, allow_watch_bookmarks=True,
-                                    resource_version_match="NotOlderThan",
-                                    timeout_seconds=5):
-            seen.append((event["type"], event["raw_object"]["metadata"]))
-            if event["type"] == "BOOKMARK":
-                break
+    try:
+        async with asyncio.timeout(10), watch.Watch() as w:
+            async for event in w.stream(core.list_namespaced_config_map, namespace,
+                                        label_selector="test=initial",
+                                        send_initial_events=True, allow_watch_bookmarks=True,
+                                        resource_version_match="NotOlderThan",
+                                        timeout_seconds=5):
+                seen.append((event["type"], event["raw_object"]["metadata"]))
+                if event["type"] == "BOOKMARK":
+                    break
+    except ApiException as exc:
+        # a server whose storage lacks RequestWatchProgress (etcd 3.4) cannot serve it
+        if exc.status == 500 and "RequestWatchProgress" in str(exc.reason):
+            pytest.skip(f"the server does not serve watch-list: {exc.reason}")
+        raise
     assert [t for t, _ in seen] == ["ADDED", "BOOKMARK"]
     assert seen[0][1]["name"] == "first"
     assert seen[1][1]["annotations"] == {"k8s.io/initial-events-end": "true"}

@@ -40,6 +40,7 @@ apiVersion: v1
 kind: ConfigMap
 metadata:
   name: settings
+  labels: {app: web}
 data:
   color: blue
 """
@@ -212,7 +213,8 @@ def test_get_outputs_json_yaml_and_tables(cluster: Cluster, namespace: str) -> N
                                              "-o", "yaml").stdout)
     assert as_json == as_yaml
     assert as_json["data"] == {"color": "blue"}
-    listing = cluster.kubectl_json("get", "cm", "-n", namespace)
+    # -l: a cluster keeps a ConfigMap of its own (kube-root-ca.crt) in every namespace
+    listing = cluster.kubectl_json("get", "cm", "-n", namespace, "-l", "app=web")
     assert listing["kind"] == "List" and [i["kind"] for i in listing["items"]] == ["ConfigMap"]
     header = cluster.kubectl("get", "deploy", "-n", namespace).stdout.splitlines()[0]
     assert header.split() == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
@@ -240,11 +242,14 @@ def test_get_watch_sees_an_update(cluster: Cluster, namespace: str) -> None:
 def test_label_annotate_scale_and_patch(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=DEPLOYMENT)
     cluster.kubectl("label", "deploy", "web", "-n", namespace, "tier=frontend")
-    cluster.kubectl("annotate", "deploy", "web", "-n", namespace, "note=hello")
     dep = cluster.kubectl_json("get", "deploy", "web", "-n", namespace)
     assert dep["metadata"]["labels"]["tier"] == "frontend"
+    assert dep["metadata"]["generation"] == 1  # labels never bump generation
+    cluster.kubectl("annotate", "deploy", "web", "-n", namespace, "note=hello")
+    dep = cluster.kubectl_json("get", "deploy", "web", "-n", namespace)
     assert dep["metadata"]["annotations"]["note"] == "hello"
-    assert dep["metadata"]["generation"] == 1  # metadata changes never bump generation
+    # a Deployment's annotations do: its controller copies them to the ReplicaSets
+    assert dep["metadata"]["generation"] == 2
     cluster.kubectl("scale", "deploy", "web", "-n", namespace, "--replicas=4")
     assert cluster.kubectl_json("get", "deploy", "web", "-n", namespace)["spec"]["replicas"] == 4
     cluster.kubectl("patch", "deploy", "web", "-n", namespace, "--type", "merge",
@@ -253,7 +258,7 @@ def test_label_annotate_scale_and_patch(cluster: Cluster, namespace: str) -> Non
                     "-p", '[{"op":"replace","path":"/spec/replicas","value":1}]')
     dep = cluster.kubectl_json("get", "deploy", "web", "-n", namespace)
     assert (dep["spec"]["replicas"], dep["spec"]["minReadySeconds"]) == (1, 3)
-    assert dep["metadata"]["generation"] == 4
+    assert dep["metadata"]["generation"] == 5
     done = cluster.kubectl("patch", "deploy", "web", "-n", namespace, "--type", "json",
                            "-p", '[{"op":"test","path":"/spec/replicas","value":9}]', check=False)
     assert done.returncode != 0

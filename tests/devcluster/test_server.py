@@ -203,23 +203,24 @@ async def test_dry_run_update_and_delete_change_nothing(http: Http, namespace: s
 
 async def test_label_and_field_selectors(http: Http, namespace: str) -> None:
     path = f"/api/v1/namespaces/{namespace}/configmaps"
-    await http.ok("POST", path, cm("a", labels={"tier": "web", "env": "prod"}))
-    await http.ok("POST", path, cm("b", labels={"tier": "db"}))
-    await http.ok("POST", path, cm("c"))
+    # every object carries set=t: the namespace also holds the cluster's kube-root-ca.crt
+    await http.ok("POST", path, cm("a", labels={"set": "t", "tier": "web", "env": "prod"}))
+    await http.ok("POST", path, cm("b", labels={"set": "t", "tier": "db"}))
+    await http.ok("POST", path, cm("c", labels={"set": "t"}))
 
     async def names(query: str) -> list[str]:
         body = await http.ok("GET", f"{path}?{query}")
         return [i["metadata"]["name"] for i in body["items"]]
 
-    assert await names("labelSelector=tier%3Dweb") == ["a"]
-    assert await names("labelSelector=tier!%3Dweb") == ["b", "c"]
-    assert await names("labelSelector=tier+in+(web,db)") == ["a", "b"]
-    assert await names("labelSelector=tier+notin+(web)") == ["b", "c"]
-    assert await names("labelSelector=env") == ["a"]
-    assert await names("labelSelector=!env") == ["b", "c"]
+    assert await names("labelSelector=set%3Dt,tier%3Dweb") == ["a"]
+    assert await names("labelSelector=set%3Dt,tier!%3Dweb") == ["b", "c"]
+    assert await names("labelSelector=set%3Dt,tier+in+(web,db)") == ["a", "b"]
+    assert await names("labelSelector=set%3Dt,tier+notin+(web)") == ["b", "c"]
+    assert await names("labelSelector=set%3Dt,env") == ["a"]
+    assert await names("labelSelector=set%3Dt,!env") == ["b", "c"]
     assert await names("fieldSelector=metadata.name%3Db") == ["b"]
-    assert await names(f"fieldSelector=metadata.namespace%3D{namespace},metadata.name!%3Db") \
-        == ["a", "c"]
+    assert await names(f"labelSelector=set%3Dt&fieldSelector=metadata.namespace%3D{namespace},"
+                       "metadata.name!%3Db") == ["a", "c"]
     status, body, _ = await http.call("GET", f"{path}?fieldSelector=data.k%3Dv")
     assert status == 400 and "field label not supported" in body["message"]
 
@@ -316,10 +317,16 @@ async def crd_group(http: Http) -> AsyncIterator[str]:
                              {"name": "Size", "type": "integer", "jsonPath": ".spec.size"}]},
                         {"name": "v1beta1", "served": True, "storage": False,
                          "schema": schema, "subresources": {"status": {}}}]}}
-    created = await http.ok("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
-                            crd)
-    conditions = {c["type"]: c["status"] for c in created["status"]["conditions"]}
-    assert conditions["Established"] == "True"
+    path = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    await http.ok("POST", path, crd)
+    # as on any server: Established (and in discovery) a moment after it is created
+    async with asyncio.timeout(10):
+        while True:
+            live = await http.ok("GET", f"{path}/gadgets.{group}")
+            conditions = {c["type"]: c["status"] for c in live["status"]["conditions"]}
+            if conditions.get("Established") == "True":
+                break
+            await asyncio.sleep(0.05)
     yield group
     await http.call("DELETE", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"
                               f"gadgets.{group}")

@@ -40,6 +40,13 @@ def cm(name: str, namespace: str, **data: str) -> dict[str, Any]:
             "metadata": {"name": name, "namespace": namespace}, "data": data}
 
 
+def labelled(obj: dict[str, Any], test: str) -> dict[str, Any]:
+    """``obj`` marked as a test's own: a cluster keeps ConfigMaps of its own
+    (kube-root-ca.crt) in every namespace, so tests list theirs by label."""
+    obj["metadata"]["labels"] = {"test": test}
+    return obj
+
+
 async def test_create_get_patch_delete_round_trip(kube: KubeClient, namespace: str) -> None:
     created = await kube.create(cm("a", namespace, k="1"))
     assert created["metadata"]["uid"]
@@ -68,21 +75,24 @@ async def test_errors_are_typed_and_carry_the_server_message(kube: KubeClient,
 
 async def test_list_pages_through_everything(kube: KubeClient, namespace: str) -> None:
     for i in range(12):
-        await kube.create(cm(f"p{i:02d}", namespace))
-    result = await kube.list_all("v1", "ConfigMap", namespace, page_size=5)
+        await kube.create(labelled(cm(f"p{i:02d}", namespace), "pages"))
+    result = await kube.list_all("v1", "ConfigMap", namespace, label_selector="test=pages",
+                                 page_size=5)
     assert [o["metadata"]["name"] for o in result.items] == [f"p{i:02d}" for i in range(12)]
     assert all(o["kind"] == "ConfigMap" and o["apiVersion"] == "v1" for o in result.items)
     assert int(result.resource_version) > 0
-    labelled = await kube.list_all("v1", "ConfigMap", namespace, field_selector="metadata.name=p03")
-    assert [o["metadata"]["name"] for o in labelled.items] == ["p03"]
+    by_name = await kube.list_all("v1", "ConfigMap", namespace, field_selector="metadata.name=p03")
+    assert [o["metadata"]["name"] for o in by_name.items] == ["p03"]
 
 
 async def test_watch_streams_changes_after_a_version(kube: KubeClient, namespace: str) -> None:
-    rv = (await kube.list_all("v1", "ConfigMap", namespace)).resource_version
+    rv = (await kube.list_all("v1", "ConfigMap", namespace,
+                              label_selector="test=watch")).resource_version
     seen: list[tuple[str, str]] = []
 
     async def watch() -> None:
         async for event in kube.watch("v1", "ConfigMap", namespace, resource_version=rv,
+                                      label_selector="test=watch",
                                       timeout_seconds=10, bookmarks=False):
             seen.append((event.type, event.object["metadata"]["name"]))
             if len(seen) == 2:
@@ -90,7 +100,7 @@ async def test_watch_streams_changes_after_a_version(kube: KubeClient, namespace
 
     task = asyncio.create_task(watch())
     await asyncio.sleep(0.1)
-    await kube.create(cm("w", namespace))
+    await kube.create(labelled(cm("w", namespace), "watch"))
     await kube.delete("v1", "ConfigMap", "w", namespace)
     await asyncio.wait_for(task, 10)
     assert seen == [("ADDED", "w"), ("DELETED", "w")]
@@ -176,7 +186,9 @@ async def test_impersonated_client_is_reused_and_bound_by_rbac(kube: KubeClient,
                                    "kind": "ClusterRole", "name": "view"},
                        "subjects": [{"kind": "ServiceAccount", "name": "robot",
                                      "namespace": namespace}]})
-    assert (await robot.list_all("v1", "ConfigMap", namespace)).items == []
+    await kube.create(labelled(cm("shown", namespace), "robot"))
+    listed = await robot.list_all("v1", "ConfigMap", namespace, label_selector="test=robot")
+    assert [o["metadata"]["name"] for o in listed.items] == ["shown"]
 
 
 async def test_throttle_spaces_requests_beyond_the_burst() -> None:

@@ -96,6 +96,43 @@ async def test_list_then_watch_feeds_handlers(dev: tuple[ServerThread, KubeClien
         task.cancel()
 
 
+async def test_informers_do_not_need_watch_list(tmp_path: Path) -> None:
+    """A server whose storage lacks RequestWatchProgress (etcd 3.4) refuses
+    ``sendInitialEvents``; informers list then watch, so they work there."""
+    thread, kubeconfig = start_dev_cluster(tmp_path, watch_list=False)
+    try:
+        async with await KubeClient.connect(clock=SystemClock(),
+                                            kubeconfig=str(kubeconfig)) as kube:
+            # the refusal, as the real server streams it: one ERROR event, then the end
+            refused = await kube.request("GET", "/apis/coordination.k8s.io/v1/leases", query=[
+                ("watch", "1"), ("sendInitialEvents", "true"),
+                ("allowWatchBookmarks", "true"), ("resourceVersionMatch", "NotOlderThan")])
+            assert refused["type"] == "ERROR"
+            assert refused["object"]["code"] == 500
+            assert "RequestWatchProgress is disabled" in refused["object"]["message"]
+            await kube.create(lease("before", app="x"))
+            informer = Informer(kube, "coordination.k8s.io/v1", "Lease", clock=SystemClock())
+            cache = InformerCache(kube, clock=SystemClock())
+            meta = cache.metadata_informer("coordination.k8s.io/v1", "Lease",
+                                           label_selector="app=x")
+            rec, meta_rec = Recorder(), Recorder()
+            informer.add_handler(rec)
+            meta.add_handler(meta_rec)
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(informer.run()), tg.create_task(meta.run())]
+                await asyncio.wait_for(informer.wait_for_sync(), 10)
+                await asyncio.wait_for(meta.wait_for_sync(), 10)
+                await kube.create(lease("after", app="x"))
+                await until(lambda: "after" in rec.view and "after" in meta_rec.view)
+                assert rec.events == [("initial", "before"), ("add", "after")]
+                assert meta_rec.events == [("initial", "before"), ("add", "after")]
+                assert (informer.lists, meta.lists) == (1, 1)
+                for task in tasks:
+                    task.cancel()
+    finally:
+        thread.stop()
+
+
 async def test_gone_forces_a_relist_with_no_missed_or_repeated_state(
         dev: tuple[ServerThread, KubeClient]) -> None:
     thread, kube = dev

@@ -322,7 +322,7 @@ async def test_wait_reports_healthy_once_the_deployment_is_available(
 
 
 async def test_a_failing_job_fails_the_health_check_fast(
-        flux: Flux, server: GitServer, namespace: str) -> None:
+        dev_only: None, flux: Flux, server: GitServer, namespace: str) -> None:
     job = yaml.safe_dump({
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": "migrate", "namespace": namespace,
@@ -342,7 +342,7 @@ async def test_a_failing_job_fails_the_health_check_fast(
 
 
 async def test_health_checks_time_out_with_the_objects_named(
-        flux: Flux, server: GitServer, namespace: str) -> None:
+        dev_only: None, flux: Flux, server: GitServer, namespace: str) -> None:
     server.make_repo("app", {"web.yaml": deployment(
         "web", namespace, **{"devcluster.fluxd.io/ready-after": "10m"})})
     await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
