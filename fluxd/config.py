@@ -174,7 +174,8 @@ class KustomizeSettings(_Group):
     #: a ${var} with no value and no default fails the build (Flux feature gate
     #: StrictPostBuildSubstitutions, on since kustomize-controller v1.9)
     strict_substitution: bool = True
-    #: how often health checks look at the applied objects again
+    #: the longest wait between two rounds of health checks (the first comes after
+    #: 100 ms, each next one after twice as long, up to this)
     health_poll_interval: Duration = 2.0
 
 

@@ -100,6 +100,10 @@ ACCESS_DENIED = "AccessDenied"
 INVALID_CEL = "InvalidCELExpression"
 PROGRESSING = "Progressing"
 
+#: the delay before the second round of health checks; it doubles each round up to
+#: ``[kustomize] health_poll_interval``
+FIRST_HEALTH_POLL = 0.1
+
 DeletionPolicy = Literal["MirrorPrune", "Delete", "WaitForTermination", "Orphan"]
 
 
@@ -117,6 +121,8 @@ class _PendingHealth:
     applied_at: float
     #: objects as the apply left them, used once for the first round of checks
     known: dict[ObjMeta, Obj] = field(default_factory=dict)
+    #: rounds of checks that found objects still progressing
+    rounds: int = 0
 
 
 @dataclass(frozen=True)
@@ -570,9 +576,12 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
             self.record_history(run, pending.digest, pending.started, HEALTH_CHECK_FAILED)
             raise RetryError(message, reason=HEALTH_CHECK_FAILED)
         if waiting:
-            return Result(requeue_after=min(
-                float(self.settings.kustomize.health_poll_interval),
-                max(0.1, pending.deadline - now)))
+            # soon at first, then less often: a Kustomization turns Ready shortly after
+            # its last object does, and a slow rollout is not polled at a high rate
+            pending.rounds += 1
+            poll = min(float(self.settings.kustomize.health_poll_interval),
+                       FIRST_HEALTH_POLL * 2 ** (pending.rounds - 1))
+            return Result(requeue_after=min(poll, max(0.1, pending.deadline - now)))
         self._pending.pop(run.key, None)
         passed = f"Health check passed in {format_duration(now - pending.applied_at)}"
         recovered = not cond.is_true(run.patcher.conditions, HEALTHY)

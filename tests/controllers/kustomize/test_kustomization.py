@@ -359,6 +359,23 @@ async def test_health_checks_time_out_with_the_objects_named(
     assert f"Deployment/{namespace}/web" in message
 
 
+@pytest.mark.parametrize("flux_overrides", [{"kustomize": {"health_poll_interval": "1m"}}],
+                         indirect=True)
+async def test_health_is_looked_at_soon_after_the_apply_and_then_less_often(
+        dev_only: None, flux: Flux, server: GitServer, namespace: str) -> None:
+    # the Deployment becomes Available 1 s after it is applied; with a poll interval of a
+    # minute, only the first rounds (100 ms, then doubling) can see it in time
+    server.make_repo("app", {"web.yaml": deployment(
+        "web", namespace, **{"devcluster.fluxd.io/ready-after": "1s"})})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization("app", namespace, wait=True, timeout="5m"))
+    await flux.wait(API, "Kustomization", "app", namespace,
+                    lambda o: condition(o, "Healthy").get("status") == "Unknown")
+    started = time.monotonic()
+    await flux.wait(API, "Kustomization", "app", namespace, ready, within=20)
+    assert time.monotonic() - started < 10
+
+
 @pytest.mark.parametrize("flux_overrides", [{"access": {"no_cross_namespace_refs": True}}],
                          indirect=True)
 async def test_a_cross_namespace_source_is_refused_when_locked_down(
