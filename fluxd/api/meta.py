@@ -10,10 +10,18 @@ written by a newer server.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from fluxd.clock import rfc3339
@@ -48,6 +56,15 @@ class FluxModel(BaseModel):
     def to_json(self) -> dict[str, Any]:
         """The JSON object Kubernetes stores: camelCase names, unset fields left out."""
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    @classmethod
+    def spec_of(cls, obj: Mapping[str, Any]) -> Self | None:
+        """``obj["spec"]`` read with this model; None when the model refuses it (indexes
+        and other readers skip such an object; its reconciler says why)."""
+        try:
+            return cls.model_validate(obj.get("spec") or {})
+        except ValidationError:
+            return None
 
 
 class Condition(FluxModel):

@@ -14,20 +14,9 @@ from fluxd.clock import SystemClock
 from fluxd.kube import KubeClient, NotFound
 from fluxd.kube.mapping import RESTMapper
 from tests.conftest import start_dev_cluster
+from tests.support.crd import thing_crd as crd
 
 pytestmark = pytest.mark.anyio
-
-
-def crd(group: str, *versions: str) -> dict[str, Any]:
-    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-            "metadata": {"name": f"things.{group}"},
-            "spec": {"group": group, "scope": "Namespaced",
-                     "names": {"kind": "Thing", "plural": "things"},
-                     "versions": [{"name": v, "served": True, "storage": i == 0,
-                                   "schema": {"openAPIV3Schema": {
-                                       "type": "object",
-                                       "x-kubernetes-preserve-unknown-fields": True}}}
-                                  for i, v in enumerate(versions)]}}
 
 
 def thing(group: str, version: str = "v1") -> dict[str, Any]:

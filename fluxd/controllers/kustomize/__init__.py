@@ -19,7 +19,7 @@ import functools
 from typing import Any
 
 from fluxd.api import source as source_api
-from fluxd.api.kustomize import API_VERSION
+from fluxd.api.kustomize import API_VERSION, KustomizationSpec
 from fluxd.artifacts.bus import ArtifactEvent
 from fluxd.controllers.context import Contribution, ControllerContext
 from fluxd.controllers.kustomize.kustomization import (
@@ -27,7 +27,6 @@ from fluxd.controllers.kustomize.kustomization import (
     KustomizationReconciler,
     dependency_index,
     source_index,
-    spec_of,
 )
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.handler import ReferrersHandler
@@ -47,7 +46,7 @@ def _config_key(kind: str, obj: Obj) -> str:
 
 def substitute_from_index(obj: Obj) -> list[str]:
     """Kustomizations by ``<Kind>/<namespace>/<name>`` of their substituteFrom objects."""
-    spec = spec_of(obj)
+    spec = KustomizationSpec.spec_of(obj)
     if spec is None or spec.post_build is None:
         return []
     ns = obj["metadata"].get("namespace", "")

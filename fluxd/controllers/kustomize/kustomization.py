@@ -38,8 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
-
 from fluxd import logging as fluxlog
 from fluxd.api.kustomize import API_VERSION, GROUP, KustomizationSpec, PostBuild
 from fluxd.artifacts.bus import ArtifactBus, SourceKey
@@ -300,7 +298,7 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
             if not status.get("conditions") or status.get("observedGeneration") != generation \
                     or not cond.is_true(status.get("conditions"), cond.READY):
                 raise self.not_ready(f"dependency '{shown}' is not ready")
-            dep_spec = spec_of(found)
+            dep_spec = KustomizationSpec.spec_of(found)
             if dep_spec is not None and _same_source(dep_spec, dep_ns, spec, ns) and \
                     status.get("lastAppliedRevision") != run.revision:
                 raise self.not_ready(f"dependency '{shown}' revision is not up to date")
@@ -772,15 +770,6 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
                     metadata=metadata)
 
 
-def spec_of(obj: Mapping[str, Any]) -> KustomizationSpec | None:
-    """A Kustomization's spec as the model reads it; None when the model refuses it (the
-    driver stalls such an object; indexes and other readers skip it)."""
-    try:
-        return KustomizationSpec.model_validate(obj.get("spec") or {})
-    except ValidationError:
-        return None
-
-
 def timeout_of(spec: KustomizationSpec) -> float:
     """Flux's ``GetTimeout``: ``timeout``, else ``interval`` less 30s; at least 30s."""
     value = parse_duration(spec.timeout) if spec.timeout else \
@@ -827,7 +816,7 @@ def inventory_entries(change_set: ChangeSet) -> list[Obj]:
 
 def source_index(obj: Obj) -> list[str]:
     """Kustomizations by ``<kind>/<namespace>/<name>`` of their source."""
-    spec = spec_of(obj)
+    spec = KustomizationSpec.spec_of(obj)
     if spec is None:
         return []
     ref = spec.source_ref
@@ -837,7 +826,7 @@ def source_index(obj: Obj) -> list[str]:
 
 def dependency_index(obj: Obj) -> list[str]:
     """Kustomizations by ``<namespace>/<name>`` of each Kustomization they depend on."""
-    spec = spec_of(obj)
+    spec = KustomizationSpec.spec_of(obj)
     if spec is None:
         return []
     ns = obj["metadata"].get("namespace", "")
@@ -845,4 +834,4 @@ def dependency_index(obj: Obj) -> list[str]:
 
 
 __all__ = ["CONTROLLER", "KIND", "KustomizationReconciler", "KustomizationRun",
-           "dependency_index", "source_index", "spec_of", "timeout_of"]
+           "dependency_index", "source_index", "timeout_of"]

@@ -93,10 +93,8 @@ def webhook_path_index(obj: Obj) -> list[str]:
 def secret_ref_index(obj: Obj) -> list[str]:
     """Receivers by the Secret holding their token (none for a spec the model refuses:
     such a Receiver stalls until its spec changes)."""
-    try:
-        ref = ReceiverSpec.model_validate(obj.get("spec") or {}).secret_ref
-    except ValidationError:
-        return []
+    spec = ReceiverSpec.spec_of(obj)
+    ref = spec.secret_ref if spec else None
     return [f"{obj['metadata'].get('namespace', '')}/{ref.name}"] if ref and ref.name else []
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from pydantic import ValidationError
-
 from fluxd.api.source import API_VERSION, GitRepositorySpec
 from fluxd.artifacts import server as artifact_server
 from fluxd.artifacts.bus import ArtifactEvent
@@ -28,11 +26,8 @@ from fluxd.runtime.reconcile import ObjectKey
 
 def include_index(obj: dict[str, object]) -> list[str]:
     """GitRepositories by the names of the GitRepositories they include."""
-    try:
-        spec = GitRepositorySpec.model_validate(obj.get("spec") or {})
-    except ValidationError:
-        return []
-    return [include.repository.name for include in spec.include or []]
+    spec = GitRepositorySpec.spec_of(obj)
+    return [include.repository.name for include in spec.include or []] if spec else []
 
 
 def controllers(context: ControllerContext) -> list[Contribution]:

@@ -111,11 +111,9 @@ Obj = dict[str, Any]
 
 def source_index(obj: Obj) -> list[str]:
     """HelmCharts by ``<kind>/<name>`` of their source (Flux's ``SourceIndexKey``)."""
-    try:
-        ref = HelmChartSpec.model_validate(obj.get("spec") or {}).source_ref
-    except ValidationError:
-        return []
-    return [f"{ref.kind}/{ref.name}"] if ref.name else []
+    spec = HelmChartSpec.spec_of(obj)
+    return [f"{spec.source_ref.kind}/{spec.source_ref.name}"] \
+        if spec and spec.source_ref.name else []
 
 
 def repository_url_index(obj: Obj) -> list[str]:
