@@ -91,7 +91,7 @@ class LagMonitor:
 async def with_manager(kubeconfig: Path, storage: Path, concurrency: int,
                        body: Any) -> Any:
     settings = Settings.model_validate({
-        "kube": {"kubeconfig": str(kubeconfig), "qps": 500, "burst": 1000},
+        "kube": {"kubeconfig": str(kubeconfig)},
         "leader_election": {"enabled": False},
         "server": {"metrics_address": "127.0.0.1:0"},
         "storage": {"path": str(storage), "address": "127.0.0.1:0"},
@@ -101,8 +101,7 @@ async def with_manager(kubeconfig: Path, storage: Path, concurrency: int,
     })
     clock = SystemClock()
     app.tune_gc()  # as `fluxd run` does
-    async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig),
-                                        qps=500, burst=1000) as client:
+    async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig)) as client:
         await install_crds(client)
         async with running_flux(settings, client, clock, storage, stop_within=60) as flux:
             return await body(client, flux.manager)

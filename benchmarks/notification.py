@@ -82,8 +82,7 @@ def event(i: int) -> Event:
 
 async def matching(kubeconfig: Path, count: int) -> dict[str, float]:
     clock = SystemClock()
-    async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig),
-                                        qps=1000, burst=2000) as client:
+    async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig)) as client:
         await install_crds(client)
         for ns in {f"team-{i % 10}" for i in range(100)}:
             await client.apply({"apiVersion": "v1", "kind": "Namespace",
@@ -132,7 +131,7 @@ async def webhooks(kubeconfig: Path, tmp: Path, pushes: int) -> dict[str, float]
     """Pushes through a Gitea-style webhook to the applied ConfigMap, with the real
     manager (``fluxd run``'s assembly) in this process."""
     settings = Settings.model_validate({
-        "kube": {"kubeconfig": str(kubeconfig), "qps": 500, "burst": 1000},
+        "kube": {"kubeconfig": str(kubeconfig)},
         "leader_election": {"enabled": False},
         "server": {"metrics_address": "127.0.0.1:0"},
         "storage": {"path": str(tmp / "storage"), "address": "127.0.0.1:0"},
@@ -142,8 +141,7 @@ async def webhooks(kubeconfig: Path, tmp: Path, pushes: int) -> dict[str, float]
     app.tune_gc()
     with GitServer(tmp / "repos") as git:
         repo = git.make_repo("app", {"cm.yaml": configmap("v0")})
-        async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig),
-                                            qps=500, burst=1000) as client:
+        async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig)) as client:
             await install_crds(client)
             await client.apply({"apiVersion": "v1", "kind": "Namespace",
                                 "metadata": {"name": "bench"}}, force=True)

@@ -149,7 +149,7 @@ async def run(settings: Settings, *, config_path: Path | None,
     metrics = Metrics(registry)
     async with await KubeClient.connect(
             clock=clock, kubeconfig=settings.kube.kubeconfig, context=settings.kube.context,
-            qps=settings.kube.qps, burst=settings.kube.burst) as client:
+            qps=settings.kube.qps, burst=settings.kube.burst, registry=registry) as client:
         assembly = assemble(settings, client=client, clock=clock, registry=registry,
                             metrics=metrics, controllers=controllers)
         manager, context = assembly.manager, assembly.context

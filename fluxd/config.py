@@ -62,8 +62,11 @@ class KubeSettings(_Group):
     #: kubeconfig path; unset: $KUBECONFIG, ~/.kube/config, else in-cluster
     kubeconfig: str | None = None
     context: str | None = None
-    #: client-side rate limit (Flux --kube-api-qps / --kube-api-burst)
-    qps: float = Field(default=50.0, gt=0)
+    #: optional client-side cap on API requests (Flux --kube-api-qps / --kube-api-burst).
+    #: 0 (the default): no client-side limit — the API server's priority and fairness
+    #: decides, and its 429 + Retry-After are obeyed (see fluxd.kube.client); burst
+    #: counts only while qps > 0
+    qps: float = Field(default=0.0, ge=0)
     burst: int = Field(default=300, ge=1)
 
 

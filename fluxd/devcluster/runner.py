@@ -155,7 +155,8 @@ class DevCluster:
                   clock: Clock | None = None, history_size: int = 10_000,
                   ready_delay: float = 1.0, bookmark_interval: float = 30.0,
                   max_object_bytes: int = 1_572_864, watch_list: bool = True,
-                  crd_discovery_delay: float = 0.3,
+                  crd_discovery_delay: float = 0.3, max_requests_inflight: int = 400,
+                  max_mutating_requests_inflight: int = 200,
                   token: str | None = None) -> AsyncIterator[DevCluster]:
         cluster = Cluster(clock=clock or SystemClock(), history_size=history_size,
                           max_object_bytes=max_object_bytes)
@@ -163,7 +164,9 @@ class DevCluster:
         pki = await asyncio.to_thread(tls.generate)
         # the serving CA is the cluster's CA, published to namespaces as kube-root-ca.crt
         lifecycle = Lifecycle(cluster, ready_delay=ready_delay, root_ca=pki.ca_pem)
-        options = ServerOptions(bookmark_interval=bookmark_interval, watch_list=watch_list)
+        options = ServerOptions(bookmark_interval=bookmark_interval, watch_list=watch_list,
+                                max_requests_inflight=max_requests_inflight,
+                                max_mutating_requests_inflight=max_mutating_requests_inflight)
         if token:
             options.token = token
         server = DevServer(cluster, options)

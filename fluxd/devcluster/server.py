@@ -3,8 +3,11 @@
 Maps Kubernetes REST paths onto ``Cluster``: discovery and OpenAPI, CRUD, patches and
 server-side apply, the ``status``/``scale``/``finalize`` subresources, lists with
 selectors and pagination, watches (chunked JSON events, bookmarks, 410 Gone), tables
-for ``kubectl get``, bearer-token authentication, impersonation authorised by RBAC, and
-``Status`` errors shaped as real clients expect.
+for ``kubectl get``, bearer-token authentication, impersonation authorised by RBAC,
+``Status`` errors shaped as real clients expect, and kube-apiserver's max-in-flight limit
+(``--max-requests-inflight``/``--max-mutating-requests-inflight``: past it, 429 with
+``Retry-After: 1``, before the request is looked at further; watches and
+``system:masters`` are never refused).
 
 This is a development server: everything is in memory and gone when it stops. It is not
 an API server for production use.
@@ -52,6 +55,19 @@ class ServerOptions:
     #: RequestWatchProgress (etcd 3.4) refuses them; False does the same, so clients that
     #: must work there can be tested against it.
     watch_list: bool = True
+    #: requests served at once, as kube-apiserver's --max-requests-inflight (get, list and
+    #: other reads) and --max-mutating-requests-inflight (writes); one more is answered
+    #: 429 with Retry-After: 1. Watches are long-running and not counted; 0: no limit.
+    #: Read on every request, so a test may change it on a running server.
+    max_requests_inflight: int = 400
+    max_mutating_requests_inflight: int = 200
+    #: users in these groups are never refused (kube-apiserver lets system:masters by)
+    inflight_exempt_groups: tuple[str, ...] = ("system:masters",)
+
+
+#: kube-apiserver answers an in-flight refusal with Go's http.Error: this plain text
+#: (not a Status), ``Retry-After: 1`` and ``X-Content-Type-Options: nosniff``
+TOO_MANY_REQUESTS = "Too many requests, please try again later.\n"
 
 
 @dataclass(frozen=True)
@@ -98,6 +114,17 @@ def _wants(request: web.Request, kind: str) -> dict[str, str] | None:
     return None
 
 
+def _long_running(request: web.Request) -> bool:
+    """A watch: kube-apiserver's in-flight limit leaves long-running requests alone."""
+    if request.method != "GET":
+        return False
+    if request.query.get("watch") in ("1", "true", "True"):
+        return True
+    parts = [p for p in request.path.split("/") if p]
+    at = 2 if parts[:1] == ["api"] else 3 if parts[:1] == ["apis"] else 0
+    return bool(at) and len(parts) > at and parts[at] == "watch"
+
+
 def _json(data: Any, status: int = 200, content_type: str = "application/json") -> web.Response:
     body = json.dumps(data, separators=(",", ":"))
     return web.Response(body=body.encode(), status=status,
@@ -119,6 +146,8 @@ class DevServer:
         #: encoded watch events by (object identity, event type, version); holds the object
         #: so its id cannot be reused while cached
         self._encoded: LRU[tuple[int, str, str], tuple[Obj, bytes]] = LRU(4096)
+        #: requests being served, by whether they are mutating (the in-flight limit)
+        self.inflight = {False: 0, True: 0}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=self.options.max_request_bytes + 1024)
@@ -134,7 +163,22 @@ class DevServer:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             user = self._authenticate(request)
-            return await self._route(request, user)
+            if _long_running(request) or not set(user.groups).isdisjoint(
+                    self.options.inflight_exempt_groups):
+                return await self._route(request, user)
+            mutating = request.method not in ("GET", "HEAD")
+            limit = self.options.max_mutating_requests_inflight if mutating \
+                else self.options.max_requests_inflight
+            if 0 < limit <= self.inflight[mutating]:
+                return web.Response(status=429, text=TOO_MANY_REQUESTS,
+                                    content_type="text/plain", charset="utf-8",
+                                    headers={"Retry-After": "1",
+                                             "X-Content-Type-Options": "nosniff"})
+            self.inflight[mutating] += 1
+            try:
+                return await self._route(request, user)
+            finally:
+                self.inflight[mutating] -= 1
         except ApiError as exc:
             return _error(exc)
         except (ConnectionResetError, asyncio.CancelledError):

@@ -5,9 +5,24 @@ kind, including CRDs added later, works without generated models), and returns t
 the server sent — the informer cache holds these dicts, never kubernetes_asyncio model
 objects. It offers get, paginated list, watch, create, server-side apply (dry-run,
 force), JSON merge patch, status patch and delete, maps failures to the typed exceptions
-of ``fluxd.kube.errors``, throttles itself (client-side QPS/burst, Flux's 50/300), and
-hands out impersonating clients — one per ServiceAccount, reused — that share the
-connection pool, mapper and throttle.
+of ``fluxd.kube.errors``, and hands out impersonating clients — one per ServiceAccount,
+reused — that share the connection pool, mapper, throttle and retries.
+
+The request budget: **no client-side rate limit by default**; the API server's priority
+and fairness (APF) decides, and the client honours it. A request the server refuses with
+429, or a 5xx carrying ``Retry-After``, is sent again after the seconds the server asked
+for (at most ``MAX_RETRY_AFTER`` each, up to ``MAX_RETRIES`` times — client-go's
+``maxRetries``); then the caller gets the error. APF and the max-in-flight filter refuse
+a request before it runs, so sending a refused write again is safe (a 5xx with
+``Retry-After`` is sent again for every verb too, as client-go does). Why not a fixed QPS: one
+fluxd process runs the work of Flux's four controllers, and Flux's controllers already
+drop their own ``--kube-api-qps`` limit whenever the server has APF (on by default since
+Kubernetes 1.20), as controller-runtime does by default since v0.21; a fixed budget would
+only give the server less room than Flux does. What fluxd has in flight is bounded by its
+workers and by the connection pool (``CONNECTION_LIMIT`` sockets). ``[kube] qps``/``burst``
+remain as an optional cap (Flux's ``--kube-api-qps``/``--kube-api-burst``); ``qps = 0``
+is off. Every answer is counted in ``rest_client_requests_total{code,method,host}``, the
+name client-go and controller-runtime use, so throttling shows as ``code="429"``.
 
 This package is the only one that imports kubernetes_asyncio.
 """
@@ -15,7 +30,9 @@ This package is the only one that imports kubernetes_asyncio.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator
@@ -26,11 +43,15 @@ import aiohttp
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
+from prometheus_client import CollectorRegistry, Counter
 
+from fluxd import logging as fluxlog
 from fluxd.clock import Clock
 from fluxd.kube.errors import Gone, KubeError, TransportError, from_status
 from fluxd.kube.mapping import Mapping, RESTMapper
 from fluxd.tokenbucket import TokenBucket
+
+log = logging.getLogger("fluxd.kube")
 
 Obj = dict[str, Any]
 
@@ -38,6 +59,22 @@ SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 JSON = "application/json"
+
+#: times a refused request is sent again before the caller gets the error: client-go's
+#: ``maxRetries`` (rest/request.go)
+MAX_RETRIES = 10
+#: longest wait for one ``Retry-After``: the largest value kube-apiserver's priority and
+#: fairness sends (``maxRetryAfter``, 32 s), so a real server is always obeyed and a broken
+#: one cannot park a worker for longer
+MAX_RETRY_AFTER = 32.0
+#: sockets to the API server at most (aiohttp's connector limit; a request beyond it
+#: waits for a free connection within its timeout). Each watch holds one for its whole
+#: life, each other request one while it runs; fluxd's workers with their concurrent
+#: applies and its informers' watches need a few dozen, so 100 leaves room and still
+#: keeps the process far from file-descriptor limits and the server's in-flight limits.
+CONNECTION_LIMIT = 100
+#: the throttled-response debug line: one per this many seconds, the rest counted
+THROTTLED_LOG_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
@@ -53,28 +90,60 @@ class ListResult:
 
 
 class Throttle:
-    """Client-side rate limit: ``qps`` requests per second with bursts of ``burst``;
-    a request over the limit waits its turn (a reserved token) on the clock."""
+    """The optional client-side cap: ``qps`` requests per second with bursts of
+    ``burst``; a request over it waits its turn (a reserved token) on the clock.
+    ``qps <= 0`` is no cap at all (the default): ``wait`` returns at once."""
 
     def __init__(self, qps: float, burst: int, clock: Clock) -> None:
         self._clock = clock
-        self.qps, self.burst = _rate(qps, burst)
-        self._bucket = TokenBucket(burst=self.burst, every=1.0 / self.qps,
-                                   monotonic=clock.monotonic)
+        self.qps, self.burst = 0.0, max(burst, 1)
+        self._bucket: TokenBucket | None = None
+        self.set_rate(qps, burst)
+
+    @property
+    def enabled(self) -> bool:
+        return self._bucket is not None
 
     def set_rate(self, qps: float, burst: int) -> None:
-        """Change the limits in place (hot configuration reload)."""
-        self.qps, self.burst = _rate(qps, burst)
-        self._bucket.set_limits(burst=self.burst, every=1.0 / self.qps)
+        """Change the limits in place (hot configuration reload); ``qps <= 0`` lifts
+        the cap, a positive one sets it (a new cap starts with a full burst)."""
+        self.qps, self.burst = max(qps, 0.0), max(burst, 1)
+        if self.qps == 0.0:
+            self._bucket = None
+        elif self._bucket is None:
+            self._bucket = TokenBucket(burst=self.burst, every=1.0 / self.qps,
+                                       monotonic=self._clock.monotonic)
+        else:
+            self._bucket.set_limits(burst=self.burst, every=1.0 / self.qps)
 
     async def wait(self) -> None:
+        if self._bucket is None:
+            return
         delay = self._bucket.reserve()
         if delay > 0:
             await self._clock.sleep(delay)
 
 
-def _rate(qps: float, burst: int) -> tuple[float, int]:
-    return max(qps, 0.001), max(burst, 1)
+class RequestCounter:
+    """``rest_client_requests_total{code,method,host}``: every answer of the API server
+    (each attempt, so a throttled one shows as ``code="429"``), ``<error>`` for a
+    request that got none — client-go's metric under controller-runtime's name."""
+
+    def __init__(self, registry: CollectorRegistry, host: str) -> None:
+        self._host = host
+        self._counter = Counter(
+            "rest_client_requests_total",
+            "Number of HTTP requests, partitioned by status code, method, and host.",
+            ["code", "method", "host"], registry=registry)
+        # label look-ups cost more than the increment: keep the children
+        self._children: dict[tuple[str, str], Any] = {}
+
+    def count(self, code: str, method: str) -> None:
+        child = self._children.get((code, method))
+        if child is None:
+            child = self._children[(code, method)] = self._counter.labels(
+                code, method, self._host)
+        child.inc()
 
 
 @dataclass
@@ -85,8 +154,28 @@ class _Shared:
     clock: Clock
     throttle: Throttle
     request_timeout: float
+    requests: RequestCounter | None = None
     impersonated: dict[str, KubeClient] = field(default_factory=dict)
     mapper: RESTMapper = field(init=False)
+    throttled_log: fluxlog.LogThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.throttled_log = fluxlog.LogThrottle(interval=THROTTLED_LOG_INTERVAL, burst=1,
+                                                 monotonic=self.clock.monotonic)
+
+    def answered(self, code: str, method: str) -> None:
+        if self.requests is not None:
+            self.requests.count(code, method)
+
+    def throttled(self, method: str, path: str, status: int, wait: float,
+                  attempt: int) -> None:
+        """One debug line per burst of refusals (the rest counted into the next)."""
+        held = self.throttled_log.admit()
+        if held is not None:
+            log.debug("the API server asked to retry later; waiting as told",
+                      extra=fluxlog.fields(method=method, path=path, code=status,
+                                           retryAfter=wait, attempt=attempt,
+                                           heldBack=held))
 
 
 class KubeClient:
@@ -101,13 +190,18 @@ class KubeClient:
 
     @classmethod
     async def connect(cls, *, clock: Clock, kubeconfig: str | None = None,
-                      context: str | None = None, qps: float = 50, burst: int = 300,
+                      context: str | None = None, qps: float = 0.0, burst: int = 300,
                       field_manager: str = "fluxd", request_timeout: float = 30.0,
-                      service_account_dir: str = SERVICE_ACCOUNT_DIR) -> KubeClient:
+                      service_account_dir: str = SERVICE_ACCOUNT_DIR,
+                      registry: CollectorRegistry | None = None,
+                      connection_limit: int = CONNECTION_LIMIT) -> KubeClient:
         """Connect with a kubeconfig (explicit path, else $KUBECONFIG/~/.kube/config) or,
         inside a Pod without one, the in-cluster service account (its token is re-read
-        as the kubelet rotates it)."""
+        as the kubelet rotates it). ``qps > 0`` caps the request rate on the client
+        (else the server's priority and fairness alone decides); ``registry`` gets
+        ``rest_client_requests_total``."""
         cfg = k8s_client.Configuration()
+        cfg.connection_pool_maxsize = max(1, connection_limit)
         in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ \
             and "KUBECONFIG" not in os.environ
         if in_cluster:
@@ -121,8 +215,10 @@ class KubeClient:
         api = k8s_client.ApiClient(cfg)
         api.user_agent = "fluxd"
         _settle_proxy(api, cfg)
+        requests = None if registry is None else RequestCounter(
+            registry, urllib.parse.urlsplit(str(cfg.host)).netloc)
         shared = _Shared(api=api, clock=clock, throttle=Throttle(qps, burst, clock),
-                         request_timeout=request_timeout)
+                         request_timeout=request_timeout, requests=requests)
         root = cls(shared, field_manager=field_manager)
         shared.mapper = RESTMapper(root, clock)
         return root
@@ -161,23 +257,19 @@ class KubeClient:
                     limit: float | aiohttp.ClientTimeout | None) -> aiohttp.ClientResponse:
         """One request on the shared session, with kubernetes_asyncio's configuration
         (host, TLS, bearer token and its refresh) but without its generic ``call_api``
-        layer, whose per-request walk over the body costs more than the request."""
-        await self._shared.throttle.wait()
-        api = self._shared.api
+        layer, whose per-request walk over the body costs more than the request.
+
+        A 429, or a 5xx with ``Retry-After``, is sent again after the wait the server
+        asked for, as client-go does for every verb (see the module docstring)."""
+        shared = self._shared
+        api = shared.api
         cfg = api.configuration
         rest = api.rest_client
-        headers = {"Content-Type": content_type, "Accept": accept,
-                   "User-Agent": api.user_agent, **self._headers}
-        if "BearerToken" in cfg.api_key:
-            token = await cfg.get_api_key_with_prefix("BearerToken")
-            if token:
-                headers["authorization"] = token
         url = f"{cfg.host}{path}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
-        timeout = limit or self._shared.request_timeout
+        timeout = limit or shared.request_timeout
         options: dict[str, Any] = {
-            "headers": headers,
             "timeout": timeout if isinstance(timeout, aiohttp.ClientTimeout)
             else aiohttp.ClientTimeout(total=timeout)}
         if body is not None:
@@ -186,14 +278,31 @@ class KubeClient:
             options["proxy"] = rest.proxy
         if rest.server_hostname:
             options["server_hostname"] = rest.server_hostname
-        try:
-            resp: aiohttp.ClientResponse = await rest.pool_manager.request(
-                method, url, **options)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise TransportError(f"{method} {path}: {exc or type(exc).__name__}") from exc
-        if resp.status >= 400:
-            raise from_status(resp.status, await _body(resp, method, path))
-        return resp
+        for attempt in range(MAX_RETRIES + 1):
+            # a retry waits its turn under the cap too, as client-go's does
+            await shared.throttle.wait()
+            headers: dict[str, Any] = {"Content-Type": content_type, "Accept": accept,
+                                       "User-Agent": api.user_agent, **self._headers}
+            if "BearerToken" in cfg.api_key:
+                token = await cfg.get_api_key_with_prefix("BearerToken")
+                if token:
+                    headers["authorization"] = token
+            try:
+                resp: aiohttp.ClientResponse = await rest.pool_manager.request(
+                    method, url, headers=headers, **options)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                shared.answered("<error>", method)
+                raise TransportError(f"{method} {path}: {exc or type(exc).__name__}") from exc
+            shared.answered(str(resp.status), method)
+            if resp.status < 400:
+                return resp
+            data = await _body(resp, method, path)
+            wait = retry_after(resp.status, resp.headers.get("Retry-After"))
+            if wait is None or attempt == MAX_RETRIES:
+                raise from_status(resp.status, data)
+            shared.throttled(method, path, resp.status, wait, attempt + 1)
+            await shared.clock.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _exchange(self, method: str, path: str, *, query: list[tuple[str, str]] | None,
                         body: Any, content_type: str, accept: str) -> tuple[Any, str]:
@@ -384,6 +493,20 @@ class KubeClient:
 
 
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_SECONDS = re.compile(r"[+-]?[0-9]+")
+
+
+def retry_after(status: int, header: str | None) -> float | None:
+    """Seconds to wait before sending a refused request again, or None when the answer
+    is final: the server must have refused it (429, or any 5xx) *and* said when to
+    come back (``Retry-After`` in whole seconds, client-go's reading); the wait is
+    bounded by ``MAX_RETRY_AFTER``."""
+    if status != 429 and status < 500:
+        return None
+    text = (header or "").strip()
+    if len(text) > 12 or not _SECONDS.fullmatch(text):
+        return None
+    return min(max(float(int(text)), 0.0), MAX_RETRY_AFTER)
 
 
 def _settle_proxy(api: k8s_client.ApiClient, cfg: k8s_client.Configuration) -> None:

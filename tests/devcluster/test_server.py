@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import ssl
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 import yaml
 
-from tests.conftest import Cluster
+from tests.conftest import Cluster, ServerThread, start_dev_cluster
+from tests.kube.inflight import dev_server, write_in_flight
 
 pytestmark = pytest.mark.anyio
 
@@ -499,3 +502,102 @@ async def test_apply_yaml_keeps_timestamps_as_strings(http: Http, namespace: str
                                      "?fieldManager=t", raw=body,
                             content_type="application/apply-patch+yaml")
     assert applied["data"] == {"when": "2024-01-01T00:00:00Z"}
+
+
+# --- the in-flight limit (kube-apiserver's --max-[mutating-]requests-inflight) ----------
+
+@contextlib.asynccontextmanager
+async def private_cluster(tmp_path: Path) -> AsyncIterator[tuple[ServerThread, Path, Http]]:
+    """A dev cluster of the test's own, whose limits it may change while it runs."""
+    thread, kubeconfig = start_dev_cluster(tmp_path)
+    config = yaml.safe_load(kubeconfig.read_text())
+    clus, user = config["clusters"][0]["cluster"], config["users"][0]["user"]
+    ssl_ctx = ssl.create_default_context(
+        cadata=base64.b64decode(clus["certificate-authority-data"]).decode())
+    try:
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=ssl_ctx)) as session:
+            yield thread, kubeconfig, Http(session, clus["server"], user["token"])
+    finally:
+        thread.stop()
+
+
+async def raw(http: Http, method: str, path: str, body: Any = None,
+              headers: dict[str, str] | None = None) -> tuple[int, str, dict[str, str]]:
+    data = None if body is None else json.dumps(body).encode()
+    async with http.session.request(method, http.server + path, data=data, headers={
+            "Authorization": f"Bearer {http.token}", "Content-Type": "application/json",
+            **(headers or {})}) as resp:
+        return resp.status, await resp.text(), dict(resp.headers)
+
+
+CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+
+
+async def test_a_write_past_the_mutating_limit_is_refused_as_kube_apiserver_does(
+        tmp_path: Path, dev_only: None) -> None:
+    async with private_cluster(tmp_path) as (thread, kubeconfig, http):
+        options = dev_server(thread).options
+        assert (options.max_requests_inflight, options.max_mutating_requests_inflight) == \
+            (400, 200)
+        options.max_mutating_requests_inflight = 1
+        options.inflight_exempt_groups = ()
+        async with write_in_flight(thread, kubeconfig, CONFIGMAPS):
+            status, text, headers = await raw(http, "POST", CONFIGMAPS, cm("late"))
+            assert status == 429
+            # Go's http.Error, as kube-apiserver writes it: plain text, not a Status
+            assert text == "Too many requests, please try again later.\n"
+            assert headers["Retry-After"] == "1"
+            assert headers["Content-Type"] == "text/plain; charset=utf-8"
+            assert headers["X-Content-Type-Options"] == "nosniff"
+            # reads are counted apart
+            status, _, _ = await raw(http, "GET", CONFIGMAPS)
+            assert status == 200
+        status, _, _ = await raw(http, "POST", CONFIGMAPS, cm("late"))
+        assert status == 201
+
+
+async def test_reads_have_a_limit_of_their_own_and_watches_are_never_counted(
+        tmp_path: Path, dev_only: None) -> None:
+    async with private_cluster(tmp_path) as (thread, _, http):
+        server = dev_server(thread)
+        server.options.max_requests_inflight = 1
+        server.options.inflight_exempt_groups = ()
+        # this server answers a read without waiting on the client, so no real read can
+        # be caught holding its slot: take it by hand, on the server's loop
+        thread.call(server.inflight.__setitem__, False, 1)
+        try:
+            status, text, _ = await raw(http, "GET", CONFIGMAPS)
+            assert (status, text) == (429, "Too many requests, please try again later.\n")
+            status, _, _ = await raw(http, "GET", "/version")
+            assert status == 429
+            for watch in (f"{CONFIGMAPS}?watch=1&timeoutSeconds=1",
+                          "/api/v1/watch/namespaces/default/configmaps?timeoutSeconds=1"):
+                status, _, _ = await raw(http, "GET", watch)
+                assert status == 200, watch
+            status, _, _ = await raw(http, "POST", CONFIGMAPS, cm("write"))
+            assert status == 201
+        finally:
+            thread.call(server.inflight.__setitem__, False, 0)
+        status, _, _ = await raw(http, "GET", CONFIGMAPS)
+        assert status == 200
+
+
+async def test_system_masters_are_never_refused(tmp_path: Path, dev_only: None) -> None:
+    robot = "system:serviceaccount:default:robot"
+    async with private_cluster(tmp_path) as (thread, kubeconfig, http):
+        await http.ok("POST", "/apis/rbac.authorization.k8s.io/v1/namespaces/default/"
+                              "rolebindings", {
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "robot-edit"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "edit"},
+            "subjects": [{"kind": "ServiceAccount", "name": "robot", "namespace": "default"}]})
+        dev_server(thread).options.max_mutating_requests_inflight = 1
+        async with write_in_flight(thread, kubeconfig, CONFIGMAPS, user=robot):
+            status, _, _ = await raw(http, "POST", CONFIGMAPS, cm("as-robot"),
+                                     headers={"Impersonate-User": robot})
+            assert status == 429
+            # the admin token is in system:masters
+            status, _, _ = await raw(http, "POST", CONFIGMAPS, cm("as-admin"))
+            assert status == 201

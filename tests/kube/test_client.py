@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,8 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
-from fluxd.clock import FakeClock, SystemClock
+from fluxd import config
+from fluxd.clock import FakeClock, JumpClock, SystemClock
 from fluxd.kube import (
     AlreadyExists,
     Conflict,
@@ -23,7 +26,10 @@ from fluxd.kube import (
     NotFound,
     Throttle,
 )
+from fluxd.kube.client import CONNECTION_LIMIT, MAX_RETRIES, MAX_RETRY_AFTER, retry_after
+from fluxd.kube.errors import TooManyRequests
 from tests.conftest import Cluster, start_dev_cluster
+from tests.kube.inflight import dev_server, write_in_flight
 
 pytestmark = pytest.mark.anyio
 
@@ -232,3 +238,139 @@ async def test_in_cluster_config_uses_the_service_account_files(
                                         service_account_dir=str(account)) as kube:
         ns = await kube.get("v1", "Namespace", "default")
     assert ns["metadata"]["name"] == "default"
+
+
+# --- the request budget: no client-side limit, the server's 429s obeyed ----------------
+
+def test_retry_after_is_read_as_client_go_reads_it() -> None:
+    assert retry_after(429, "3") == 3.0
+    assert retry_after(503, "2") == 2.0
+    assert retry_after(500, " 1 ") == 1.0
+    assert retry_after(429, "0") == 0.0
+    assert retry_after(429, "-4") == 0.0
+    # a refusal without a wait, or a wait on an answer that is no refusal, is final
+    assert retry_after(429, None) is None
+    assert retry_after(500, "") is None
+    assert retry_after(404, "1") is None
+    assert retry_after(409, "1") is None
+    # only whole seconds (an HTTP date is not read, as client-go does not)
+    assert retry_after(429, "1.5") is None
+    assert retry_after(429, "Wed, 21 Oct 2015 07:28:00 GMT") is None
+    # a server may not park a worker for longer than priority and fairness ever asks
+    assert retry_after(429, "3600") == MAX_RETRY_AFTER == 32.0
+    assert retry_after(429, "9" * 40) is None
+
+
+async def test_no_client_side_limit_by_default_and_a_cap_that_follows_reloads() -> None:
+    clock = FakeClock()
+    throttle = Throttle(qps=0, burst=300, clock=clock)
+    assert not throttle.enabled
+    for _ in range(1000):
+        await throttle.wait()
+    assert clock.monotonic() == 0.0
+    throttle.set_rate(10, 1)
+    assert throttle.enabled
+    await throttle.wait()
+    waiting = asyncio.create_task(throttle.wait())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    clock.advance(0.1)
+    await asyncio.wait_for(waiting, 1)
+    throttle.set_rate(0, 1)
+    assert not throttle.enabled
+    await asyncio.wait_for(throttle.wait(), 1)
+
+
+async def test_the_connection_pool_is_bounded(kube: KubeClient) -> None:
+    session = kube._shared.api.rest_client.pool_manager
+    assert session.connector.limit == CONNECTION_LIMIT == 100
+
+
+async def drive(clock: JumpClock, tasks: list[asyncio.Task[Any]], *, step: float = 1.0,
+                within: float = 60.0) -> None:
+    """Jump the clock past each Retry-After wait until every task is done."""
+    async with asyncio.timeout(within):
+        while not all(t.done() for t in tasks):
+            await asyncio.sleep(0.02)
+            clock.advance(step)
+
+
+def requests_total(registry: CollectorRegistry, code: str, method: str) -> float:
+    for metric in registry.collect():
+        if metric.name == "rest_client_requests":
+            return sum(s.value for s in metric.samples if s.name.endswith("_total")
+                       and s.labels["code"] == code and s.labels["method"] == method)
+    return 0.0
+
+
+async def test_writes_refused_by_the_servers_in_flight_limit_land_after_retry_after(
+        tmp_path: Path, dev_only: None) -> None:
+    thread, kubeconfig = start_dev_cluster(tmp_path)
+    server = dev_server(thread)
+    server.options.max_mutating_requests_inflight = 2
+    server.options.inflight_exempt_groups = ()  # our admin token is limited too
+    clock, registry = JumpClock(), CollectorRegistry()
+    big = "x" * 400_000  # bodies long enough that the server reads them in many turns
+    try:
+        async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig),
+                                            registry=registry) as kube:
+            tasks = [asyncio.create_task(kube.create(cm(f"c{i}", "default", big=big)))
+                     for i in range(12)]
+            await drive(clock, tasks)
+            for task in tasks:
+                task.result()
+            names = {o["metadata"]["name"] for o in
+                     (await kube.list_all("v1", "ConfigMap", "default")).items}
+    finally:
+        thread.stop()
+    assert {f"c{i}" for i in range(12)} <= names
+    assert requests_total(registry, "201", "POST") == 12
+    assert requests_total(registry, "429", "POST") > 0
+
+
+async def test_the_caller_gets_the_429_once_the_retries_run_out(
+        tmp_path: Path, dev_only: None, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="fluxd.kube")
+    thread, kubeconfig = start_dev_cluster(tmp_path)
+    server = dev_server(thread)
+    server.options.max_mutating_requests_inflight = 1
+    server.options.inflight_exempt_groups = ()
+    clock, registry = JumpClock(), CollectorRegistry()
+    try:
+        async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig),
+                                            registry=registry) as kube, \
+                write_in_flight(thread, kubeconfig, "/api/v1/namespaces/default/configmaps"):
+            started = clock.monotonic()
+            task = asyncio.create_task(kube.create(cm("refused", "default")))
+            await drive(clock, [task], step=0.5)
+            with pytest.raises(TooManyRequests, match="Too many requests, please try again"):
+                task.result()
+            waited = clock.monotonic() - started
+            # reads have limits of their own: the full write slots do not hold them up
+            await kube.get("v1", "Namespace", "default")
+    finally:
+        thread.stop()
+    assert requests_total(registry, "429", "POST") == 1 + MAX_RETRIES == 11
+    # ten waits of the server's Retry-After: 1 (the clock jumped in half seconds)
+    assert 10.0 <= waited < 10.0 + 0.5 * (MAX_RETRIES + 2) + 5.0
+    # told at debug level, once per burst of refusals rather than once per refusal
+    told = [r for r in caplog.records if r.name == "fluxd.kube"
+            and r.getMessage().startswith("the API server asked to retry later")]
+    assert 1 <= len(told) <= 3 and all(r.levelno == logging.DEBUG for r in told)
+
+
+async def test_the_default_configuration_sets_no_client_side_limit(
+        kube: KubeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FLUXD_KUBE__QPS", "FLUXD_KUBE__BURST"):
+        monkeypatch.delenv(name, raising=False)
+    example = Path(__file__).parents[2] / "config.example.toml"
+    for settings in (config.load(None), config.load(example)):
+        assert (settings.kube.qps, settings.kube.burst) == (0.0, 300)
+    assert config.hot_reloadable("kube.qps") and config.hot_reloadable("kube.burst")
+    assert not kube.throttle.enabled
+    # what a SIGHUP with `qps = 20` does to the running client, and back
+    kube.throttle.set_rate(20, 5)
+    assert kube.throttle.enabled and kube.impersonate("default", "x").throttle.qps == 20
+    kube.throttle.set_rate(0, 5)
+    assert not kube.throttle.enabled
