@@ -33,8 +33,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from fluxd.devcluster.schema import FieldSchema, ListType, OpenAPISchema
 from fluxd.gotext import go_type, go_value, quote
+from fluxd.schema import FieldSchema, ListType, OpenAPISchema
 
 Path = tuple[str, ...]
 FieldSet = set[Path]

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fluxd import jsonpatch
 from fluxd.clock import Clock, rfc3339
 from fluxd.devcluster import apply as ssa
 from fluxd.devcluster import conversion, defaults, immutable, patch, validation
@@ -482,14 +483,14 @@ class Cluster:
         old = conversion.to_version(stored, rt)
         try:
             if kind == "merge":
-                patched = patch.json_merge_patch(old, body)
+                patched = jsonpatch.json_merge_patch(old, body)
             elif kind == "json":
-                patched = patch.json_patch(old, body)
+                patched = jsonpatch.json_patch(old, body)
             else:
                 if not isinstance(body, dict):
-                    raise patch.PatchError("strategic merge patch must be an object")
+                    raise jsonpatch.PatchError("strategic merge patch must be an object")
                 patched = patch.strategic_merge_patch(old, body, rt.field_schema)
-        except patch.PatchError as exc:
+        except jsonpatch.PatchError as exc:
             raise ApiError(422 if kind == "json" else 400, str(exc)) from exc
         if not isinstance(patched, dict):
             raise bad_request("the patch did not produce an object")
@@ -586,12 +587,12 @@ class Cluster:
             kind = PATCH_TYPES.get(patch_type)
             try:
                 if kind == "merge" or kind == "strategic":
-                    scale = patch.json_merge_patch(current, scale)
+                    scale = jsonpatch.json_merge_patch(current, scale)
                 elif kind == "json":
-                    scale = patch.json_patch(current, scale)
+                    scale = jsonpatch.json_patch(current, scale)
                 else:
                     raise ApiError(415, "the body of the request was in an unknown format")
-            except patch.PatchError as exc:
+            except jsonpatch.PatchError as exc:
                 raise ApiError(422, str(exc)) from exc
         if not isinstance(scale, dict):
             raise bad_request("the body of the request was not an object")

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fluxd.clock import Clock
-from fluxd.devcluster.schema import BuiltinSchema, FieldSchema, OpenAPISchema
+from fluxd.schema import BuiltinSchema, FieldSchema, OpenAPISchema
 
 VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 

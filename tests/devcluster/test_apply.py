@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fluxd.devcluster import apply as ssa
-from fluxd.devcluster.schema import BuiltinSchema, OpenAPISchema
+from fluxd.schema import BuiltinSchema, OpenAPISchema
 from tests.conftest import Cluster
 
 NOW = "2026-01-01T00:00:00Z"

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from fluxd.devcluster import apply as ssa
-from fluxd.devcluster.schema import BuiltinSchema
+from fluxd.schema import BuiltinSchema
 from tests.conftest import Cluster
 
 NOW = "2026-01-01T00:00:00Z"

@@ -1,4 +1,5 @@
-"""Tests for fluxd.devcluster.patch: JSON merge patch, JSON patch, strategic merge patch."""
+"""Tests for fluxd.jsonpatch (JSON merge patch, JSON patch) and fluxd.devcluster.patch
+(strategic merge patch)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fluxd.devcluster.patch import (
-    PatchError,
-    json_merge_patch,
-    json_patch,
-    strategic_merge_patch,
-)
-from fluxd.devcluster.schema import BuiltinSchema, OpenAPISchema
+from fluxd.devcluster.patch import strategic_merge_patch
+from fluxd.jsonpatch import PatchError, json_merge_patch, json_patch
+from fluxd.schema import BuiltinSchema, OpenAPISchema
 
 ROOT = BuiltinSchema()
 

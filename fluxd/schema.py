@@ -1,5 +1,7 @@
 """Structural knowledge of object fields: which lists merge by key, which maps are atomic.
 
+Shared by the dev API server (strategic merge patch, server-side apply) and the native
+kustomize engine (which merges by these keys only at the paths its own schema knows).
 Strategic merge patch and server-side apply both need to know, for a field, whether a
 list is *atomic* (replaced whole), a *map* keyed by some item fields, or a *set* of
 scalars. A real API server reads this from Go struct tags (built-in kinds) or from the
