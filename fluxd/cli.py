@@ -48,9 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", help="kubeconfig (default: $KUBECONFIG, ~/.kube/config, "
                                           "else in-cluster)")
     run.add_argument("--kube-context", help="kubeconfig context")
-    run.add_argument("--kube-api-qps", type=float, help="optional client-side cap on requests per second (default 0: none, the "
-                          "API server's priority and fairness decides)")
-    run.add_argument("--kube-api-burst", type=int, help="burst of the client-side cap (only with a cap; default 300)")
+    run.add_argument("--kube-api-qps", type=float,
+                     help="optional client-side cap on requests per second (default 0: "
+                          "none, the API server's priority and fairness decides)")
+    run.add_argument("--kube-api-burst", type=int,
+                     help="burst of the client-side cap (only with a cap; default 300)")
     run.add_argument("--metrics-addr",
                      help="address of /metrics, /healthz, /readyz (default 0.0.0.0:8080)")
     run.add_argument("--log-encoding", choices=["json", "console"])
