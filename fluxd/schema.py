@@ -159,3 +159,16 @@ class OpenAPISchema:
 
     def is_atomic(self) -> bool:
         return self.node.get("x-kubernetes-map-type") == "atomic"
+
+
+#: where each built-in workload kind keeps its pod spec, by (apiVersion, kind)
+POD_SPEC_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("v1", "Pod"): ("spec",),
+    ("v1", "ReplicationController"): ("spec", "template", "spec"),
+    ("apps/v1", "Deployment"): ("spec", "template", "spec"),
+    ("apps/v1", "StatefulSet"): ("spec", "template", "spec"),
+    ("apps/v1", "DaemonSet"): ("spec", "template", "spec"),
+    ("apps/v1", "ReplicaSet"): ("spec", "template", "spec"),
+    ("batch/v1", "Job"): ("spec", "template", "spec"),
+    ("batch/v1", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
+}

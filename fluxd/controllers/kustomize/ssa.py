@@ -38,6 +38,7 @@ from fluxd import jsonpointer, regex
 from fluxd.clock import Clock
 from fluxd.kube.errors import Conflict, Invalid, KubeError, NotFound
 from fluxd.kube.mapping import Mapping as RESTMapping
+from fluxd.schema import POD_SPEC_PATHS
 from fluxd.selector import Selector
 from fluxd.selector import parse as parse_selector
 
@@ -78,16 +79,6 @@ _KIND_RANK = {**{k: i - len(_KIND_ORDER_FIRST) for i, k in enumerate(_KIND_ORDER
 
 #: server messages that mean "recreate to change this" beyond 409/422 (admission, CEL)
 _IMMUTABLE_MESSAGE = re.compile(r"is\simmutable|immutable\sfield")
-
-_POD_TEMPLATE_PATHS: dict[tuple[str, str], tuple[str, ...]] = {
-    ("v1", "Pod"): ("spec",),
-    ("apps/v1", "Deployment"): ("spec", "template", "spec"),
-    ("apps/v1", "StatefulSet"): ("spec", "template", "spec"),
-    ("apps/v1", "DaemonSet"): ("spec", "template", "spec"),
-    ("apps/v1", "ReplicaSet"): ("spec", "template", "spec"),
-    ("batch/v1", "Job"): ("spec", "template", "spec"),
-    ("batch/v1", "CronJob"): ("spec", "jobTemplate", "spec", "template", "spec"),
-}
 
 
 class KubeAPI(Protocol):
@@ -476,7 +467,7 @@ def normalize(obj: Mapping[str, Any]) -> Obj:
     webhook caBundle without a certificate goes too."""
     out: Obj = copy.deepcopy(dict(obj))
     key = (str(out.get("apiVersion") or ""), str(out.get("kind") or ""))
-    pod_path = _POD_TEMPLATE_PATHS.get(key)
+    pod_path = POD_SPEC_PATHS.get(key)
     if pod_path is not None:
         found, pod = _lookup(out, pod_path)
         if found and isinstance(pod, dict):
