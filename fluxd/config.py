@@ -180,6 +180,11 @@ class KustomizeSettings(_Group):
     #: the longest wait between two rounds of health checks (the first comes after
     #: 100 ms, each next one after twice as long, up to this)
     health_poll_interval: Duration = 2.0
+    #: built and substituted manifests kept for reuse while their inputs (artifact
+    #: digest, path, build fields, substitution variables) stay the same: at most this
+    #: many entries of at most this many bytes together (pickled); 0 keeps none
+    build_cache_max_entries: int = Field(default=4096, ge=0)
+    build_cache_max_bytes: int = Field(default=32 * 1024 * 1024, ge=0)
 
 
 class NotificationSettings(_Group):

@@ -3,7 +3,7 @@
 A thousand Kustomizations on one GitRepository all read the same artifact. Extracting
 it for each of them makes the work grow with the square of the repository; here it is
 read once, by digest, into a ``Snapshot`` (its regular files by relative path), and each
-consumer takes the files it needs, or writes the snapshot out when it needs a real
+consumer takes the files it needs, or writes out those it needs when it wants a real
 directory (no tar parsing then).
 
 Contract:
@@ -29,7 +29,7 @@ import io
 import os
 import tarfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,17 +94,29 @@ class Snapshot:
             else:
                 yield path
 
-    def write_to(self, dest: Path) -> None:
-        """Write the files under ``dest`` (an existing, empty directory). Blocking."""
-        for directory in sorted(self.directories):
+    def write_to(self, dest: Path, *, files: Collection[str] | None = None,
+                 directories: Collection[str] = ()) -> int:
+        """Write the files under ``dest`` (an existing, empty directory) at their relative
+        paths: all of them, or only ``files`` (names the snapshot does not hold are
+        skipped) and the ``directories`` named besides, even when empty. Returns the
+        number of files written. Blocking."""
+        if files is None:
+            files, directories = self.files.keys(), self.directories
+        for directory in sorted(d for d in directories if d in self.directories):
             (dest / directory).mkdir(parents=True, exist_ok=True)
-        for path, data in self.files.items():
+        written = 0
+        for path in files:
+            data = self.files.get(path)
+            if data is None:
+                continue
             target = dest / path
             target.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
                          _FILE_MODE)
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
+            written += 1
+        return written
 
 
 def read_snapshot(archive: Path, *, max_bytes: int | None = DEFAULT_MAX_BYTES,
@@ -194,7 +206,8 @@ class SnapshotCache:
         if entry is None:
             return None
         try:
-            stat = await asyncio.to_thread(self._stat, archive)
+            # one stat of a file in fluxd's own storage: cheaper than a thread hop
+            stat = self._stat(archive)
         except OSError:
             return None
         if entry.stat != stat:

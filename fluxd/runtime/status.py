@@ -312,8 +312,9 @@ class StatusPatcher:
 
     def _rebase(self, obj: Obj) -> None:
         # The server's answer holds our changes and everyone else's: editing continues
-        # from it, so a later patch sends only new changes and reverts nobody.
-        self._base = clone(obj)
+        # from it, so a later patch sends only new changes and reverts nobody. The answer
+        # is this patcher's own (callers get a copy), so the base is kept as it is.
+        self._base = obj
         self._desired = clone(obj.get("status") or {})
 
     def _vanish(self) -> None:

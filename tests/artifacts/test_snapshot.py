@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from fluxd.artifacts.extract import ExtractError, UnsafeArchiveError
-from fluxd.artifacts.snapshot import SnapshotCache, read_snapshot
+from fluxd.artifacts.snapshot import Snapshot, SnapshotCache, read_snapshot
 
 pytestmark = pytest.mark.anyio
 
@@ -136,3 +136,25 @@ async def test_a_failed_read_reaches_every_waiter(tmp_path: Path) -> None:
     results = await asyncio.gather(*(cache.get("sha256:bad", bad) for _ in range(3)),
                                    return_exceptions=True)
     assert all(isinstance(r, ExtractError) for r in results)
+
+
+def test_only_the_files_and_directories_asked_for_are_written(tmp_path: Path) -> None:
+    snap = Snapshot.of({"app/a.yaml": b"a", "app/sub/b.yaml": b"b", "other/c.yaml": b"c"},
+                       {"app", "app/sub", "app/empty", "other"})
+
+    written = snap.write_to(tmp_path, files={"app/sub/b.yaml", "not/there"},
+                            directories={"app/empty", "not-a-directory"})
+
+    assert written == 1
+    found = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert found == ["app", "app/empty", "app/sub", "app/sub/b.yaml"]
+    assert (tmp_path / "app/sub/b.yaml").read_bytes() == b"b"
+
+
+def test_everything_is_written_when_nothing_is_named(tmp_path: Path) -> None:
+    snap = Snapshot.of({"app/a.yaml": b"a", "top": b"t"}, {"app", "app/empty"})
+
+    assert snap.write_to(tmp_path) == 2
+
+    found = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*"))
+    assert found == ["app", "app/a.yaml", "app/empty", "top"]

@@ -26,6 +26,14 @@ Contract:
   worker thread, checks every object has an apiVersion, kind and name, sets
   ``commonMetadata`` over the objects' own labels and annotations, and refuses
   SOPS-encrypted Secrets.
+- ``build_snapshot(snapshot, directory, path, spec, …)`` is ``build`` from an artifact
+  in memory: only the files the build reads (``closure``: the kustomizations reachable
+  from ``spec.path`` and every local file and directory they name) are written to a
+  private temporary directory at their relative paths, so a build's cost does not grow
+  with the repository; when that set cannot be told safely (see ``closure``) the whole
+  artifact is written, as before.
+- ``ManifestCache`` keeps built and substituted manifests by ``build_key`` /
+  ``substitution_key``, bounded by entries and bytes; every read is a private copy.
 - Every failure is ``BuildError`` (the caller's ``BuildFailed``), except a missing
   ``spec.path``: ``PathNotFound`` (``ArtifactFailed``).
 """
@@ -34,20 +42,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
-import re
+import pickle
+import posixpath
 import shutil
 import signal
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from fluxd.artifacts.snapshot import Snapshot
 from fluxd.clock import Clock
+from fluxd.kustomize.engine import KUSTOMIZATION_FILES
+from fluxd.kustomize.kyaml import use_go_yaml_v2_scalars
+from fluxd.lru import LRU
 from fluxd.tools import find_tool
 
 Obj = dict[str, Any]
@@ -55,8 +70,6 @@ Obj = dict[str, Any]
 CREATED = "created"
 UNCHANGED = "unchanged"
 
-#: the names kustomize recognises for a kustomization file, in its order of preference
-KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 KUSTOMIZATION_API_VERSION = "kustomize.config.k8s.io/v1beta1"
 
 #: the top-level fields of kustomize's ``types.Kustomization`` (v5.7): Flux reads the
@@ -103,25 +116,7 @@ class _Loader(_BaseLoader):  # type: ignore[valid-type, misc]
     ``1e3`` is a float; unknown tags are read as untagged."""
 
 
-_Loader.yaml_implicit_resolvers = {}
-for _tag, _pattern, _first in (
-    ("bool", r"y|Y|yes|Yes|YES|n|N|no|No|NO|true|True|TRUE|false|False|FALSE"
-             r"|on|On|ON|off|Off|OFF", "yYnNtTfFoO"),
-    ("int", r"[-+]?(?:0b[01_]+|0o?[0-7_]+|0x[0-9a-fA-F_]+|0|[1-9][0-9_]*)", "-+0123456789"),
-    ("float", r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-              r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN)", "-+0123456789."),
-    ("null", r"~|null|Null|NULL|", ["~", "n", "N", ""]),
-    ("merge", r"<<", "<"),
-):
-    _Loader.add_implicit_resolver(f"tag:yaml.org,2002:{_tag}", re.compile(f"^(?:{_pattern})$"),
-                                  list(_first))
-
-_GO_BOOLS = {"y": True, "yes": True, "true": True, "on": True,
-             "n": False, "no": False, "false": False, "off": False}
-
-
-def _construct_bool(loader: yaml.SafeLoader, node: yaml.Node) -> bool:
-    return _GO_BOOLS[str(loader.construct_scalar(node)).lower()]  # type: ignore[arg-type]
+use_go_yaml_v2_scalars(_Loader, ("tag:yaml.org,2002:merge", r"<<", "<"))
 
 
 def _construct_untagged(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
@@ -132,7 +127,6 @@ def _construct_untagged(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
     return loader.construct_scalar(node)  # type: ignore[arg-type]
 
 
-_Loader.add_constructor("tag:yaml.org,2002:bool", _construct_bool)
 _Loader.add_constructor(None, _construct_untagged)
 
 
@@ -284,10 +278,15 @@ def _generate(root: Path, path: str, spec: Mapping[str, Any]) -> tuple[Path, str
 
 
 def _kustomization_for(directory: Path, found: list[Path]) -> Obj:
+    return kustomization_listing([p.relative_to(directory).as_posix() for p in found])
+
+
+def kustomization_listing(found: Sequence[str]) -> Obj:
+    """Flux's generated kustomization listing ``found`` (POSIX paths relative to its
+    directory, in walk order)."""
     kustomization: Obj = {"apiVersion": KUSTOMIZATION_API_VERSION, "kind": "Kustomization"}
     if found:
-        kustomization["resources"] = ["./" + p.relative_to(directory).as_posix()
-                                      for p in found]
+        kustomization["resources"] = ["./" + path for path in found]
     else:
         # kustomize refuses an empty kustomization; Flux gives it a namespace to set
         kustomization["namespace"] = "_placeholder"
@@ -314,8 +313,7 @@ def _scan(root: Path, base: Path) -> list[Path]:
                 else:
                     walk(path)
                 continue
-            dot = entry.name.rfind(".")
-            if dot < 0 or entry.name[dot:] not in (".yaml", ".yml"):
+            if not _manifest_name(entry.name):
                 continue
             if not entry.is_file() and path.exists():
                 # a FIFO or device would block the read, not fail it
@@ -385,9 +383,15 @@ def _go_meta(doc: Obj) -> str:
 
 def _read_kustomization(path: Path) -> Obj:
     """An existing kustomization file as Flux's round trip through kustomize's types
+    leaves it (``parse_kustomization``)."""
+    return parse_kustomization(path.read_text(encoding="utf-8"))
+
+
+def parse_kustomization(text: str | bytes) -> Obj:
+    """A kustomization file's content as Flux's round trip through kustomize's types
     leaves it: unknown top-level fields gone, field names matched regardless of case."""
     try:
-        loaded = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        loaded = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise BuildError(f"error converting YAML to JSON: {_yaml_problem(exc)}") from None
     if loaded is None:
@@ -404,8 +408,10 @@ def _read_kustomization(path: Path) -> Obj:
     return kustomization
 
 
-def _merge_spec(kustomization: Obj, spec: Mapping[str, Any], directory: Path) -> None:
-    """The Kustomization's spec fields laid over the kustomization file."""
+def _merge_spec(kustomization: Obj, spec: Mapping[str, Any], directory: Path, *,
+                exists: Callable[[str], bool] | None = None) -> None:
+    """The Kustomization's spec fields laid over the kustomization file; ``exists``
+    says whether a component path is there (default: on disk under ``directory``)."""
     for field, key in (("targetNamespace", "namespace"), ("namePrefix", "namePrefix"),
                        ("nameSuffix", "nameSuffix")):
         if field in spec:
@@ -433,7 +439,8 @@ def _merge_spec(kustomization: Obj, spec: Mapping[str, Any], directory: Path) ->
             raise BuildError("unable to get components: a component is not a string")
         if not is_local_relative(component):
             raise BuildError(f"component path '{component}' must be local and relative")
-        if ignore_missing and not _exists(directory / component):
+        if ignore_missing and not (exists(component) if exists is not None
+                                   else _exists(directory / component)):
             continue
         components.append(component)
     if components:
@@ -575,13 +582,232 @@ def _config_references(path: Path) -> list[str]:
 def _local_target(directory: Path, reference: str) -> Path | None:
     """Where a kustomization in ``directory`` finds ``reference`` on disk; None for a
     remote location or inline content."""
-    if "\n" in reference or reference.lstrip().startswith("{"):
+    local = _local_reference(reference)
+    if local is None:
+        return None
+    return Path(os.path.normpath(directory / local))
+
+
+def _local_reference(reference: str) -> str | None:
+    """``reference`` as a local path; None for a remote location or inline content."""
+    if _inline(reference):
         return None
     local = reference.removeprefix("file://")
     folded = local.lower()
     if "://" in local or folded.startswith(_REMOTE_PREFIXES) or "?ref=" in folded:
         return None
-    return Path(os.path.normpath(directory / local))
+    return local
+
+
+def _inline(reference: str) -> bool:
+    """Whether a path field holds content (an inline patch or configuration) instead."""
+    return "\n" in reference or reference.lstrip().startswith("{")
+
+
+# --------------------------------------------------------------------------- closure
+
+#: how much the closure walk takes from a (hostile) repository; past it the whole
+#: artifact is written out instead
+CLOSURE_MAX_FILES = 20_000
+CLOSURE_MAX_DIRECTORIES = 5_000
+
+#: the builtin plugins kustomize configures from a ``generators``/``transformers``/
+#: ``validators`` file (``api/builtins``); ``_generator_files`` and ``paths`` name what
+#: they read. Any other kind is an exec or Go plugin, which Flux's build does not run.
+_BUILTIN_PLUGINS = frozenset({
+    "AnnotationsTransformer", "ConfigMapGenerator", "HashTransformer", "IAMPolicyGenerator",
+    "ImageTagTransformer", "LabelTransformer", "NamespaceTransformer",
+    "PatchJson6902Transformer", "PatchStrategicMergeTransformer", "PatchTransformer",
+    "PrefixSuffixTransformer", "PrefixTransformer", "ReplacementTransformer",
+    "ReplicaCountTransformer", "SecretGenerator", "SortOrderTransformer",
+    "SuffixTransformer", "ValueAddTransformer",
+})
+#: kustomization fields whose files are not followed here (Helm is off in Flux's build)
+_UNFOLLOWED_FIELDS = ("helmCharts", "helmGlobals", "helmChartInflationGenerator")
+
+
+class ClosureUnknown(Exception):
+    """What a build reads could not be told safely (the reason says why)."""
+
+
+@dataclass(frozen=True)
+class Closure:
+    """The files and directories of a snapshot that a build reads."""
+
+    files: frozenset[str]
+    directories: frozenset[str]
+    #: a kustomization names a remote base: the build reads more than the artifact
+    remote: bool
+
+
+def closure(snapshot: Snapshot, directory: str, spec: Mapping[str, Any]) -> Closure:
+    """What building ``spec`` at ``directory`` (a snapshot path, "" for the root) reads:
+    the directory's own files, or, when Flux generates its kustomization, the manifests
+    its walk lists; then, for every kustomization reached, its own files and every local
+    file and directory it names (resources, bases, components, patches, generator and
+    plugin configuration files and what they name, …), recursively. A directory without
+    a kustomization file brings its own files (kustomize reports it). ``ClosureUnknown``
+    for what is not followed safely: a path leaving the artifact, a kustomization field
+    or plugin kind not known here, inline plugin configuration, more than
+    ``CLOSURE_MAX_FILES`` files or ``CLOSURE_MAX_DIRECTORIES`` directories. Blocks."""
+    walk = _ClosureWalk(snapshot)
+    try:
+        walk.root(directory, spec)
+    except (TypeError, AttributeError) as exc:  # a field of an unexpected type
+        raise ClosureUnknown(f"unexpected kustomization content: {exc}") from None
+    return Closure(frozenset(walk.files), frozenset(walk.directories), walk.remote)
+
+
+class _ClosureWalk:
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self.files: set[str] = set()
+        self.directories: set[str] = set()
+        self.remote = False
+        self.pending: list[str] = []
+        self.visited: set[str] = set()
+        self.top = ""
+
+    def root(self, directory: str, spec: Mapping[str, Any]) -> None:
+        snapshot = self.snapshot
+        self.top = directory
+        if directory in snapshot.files:
+            self.add_file(directory)  # kustomize's "not a directory" needs only that
+            return
+        if not snapshot.is_dir(directory):
+            return  # nothing there: the build reports the missing path
+        if self.kustomization_file(directory) is None:
+            self.generated(directory)
+        else:
+            self.pending.append(directory)
+        for component in spec.get("components") or []:
+            if isinstance(component, str) and is_local_relative(component):
+                self.reference(directory, component, "base")
+        while self.pending:
+            current = self.pending.pop()
+            if current not in self.visited:
+                self.visited.add(current)
+                self.kustomization(current)
+
+    def generated(self, top: str) -> None:
+        """What Flux's walk (``_scan``) lists: manifests below ``top``, and the
+        directories with a kustomization file (not entered)."""
+        stack = [top]
+        while stack:
+            current = stack.pop()
+            self.add_directory(current)
+            dirs, names = self.snapshot.listdir(current)
+            for name in names:
+                if _manifest_name(name):
+                    self.add_file(_join(current, name))
+            for name in dirs:
+                path = _join(current, name)
+                if self.kustomization_file(path) is None:
+                    stack.append(path)
+                else:
+                    self.pending.append(path)
+
+    def kustomization(self, directory: str) -> None:
+        self.add_directory(directory)
+        for name in self.snapshot.listdir(directory)[1]:
+            self.add_file(_join(directory, name))
+        kfile = self.kustomization_file(directory)
+        if kfile is None:
+            return  # kustomize reports it
+        kustomization = self.read(kfile, flux=directory == self.top)
+        for reference, role in _references(kustomization):
+            self.reference(directory, reference, role)
+
+    def reference(self, directory: str, reference: str, role: str) -> None:
+        local = _local_reference(reference)
+        if local is None:
+            if _inline(reference):
+                if role == "config":
+                    raise ClosureUnknown("inline plugin configuration")
+            else:
+                self.remote = True
+            return
+        target = posixpath.normpath(posixpath.join(directory, local))
+        if local.startswith("/") or target == ".." or target.startswith("../"):
+            raise ClosureUnknown(f"{reference!r} leaves the artifact")
+        target = "" if target == "." else target
+        snapshot = self.snapshot
+        if target in snapshot.files:
+            self.add_file(target)
+            if role == "config":
+                # what a plugin configuration names is found from the kustomization
+                for inner in self.plugin_references(target):
+                    self.reference(directory, inner, "file")
+        elif snapshot.is_dir(target):
+            if role != "base":
+                raise ClosureUnknown(f"{reference!r} names a directory")
+            self.pending.append(target)
+
+    def plugin_references(self, path: str) -> list[str]:
+        try:
+            documents = load_documents(self.snapshot.files[path])
+        except (yaml.YAMLError, RecursionError):
+            raise ClosureUnknown(f"{path} does not parse") from None
+        found: list[str] = []
+        for doc in documents:
+            kind = doc.get("kind") if isinstance(doc, dict) else None
+            if kind not in _BUILTIN_PLUGINS:
+                raise ClosureUnknown(f"plugin configuration of kind {kind!r}")
+            found += _generator_files(doc)
+            found += [p for p in doc.get("paths") or [] if isinstance(p, str)]
+        return found
+
+    def read(self, path: str, *, flux: bool) -> Obj:
+        """A kustomization file as kustomize gets it: through Flux's round trip for
+        the root one (``flux``), as written for the others."""
+        try:
+            if flux:
+                return self.followed(path, parse_kustomization(self.snapshot.files[path]))
+            documents = load_documents(self.snapshot.files[path])
+        except (yaml.YAMLError, RecursionError, BuildError):
+            raise ClosureUnknown(f"{path} does not parse") from None
+        if len(documents) != 1 or not isinstance(documents[0], dict):
+            raise ClosureUnknown(f"{path} is not one mapping")
+        kustomization: Obj = documents[0]
+        for key in kustomization:
+            if key not in KUSTOMIZATION_FIELDS:
+                raise ClosureUnknown(f"{path}: field {key!r}")
+        return self.followed(path, kustomization)
+
+    @staticmethod
+    def followed(path: str, kustomization: Obj) -> Obj:
+        """``kustomization``, unless it names files in fields not followed here."""
+        for key in _UNFOLLOWED_FIELDS:
+            if kustomization.get(key):
+                raise ClosureUnknown(f"{path}: {key}")
+        return kustomization
+
+    def kustomization_file(self, directory: str) -> str | None:
+        names = self.snapshot.listdir(directory)[1]
+        for name in KUSTOMIZATION_FILES:
+            if name in names:
+                return _join(directory, name)
+        return None
+
+    def add_file(self, path: str) -> None:
+        self.files.add(path)
+        if len(self.files) > CLOSURE_MAX_FILES:
+            raise ClosureUnknown(f"more than {CLOSURE_MAX_FILES} files")
+
+    def add_directory(self, path: str) -> None:
+        self.directories.add(path)
+        if len(self.directories) > CLOSURE_MAX_DIRECTORIES:
+            raise ClosureUnknown(f"more than {CLOSURE_MAX_DIRECTORIES} directories")
+
+
+def _join(directory: str, name: str) -> str:
+    return f"{directory}/{name}" if directory else name
+
+
+def _manifest_name(name: str) -> bool:
+    """Whether Flux's walk takes a file of this name for manifests."""
+    dot = name.rfind(".")
+    return dot >= 0 and name[dot:] in (".yaml", ".yml")
 
 
 # --------------------------------------------------------------------------- build
@@ -592,9 +818,7 @@ async def build(root: Path, path: str, spec: Mapping[str, Any], *, kubectl: str,
                 ) -> list[Obj]:
     """The objects of the Kustomization ``spec`` built from the artifact at ``root``;
     ``BuildError`` or ``PathNotFound`` otherwise. ``finish`` comes after substitution."""
-    if spec.get("decryption"):
-        raise BuildError("spec.decryption is set, but SOPS decryption is not supported "
-                         "by fluxd")
+    _refuse_decryption(spec)
     directory = await asyncio.to_thread(_prepare, root, path, spec)
     output = await kustomize(kubectl, directory, clock=clock, timeout=timeout)
     try:
@@ -613,6 +837,58 @@ async def build(root: Path, path: str, spec: Mapping[str, Any], *, kubectl: str,
                              f"{shown}")
         objects.append(doc)
     return objects
+
+
+@dataclass(frozen=True)
+class Built:
+    """What ``build_snapshot`` made, and what it took."""
+
+    objects: list[Obj]
+    #: files written out for kustomize
+    written: int
+    #: why the whole artifact was written out; None when only what the build reads was
+    whole: str | None
+    #: a kustomization names a remote base, which may change under the same artifact
+    remote: bool
+
+
+async def build_snapshot(snapshot: Snapshot, directory: str, path: str,
+                         spec: Mapping[str, Any], *, kubectl: str, clock: Clock,
+                         timeout: float,  # noqa: ASYNC109 - the caller's deadline
+                         ) -> Built:
+    """``build`` from an artifact in memory: the files the build reads (``closure`` of
+    ``directory``, ``spec.path`` as a snapshot path) written to a private temporary
+    directory at their relative paths, or all of them when that cannot be told; the
+    directory is always removed. ``OSError`` when the files cannot be written."""
+    _refuse_decryption(spec)
+    root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="fluxd-ks-"))
+    try:
+        written, whole, remote = await asyncio.to_thread(
+            write_for_build, snapshot, directory, spec, root)
+        objects = await build(root, path, spec, kubectl=kubectl, clock=clock,
+                              timeout=timeout)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, root, True)
+    return Built(objects, written, whole, remote)
+
+
+def write_for_build(snapshot: Snapshot, directory: str, spec: Mapping[str, Any],
+                    dest: Path) -> tuple[int, str | None, bool]:
+    """Write under ``dest`` what building ``spec`` at ``directory`` reads; the files
+    written, why the whole snapshot was (None when it was not), and whether a remote
+    base is named. Blocks."""
+    try:
+        found = closure(snapshot, directory, spec)
+    except ClosureUnknown as exc:
+        return snapshot.write_to(dest), str(exc), False
+    return (snapshot.write_to(dest, files=found.files, directories=found.directories),
+            None, found.remote)
+
+
+def _refuse_decryption(spec: Mapping[str, Any]) -> None:
+    if spec.get("decryption"):
+        raise BuildError("spec.decryption is set, but SOPS decryption is not supported "
+                         "by fluxd")
 
 
 def finish(objects: list[Obj], spec: Mapping[str, Any]) -> list[Obj]:
@@ -714,6 +990,99 @@ def format_object(obj: Obj) -> str:
     namespace = _text(meta.get("namespace"))
     return "/".join([_text(obj.get("kind"))] + ([namespace] if namespace else [])
                     + [_text(meta.get("name"))])
+
+
+# --------------------------------------------------------------------------- reuse
+
+#: the spec fields a build reads (Flux's generator lays them over the kustomization)
+BUILD_FIELDS = ("targetNamespace", "namePrefix", "nameSuffix", "patches", "images",
+                "components", "ignoreMissingComponents", "buildMetadata", "decryption")
+
+#: manifests smaller than this (pickled) are copied on the event loop, larger ones in a
+#: worker thread
+_COPY_ON_LOOP = 256 << 10
+#: manifests of up to this many objects are pickled on the event loop, more in a thread
+_PICKLE_ON_LOOP = 64
+
+
+def build_key(digest: str, directory: str, spec: Mapping[str, Any]) -> str:
+    """Everything the built manifests depend on, as one key: the artifact's digest, the
+    directory built and ``BUILD_FIELDS``. Kustomizations with equal keys build the same
+    objects, whatever their name."""
+    return "build:" + _digest_of([digest, directory,
+                                  {f: spec[f] for f in BUILD_FIELDS if f in spec}])
+
+
+def substitution_key(built: str, variables: Mapping[str, str], strategy: str | None,
+                     strict: bool) -> str:
+    """The key of ``built``'s manifests after substitution with these inputs."""
+    return "substitution:" + _digest_of([built, sorted(variables.items()), strategy,
+                                         strict])
+
+
+def _digest_of(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      default=str)
+    # undecodable Secret bytes come as surrogates; they still make a key
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class ManifestCache:
+    """Manifests kept by the key of their inputs (``build_key``, ``substitution_key``),
+    at most ``max_entries`` of them weighing at most ``max_bytes``; the least recently
+    used go first, and a zero bound keeps nothing. Entries are kept pickled: every
+    ``get`` returns a fresh copy the caller may change (a copy from pickle costs a
+    quarter of a ``deepcopy``, and a pickle is much smaller than the dicts). Use it from
+    one event loop."""
+
+    def __init__(self, *, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self._entries: LRU[str, bytes] | None = (
+            LRU(max_bytes, weigh=len) if max_entries > 0 and max_bytes > 0 else None)
+        #: counters for tests and diagnostics
+        self.hits = 0
+        self.misses = 0
+
+    async def get(self, key: str) -> list[Obj] | None:
+        """A copy of the manifests under ``key``, or None."""
+        data = self._entries.get(key) if self._entries is not None else None
+        if data is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        if len(data) < _COPY_ON_LOOP:
+            return _thaw(data)
+        return await asyncio.to_thread(_thaw, data)
+
+    async def put(self, key: str, objects: list[Obj]) -> None:
+        """Keep a copy of ``objects`` under ``key`` (later changes to them do not
+        reach it)."""
+        entries = self._entries
+        if entries is None:
+            return
+        if len(objects) <= _PICKLE_ON_LOOP:
+            # a few objects pickle in microseconds, less than a thread hop costs
+            data = pickle.dumps(objects, pickle.HIGHEST_PROTOCOL)
+        else:
+            data = await asyncio.to_thread(pickle.dumps, objects, pickle.HIGHEST_PROTOCOL)
+        entries.put(key, data)
+        while len(entries) > self.max_entries:
+            oldest = entries.oldest()
+            assert oldest is not None
+            entries.pop(oldest[0])
+
+    def __len__(self) -> int:
+        return 0 if self._entries is None else len(self._entries)
+
+    @property
+    def weight(self) -> int:
+        """The bytes kept."""
+        return 0 if self._entries is None else self._entries.weight
+
+
+def _thaw(data: bytes) -> list[Obj]:
+    objects: list[Obj] = pickle.loads(data)  # only ever what put() pickled
+    return objects
 
 
 def find_kubectl(configured: str | None) -> str | None:

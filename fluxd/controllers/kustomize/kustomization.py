@@ -10,6 +10,15 @@ collection by ``deletionPolicy``: ``cleanup``), parses the spec once into
 
 and always summarises the status the kustomize-controller's way (``finalize_status``).
 
+``build`` and ``substitute`` reuse their output (``builder.ManifestCache``, sized by
+``[kustomize] build_cache_*``) while its inputs are the same — the artifact digest, the
+path and the build fields; then the substitution variables, strategy and strict setting —
+so a periodic reconcile of an unchanged revision builds nothing. A build that names a
+remote base, or whose files could not be followed, is not reused (a remote base may
+change under the same artifact). Which way a build went is logged at debug: ``build:
+reused``, ``build: native``, or ``build: kustomize`` with the reason the native engine
+gave up and the files written.
+
 Every failure is a Ready=False with the step's reason, a Warning event, an error log line
 and a retry at ``retryInterval`` without backoff growth (``RetryError``), as Flux does.
 A missing source or artifact and an unready dependency are waits (``WaitingError``: no
@@ -26,13 +35,12 @@ an event (the commit-status update); the server-side apply change set is logged 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +56,7 @@ from fluxd.clock import format_duration
 from fluxd.config import Settings, parse_duration
 from fluxd.controllers.kustomize import build as builder
 from fluxd.controllers.kustomize import substitution
-from fluxd.controllers.kustomize.native import build_native
+from fluxd.controllers.kustomize.native import base_directory, build_native
 from fluxd.controllers.kustomize.ssa import (
     Action,
     ApplyError,
@@ -58,6 +66,7 @@ from fluxd.controllers.kustomize.ssa import (
     ResourceManager,
 )
 from fluxd.kube import KubeClient, KubeError, NotFound
+from fluxd.kustomize.kyaml import Unsupported
 from fluxd.runtime import cel, history, kstatus
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.driver import Driver, EventType, Failure, Run, Step
@@ -153,6 +162,8 @@ class KustomizationRun(Run[KustomizationSpec]):
     deadline: float = 0.0
     snapshot: Snapshot | None = None
     objects: list[Obj] = field(default_factory=list)
+    #: what the built manifests depend on (``builder.build_key``)
+    build_key: str = ""
     #: the digest of the manifests (the history key)
     digest: str = ""
     change_set: ChangeSet = field(default_factory=ChangeSet)
@@ -189,8 +200,21 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
     queue: Adder = field(kw_only=True)
     kubectl: str | None = field(kw_only=True)
     snapshots: SnapshotCache = field(default_factory=SnapshotCache, kw_only=True)
+    #: built and substituted manifests for reuse; by default sized by ``[kustomize]``
+    manifests: builder.ManifestCache | None = field(default=None, kw_only=True)
     logger: logging.Logger = field(default=log, kw_only=True)
+    #: builds run, by kind ("native", "kustomize", "substitution"): for tests and
+    #: diagnostics
+    builds: collections.Counter[str] = field(default_factory=collections.Counter,
+                                             init=False)
     _pending: dict[ObjectKey, _PendingHealth] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        if self.manifests is None:
+            settings = self.settings.kustomize
+            self.manifests = builder.ManifestCache(
+                max_entries=settings.build_cache_max_entries,
+                max_bytes=settings.build_cache_max_bytes)
 
     def steps(self) -> list[Step[KustomizationRun]]:
         return [self.check_health_exprs, self.resolve_source, self.check_dependencies,
@@ -373,16 +397,34 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
         run.patcher.set_field("lastAttemptedRevision", artifact.revision)
 
     async def build(self, run: KustomizationRun) -> None:
-        """The manifests: natively for a directory of plain manifests, else with the
-        real kustomize on the artifact written out to a temporary directory (always
-        removed)."""
-        snapshot = run.snapshot
-        assert snapshot is not None
+        """The manifests: reused while the artifact, the path and the build fields are
+        the same; else built natively when the engine reproduces the build, else with
+        the real kustomize on the files the build reads, written out to a temporary
+        directory (always removed)."""
+        snapshot, artifact, manifests = run.snapshot, run.artifact, self.manifests
+        assert snapshot is not None and artifact is not None and manifests is not None
         spec = run.spec_json
         path = run.spec.path or ""
-        native = build_native(snapshot, path, spec)
+        directory = base_directory(path)
+        # without a digest the artifact's content is not known: nothing is reused
+        run.build_key = builder.build_key(artifact.digest, path if directory is None
+                                          else directory, spec) if artifact.digest else ""
+        cached = await manifests.get(run.build_key) if run.build_key else None
+        if cached is not None:
+            self.logger.debug("build: reused", extra=fluxlog.fields(path=path))
+            run.objects = cached
+            return
+        try:
+            native = await asyncio.to_thread(build_native, snapshot, path, spec)
+            reason = "not reproduced natively"
+        except Unsupported as exc:
+            native, reason = None, str(exc)
         if native is not None:
+            self.builds["native"] += 1
+            self.logger.debug("build: native", extra=fluxlog.fields(path=path))
             run.objects = native
+            if run.build_key:
+                await manifests.put(run.build_key, native)
             return
         # the real kustomize takes a while: show that the reconcile is under way
         with contextlib.suppress(KubeError):
@@ -391,12 +433,12 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
         if kubectl is None:
             raise RetryError("kubectl not found: set [tools] kubectl or put it on PATH",
                              reason=BUILD_FAILED)
-        root = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="fluxd-ks-"))
+        remaining = max(1.0, run.deadline - self.clock.monotonic())
+        self.builds["kustomize"] += 1
         try:
-            await asyncio.to_thread(snapshot.write_to, root)
-            remaining = max(1.0, run.deadline - self.clock.monotonic())
-            run.objects = await builder.build(root, path, spec, kubectl=kubectl,
-                                              timeout=remaining, clock=self.clock)
+            built = await builder.build_snapshot(
+                snapshot, path if directory is None else directory, path, spec,
+                kubectl=kubectl, timeout=remaining, clock=self.clock)
         except builder.PathNotFound as exc:
             raise RetryError(str(exc), reason=ARTIFACT_FAILED) from exc
         except builder.BuildError as exc:
@@ -404,8 +446,17 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
         except OSError as exc:
             raise RetryError(f"failed to write out artifact {snapshot.size} bytes: {exc}",
                              reason=ARTIFACT_FAILED) from exc
-        finally:
-            await asyncio.to_thread(shutil.rmtree, root, True)
+        fields: dict[str, Any] = {"path": path, "reason": reason, "written": built.written}
+        if built.whole is not None:
+            fields["wholeArtifact"] = built.whole
+        self.logger.debug("build: kustomize", extra=fluxlog.fields(**fields))
+        run.objects = built.objects
+        if built.remote or built.whole is not None:
+            # a remote base may change under the same artifact (and one that is not
+            # followed may name one): neither the build nor its substitution is reused
+            run.build_key = ""
+        if run.build_key:
+            await manifests.put(run.build_key, built.objects)
 
     async def substitute(self, run: KustomizationRun) -> None:
         """``postBuild`` variables substituted, then what Flux does last before the apply
@@ -432,15 +483,26 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
                                  reason=BUILD_FAILED) from exc
             sources.append(substitution.SubstituteSource(
                 kind=ref.kind, name=ref.name, optional=ref.optional, obj=found))
+        strict = self.settings.kustomize.strict_substitution
         try:
             variables = substitution.collect_variables(sources, post.substitute,
                                                        namespace=run.namespace)
-            return await asyncio.to_thread(
+            key = builder.substitution_key(run.build_key, variables,
+                                           post.substitute_strategy, strict)
+            manifests = self.manifests
+            assert manifests is not None
+            cached = await manifests.get(key) if run.build_key else None
+            if cached is not None:
+                return cached
+            self.builds["substitution"] += 1
+            objects = await asyncio.to_thread(
                 substitution.substitute, run.objects, variables,
-                strategy=post.substitute_strategy,
-                strict=self.settings.kustomize.strict_substitution)
+                strategy=post.substitute_strategy, strict=strict)
         except substitution.SubstitutionError as exc:
             raise RetryError(str(exc), reason=BUILD_FAILED) from exc
+        if run.build_key:
+            await manifests.put(key, objects)
+        return objects
 
     # --- apply, prune, health ----------------------------------------------------------
 
@@ -574,6 +636,11 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
             self.record_history(run, pending.digest, pending.started, HEALTH_CHECK_FAILED)
             raise RetryError(message, reason=HEALTH_CHECK_FAILED)
         if waiting:
+            # an object found Current is not read again in this wait: the next rounds
+            # look only at what is still progressing
+            pending.targets = [target for target, result
+                               in zip(pending.targets, results, strict=True)
+                               if result.status is not kstatus.Status.Current]
             # soon at first, then less often: a Kustomization turns Ready shortly after
             # its last object does, and a slow rollout is not polled at a high rate
             pending.rounds += 1

@@ -19,8 +19,10 @@ from typing import Any
 import pytest
 import yaml
 
+from fluxd.artifacts.snapshot import Snapshot
 from fluxd.clock import Clock, FakeClock, SystemClock
 from fluxd.controllers.kustomize import build as builder
+from fluxd.controllers.kustomize import native
 from fluxd.controllers.kustomize.build import BuildError, PathNotFound
 from tests.conftest import tool
 
@@ -644,3 +646,368 @@ def test_kubectl_is_the_configured_one_else_the_one_beside_python_else_on_path(
     binary.chmod(0o755)
     assert builder.find_kubectl(None) == str(binary)
 
+
+
+# --------------------------------------------------------------------------- closure
+
+
+def snapshot_of(files: dict[str, str], *empty: str) -> Snapshot:
+    """An artifact in memory: ``files`` by path (text dedented) and empty directories."""
+    data = {path: textwrap.dedent(text).lstrip("\n").encode() for path, text in files.items()}
+    directories = {path.rsplit("/", 1)[0] for path in files if "/" in path} | set(empty)
+    for path in list(directories):
+        while "/" in path:
+            path = path.rsplit("/", 1)[0]
+            directories.add(path)
+    return Snapshot.of(data, directories)
+
+
+def monorepo(apps: int) -> dict[str, str]:
+    """A repository of ``apps`` apps sharing a base and a component, each an overlay
+    with a patch file, a generator file and an env file."""
+    files = {
+        "base/kustomization.yaml": "resources: [deploy.yaml]\n",
+        "base/deploy.yaml": deployment("web", "nginx:1.0"),
+        "components/team/kustomization.yaml": """
+            apiVersion: kustomize.config.k8s.io/v1alpha1
+            kind: Component
+            commonLabels: {team: a}
+            """,
+        "README.md": "a monorepo\n",
+    }
+    for i in range(apps):
+        files |= {
+            f"apps/app-{i}/kustomization.yaml": f"""
+                resources: [../../base, cm.yaml]
+                components: [../../components/team]
+                namePrefix: app-{i}-
+                patches:
+                - path: patches/replicas.yaml
+                configMapGenerator:
+                - name: settings
+                  files: [config/app.properties]
+                  envs: [config/app.env]
+                """,
+            f"apps/app-{i}/cm.yaml": config_map(f"plain-{i}"),
+            f"apps/app-{i}/patches/replicas.yaml": """
+                apiVersion: apps/v1
+                kind: Deployment
+                metadata: {name: web}
+                spec: {replicas: 3}
+                """,
+            f"apps/app-{i}/config/app.properties": f"index={i}\n",
+            f"apps/app-{i}/config/app.env": f"APP=app-{i}\n",
+            f"apps/app-{i}/config/unused.txt": "never read\n",
+        }
+    return files
+
+
+async def whole_build(snapshot: Snapshot, path: str, spec: Obj, kubectl: str,
+                      root: Path) -> list[Obj]:
+    """Today's build: the whole artifact written out, then kustomize."""
+    await asyncio.to_thread(root.mkdir)
+    await asyncio.to_thread(snapshot.write_to, root)
+    return await builder.build(root, path, spec, kubectl=kubectl, clock=SystemClock(),
+                               timeout=60)
+
+
+async def closure_build(snapshot: Snapshot, path: str, spec: Obj, kubectl: str
+                        ) -> builder.Built:
+    directory = native.base_directory(path)
+    assert directory is not None
+    return await builder.build_snapshot(snapshot, directory, path, spec, kubectl=kubectl,
+                                        clock=SystemClock(), timeout=60)
+
+
+async def test_building_one_app_of_a_monorepo_writes_only_the_files_it_reads(
+        tmp_path: Path, kubectl: str) -> None:
+    snapshot = snapshot_of(monorepo(200))
+    spec: Obj = {"targetNamespace": "team-a"}
+
+    built = await closure_build(snapshot, "./apps/app-7", spec, kubectl)
+
+    read = builder.closure(snapshot, "apps/app-7", spec)
+    assert sorted(read.files) == [
+        "apps/app-7/cm.yaml", "apps/app-7/config/app.env",
+        "apps/app-7/config/app.properties", "apps/app-7/kustomization.yaml",
+        "apps/app-7/patches/replicas.yaml", "base/deploy.yaml", "base/kustomization.yaml",
+        "components/team/kustomization.yaml"]
+    assert (built.written, built.whole, built.remote) == (8, None, False)
+    assert len(snapshot.files) == 1204
+    assert built.objects == await whole_build(snapshot, "./apps/app-7", spec, kubectl,
+                                              tmp_path / "whole")
+    shown = names(built.objects)
+    assert shown[0] == "ConfigMap/app-7-plain-7" and shown[2] == "Deployment/app-7-web"
+    assert shown[1].startswith("ConfigMap/app-7-settings-")  # with its content hash
+    deployment_ = built.objects[2]
+    assert deployment_["spec"]["replicas"] == 3
+    assert deployment_["metadata"]["namespace"] == "team-a"
+
+
+async def test_a_generated_kustomization_reads_the_walked_manifests_and_what_they_name(
+        tmp_path: Path, kubectl: str) -> None:
+    snapshot = snapshot_of({
+        "clusters/prod/apps.yaml": config_map("apps"),
+        "clusters/prod/notes.txt": "not listed",
+        "clusters/prod/infra/deeper/cm.yml": config_map("deep"),
+        "clusters/prod/overlay/kustomization.yaml": """
+            resources: [../../../shared/svc]
+            images: [{name: nginx, newTag: "2.0"}]
+            """,
+        "clusters/prod/overlay/unused.json": "{}",
+        "shared/svc/kustomization.yml": "resources: [web.yaml]\n",
+        "shared/svc/web.yaml": deployment("web", "nginx:1.0"),
+        "shared/other/x.yaml": config_map("other"),
+        "components/extra/kustomization.yaml": """
+            apiVersion: kustomize.config.k8s.io/v1alpha1
+            kind: Component
+            resources: [extra.yaml]
+            """,
+        "components/extra/extra.yaml": config_map("extra"),
+    }, "clusters/prod/empty")
+    spec: Obj = {"components": ["../../components/extra"], "nameSuffix": "-x"}
+
+    read = builder.closure(snapshot, "clusters/prod", spec)
+    built = await closure_build(snapshot, "clusters/prod", spec, kubectl)
+
+    assert sorted(read.files) == [
+        "clusters/prod/apps.yaml", "clusters/prod/infra/deeper/cm.yml",
+        "clusters/prod/overlay/kustomization.yaml", "clusters/prod/overlay/unused.json",
+        "components/extra/extra.yaml", "components/extra/kustomization.yaml",
+        "shared/svc/kustomization.yml", "shared/svc/web.yaml"]
+    assert built.objects == await whole_build(snapshot, "clusters/prod", spec, kubectl,
+                                              tmp_path / "whole")
+    assert names(built.objects) == ["ConfigMap/apps-x", "ConfigMap/deep-x",
+                                    "ConfigMap/extra-x", "Deployment/web-x"]
+
+
+async def test_generator_and_transformer_configurations_bring_the_files_they_name(
+        tmp_path: Path, kubectl: str) -> None:
+    snapshot = snapshot_of({
+        "app/kustomization.yaml": """
+            resources: [cm.yaml]
+            generators: [gen/secret.yaml]
+            transformers: [labels.yaml]
+            configurations: [conf/names.yaml]
+            crds: [crd/schema.json]
+            replacements: [{path: repl.yaml}]
+            openapi: {path: openapi/schema.json}
+            patchesJson6902:
+            - target: {version: v1, kind: ConfigMap, name: cm}
+              path: json.yaml
+            patchesStrategicMerge: [smp.yaml]
+            """,
+        "app/cm.yaml": config_map("cm"),
+        "app/gen/secret.yaml": """
+            apiVersion: builtin
+            kind: SecretGenerator
+            metadata: {name: creds}
+            envs: [secrets/creds.env]
+            """,
+        "app/secrets/creds.env": "user=me\n",
+        "app/labels.yaml": """
+            apiVersion: builtin
+            kind: PatchStrategicMergeTransformer
+            metadata: {name: smp}
+            paths: [more/patch.yaml]
+            """,
+        "app/more/patch.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n",
+        "app/conf/names.yaml": "nameReference: []\n",
+        "app/crd/schema.json": "{}",
+        "app/repl.yaml": "[]\n",
+        "app/openapi/schema.json": "{}",
+        "app/json.yaml": "[]\n",
+        "app/smp.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n",
+        "other/big.yaml": config_map("other"),
+    })
+
+    read = builder.closure(snapshot, "app", {})
+
+    assert read.files == {path for path in snapshot.files if path.startswith("app/")}
+
+
+@pytest.mark.parametrize(("kustomization_file", "reason"), [
+    ("resources: [../../outside]\n", "'../../outside' leaves the artifact"),
+    ("resources: [/etc]\n", "'/etc' leaves the artifact"),
+    ("resources: [sub]\n", "app/sub/kustomization.yaml: field 'Resources'"),
+    ("helmCharts: [{name: x}]\n", "app/kustomization.yaml: helmCharts"),
+    ("generators: [plugin.yaml]\n", "plugin configuration of kind 'SopsGenerator'"),
+    ("transformers:\n- |\n  apiVersion: builtin\n  kind: LabelTransformer\n",
+     "inline plugin configuration"),
+    ("crds: [sub]\n", "'sub' names a directory"),
+    ("resources: [cm.yaml\n", "app/kustomization.yaml does not parse"),
+])
+def test_what_a_build_reads_is_unknown_for_what_is_not_followed_safely(
+        kustomization_file: str, reason: str, tmp_path: Path) -> None:
+    snapshot = snapshot_of({"app/kustomization.yaml": kustomization_file,
+                            "app/cm.yaml": config_map("cm"),
+                            "app/sub/x.yaml": config_map("x"),
+                            "app/sub/kustomization.yaml": "Resources: [x.yaml]\n",
+                            "app/plugin.yaml": "apiVersion: x\nkind: SopsGenerator\n",
+                            "other/y.yaml": config_map("y")})
+
+    with pytest.raises(builder.ClosureUnknown, match=re.escape(reason)):
+        builder.closure(snapshot, "app", {})
+    # then the whole artifact is written, as before
+    (tmp_path / "out").mkdir()
+    written = builder.write_for_build(snapshot, "app", {}, tmp_path / "out")
+    assert written == (6, reason, False)
+
+
+def test_the_root_kustomization_is_read_as_flux_round_trip_leaves_it() -> None:
+    snapshot = snapshot_of({"app/kustomization.yaml": "Resources: [cm.yaml]\ntpyo: 1\n",
+                            "app/cm.yaml": config_map("cm"), "base/cm.yaml": config_map("b"),
+                            "base/kustomization.yaml": "resources: [cm.yaml]\n"})
+    assert builder.closure(snapshot, "app", {}).files == {"app/kustomization.yaml",
+                                                           "app/cm.yaml"}
+
+
+def test_a_closure_past_its_bound_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    snapshot = snapshot_of({f"app/m{i}.yaml": config_map(f"m{i}") for i in range(6)})
+    monkeypatch.setattr(builder, "CLOSURE_MAX_FILES", 5)
+    with pytest.raises(builder.ClosureUnknown, match="more than 5 files"):
+        builder.closure(snapshot, "app", {})
+
+
+def test_a_remote_base_is_noted_and_not_followed() -> None:
+    snapshot = snapshot_of({"app/kustomization.yaml": """
+        resources:
+        - https://github.com/example/repo//base?ref=v1
+        - cm.yaml
+        """, "app/cm.yaml": config_map("cm")})
+
+    read = builder.closure(snapshot, "app", {})
+
+    assert read.remote
+    assert read.files == {"app/kustomization.yaml", "app/cm.yaml"}
+
+
+def test_cycles_between_kustomizations_are_walked_once() -> None:
+    snapshot = snapshot_of({"a/kustomization.yaml": "resources: [../b]\n",
+                            "b/kustomization.yaml": "resources: [../a]\n"})
+    assert builder.closure(snapshot, "a", {}).files == {"a/kustomization.yaml",
+                                                         "b/kustomization.yaml"}
+
+
+async def test_a_missing_path_or_a_file_fails_as_the_whole_artifact_build_does(
+        kubectl: str) -> None:
+    snapshot = snapshot_of({"app/cm.yaml": config_map("cm"), "other/y.yaml": config_map("y")})
+    with pytest.raises(PathNotFound, match=r"kustomization path not found: stat .*/nowhere"):
+        await closure_build(snapshot, "nowhere", {}, kubectl)
+    not_a_directory = re.escape("app/cm.yaml/kustomization.yaml: not a directory")
+    with pytest.raises(BuildError, match=not_a_directory):
+        await closure_build(snapshot, "app/cm.yaml", {}, kubectl)
+    assert builder.closure(snapshot, "nowhere", {}).files == frozenset()
+
+
+async def test_a_missing_sibling_base_fails_in_kustomize_as_with_the_whole_artifact(
+        tmp_path: Path, kubectl: str) -> None:
+    snapshot = snapshot_of({"app/kustomization.yaml": "resources: [../gone]\n",
+                            "other/y.yaml": config_map("y")})
+    with pytest.raises(BuildError) as closure_error:
+        await closure_build(snapshot, "app", {}, kubectl)
+    with pytest.raises(BuildError) as whole_error:
+        await whole_build(snapshot, "app", {}, kubectl, tmp_path / "whole")
+    root = re.compile(r"/tmp/[^ :']*?/(?=app|gone)|" + re.escape(str(tmp_path / "whole")) + "/")
+    assert root.sub("<root>/", str(closure_error.value)) == \
+        root.sub("<root>/", str(whole_error.value))
+
+
+# --------------------------------------------------------------------------- reuse
+
+
+def test_kustomizations_with_the_same_build_inputs_share_a_key() -> None:
+    spec: Obj = {"interval": "1m", "targetNamespace": "a", "prune": True}
+    key = builder.build_key("sha256:1", "apps/x", spec)
+    assert builder.build_key("sha256:1", "apps/x", {**spec, "interval": "5m",
+                                                    "wait": True}) == key
+    assert builder.build_key("sha256:2", "apps/x", spec) != key
+    assert builder.build_key("sha256:1", "apps/y", spec) != key
+    for field, value in [("targetNamespace", "b"), ("namePrefix", "p-"),
+                         ("patches", [{"patch": "x"}]), ("images", [{"name": "n"}]),
+                         ("components", ["c"]), ("ignoreMissingComponents", True),
+                         ("buildMetadata", ["originAnnotations"]), ("nameSuffix", "-s")]:
+        assert builder.build_key("sha256:1", "apps/x", {**spec, field: value}) != key
+    sub = builder.substitution_key(key, {"a": "1"}, None, True)
+    assert builder.substitution_key(key, {"a": "1"}, None, True) == sub
+    assert builder.substitution_key(key, {"a": "2"}, None, True) != sub
+    assert builder.substitution_key(key, {"a": "1"}, "Always", True) != sub
+    assert builder.substitution_key(key, {"a": "1"}, None, False) != sub
+    assert builder.substitution_key(key, {"a": "\udcff"}, None, True) != sub
+
+
+async def test_kept_manifests_come_back_as_copies_their_users_may_change() -> None:
+    cache = builder.ManifestCache(max_entries=10, max_bytes=1 << 20)
+    objects: list[Obj] = [{"kind": "ConfigMap", "metadata": {"name": "a"}}]
+    await cache.put("k", objects)
+    objects[0]["metadata"]["name"] = "changed after put"
+
+    first = await cache.get("k")
+    assert first == [{"kind": "ConfigMap", "metadata": {"name": "a"}}]
+    assert first is not None
+    first[0]["metadata"]["labels"] = {"x": "y"}
+    assert await cache.get("k") == [{"kind": "ConfigMap", "metadata": {"name": "a"}}]
+    assert await cache.get("other") is None
+    assert (cache.hits, cache.misses) == (2, 1)
+
+
+async def test_the_manifest_cache_is_bounded_by_entries_and_by_bytes() -> None:
+    by_entries = builder.ManifestCache(max_entries=2, max_bytes=1 << 20)
+    for key in "abc":
+        await by_entries.put(key, [{"k": key}])
+    assert len(by_entries) == 2 and await by_entries.get("a") is None
+
+    by_bytes = builder.ManifestCache(max_entries=100, max_bytes=300)
+    for key in "abcdef":
+        await by_bytes.put(key, [{"k": key * 50}])
+    assert by_bytes.weight <= 300 and len(by_bytes) < 6
+    assert await by_bytes.get("f") == [{"k": "f" * 50}]
+
+    off = builder.ManifestCache(max_entries=0, max_bytes=1 << 20)
+    await off.put("a", [{}])
+    assert len(off) == 0 and await off.get("a") is None
+
+
+async def test_plugin_configurations_and_replacements_build_as_with_the_whole_artifact(
+        tmp_path: Path, kubectl: str) -> None:
+    snapshot = snapshot_of({
+        "app/kustomization.yaml": """
+            resources: [cm.yaml]
+            generators: [gen/secret.yaml]
+            transformers: [smp.yaml]
+            replacements: [{path: replacements/tier.yaml}]
+            """,
+        "app/cm.yaml": config_map("cm", tier="back"),
+        "app/gen/secret.yaml": """
+            apiVersion: builtin
+            kind: SecretGenerator
+            metadata: {name: creds}
+            envs: [secrets/creds.env]
+            """,
+        "app/secrets/creds.env": "user=me\n",
+        "app/smp.yaml": """
+            apiVersion: builtin
+            kind: PatchStrategicMergeTransformer
+            metadata: {name: smp}
+            paths: [patches/cm.yaml]
+            """,
+        "app/patches/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cm}\n"
+                               "data: {patched: 'yes'}\n",
+        "app/replacements/tier.yaml": """
+            - source: {kind: ConfigMap, name: cm, fieldPath: metadata.labels.tier}
+              targets:
+              - select: {kind: ConfigMap, name: cm}
+                fieldPaths: [data.tier]
+                options: {create: true}
+            """,
+        **{f"noise/n{i}.yaml": config_map(f"n{i}") for i in range(50)},
+    })
+
+    built = await closure_build(snapshot, "app", {"namePrefix": "p-"}, kubectl)
+
+    assert built.whole is None and built.written == 7
+    assert built.objects == await whole_build(snapshot, "app", {"namePrefix": "p-"},
+                                              kubectl, tmp_path / "whole")
+    cm = next(o for o in built.objects if o["kind"] == "ConfigMap")
+    assert cm["data"] == {"k": "v", "patched": "yes", "tier": "back"}
+    assert names(built.objects)[1].startswith("Secret/p-creds-")

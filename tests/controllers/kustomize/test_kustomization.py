@@ -4,16 +4,24 @@ the real kubectl (kustomize) binary."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from fluxd.kube import NotFound
-from tests.controllers.conftest import Flux, condition
+from fluxd import app
+from fluxd.clock import JumpClock
+from fluxd.config import Settings
+from fluxd.controllers.context import Contribution, ControllerContext
+from fluxd.controllers.kustomize.kustomization import KustomizationReconciler
+from fluxd.kube import KubeClient, NotFound
+from fluxd.runtime.manager import ControllerSpec
+from tests.conftest import Cluster
+from tests.controllers.conftest import Flux, condition, install_crds, running_flux
 from tests.support.gitserver import GitServer, commit, head
 
 pytestmark = pytest.mark.anyio
@@ -691,3 +699,109 @@ async def test_an_oci_source_s_origin_revision_is_recorded(
     assert obj["status"]["lastAppliedRevision"] == f"v1@{digest}"
     assert obj["status"]["lastAppliedOriginRevision"] == f"main@sha1:{'a' * 40}"
     assert obj["status"]["history"][0]["metadata"]["originRevision"] == f"main@sha1:{'a' * 40}"
+
+
+# --------------------------------------------------------------------------- reuse
+
+
+@dataclasses.dataclass
+class Counted:
+    flux: Flux
+    reconciler: KustomizationReconciler
+
+    def builds(self) -> int:
+        """Builds run so far, native and with kubectl."""
+        return self.reconciler.builds["native"] + self.reconciler.builds["kustomize"]
+
+    def substitutions(self) -> int:
+        return self.reconciler.builds["substitution"]
+
+
+@pytest.fixture
+async def counted(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Counted]:
+    """The ``flux`` fixture's manager, with its Kustomization reconciler at hand."""
+    settings = Settings.model_validate({
+        "kube": {"kubeconfig": str(cluster.kubeconfig)},
+        "leader_election": {"enabled": False},
+        "server": {"metrics_address": "127.0.0.1:0"},
+        "storage": {"path": str(tmp_path / "storage"), "address": "127.0.0.1:0"},
+        "reconcile": {"min_retry_delay": "100ms", "max_retry_delay": "1s"},
+        "shutdown": {"grace_period": "5s"},
+        "notification": {"events_address": "127.0.0.1:0", "receiver_address": "127.0.0.1:0"},
+    })
+    found: list[KustomizationReconciler] = []
+
+    def controllers(context: ControllerContext) -> list[Contribution]:
+        contributions = list(app.flux_controllers(context))
+        found.extend(c.reconciler for c in contributions if isinstance(c, ControllerSpec)
+                     and isinstance(c.reconciler, KustomizationReconciler))
+        return contributions
+
+    clock = JumpClock()
+    async with await KubeClient.connect(clock=clock, kubeconfig=str(cluster.kubeconfig),
+                                        field_manager="source-controller") as client:
+        await install_crds(client)
+        async with running_flux(settings, client, clock, tmp_path / "storage",
+                                controllers=controllers) as flux:
+            yield Counted(flux, found[0])
+
+
+async def reconciled(flux: Flux, name: str, namespace: str, value: str) -> dict[str, Any]:
+    """The Kustomization once a reconcile asked for as ``value`` has finished Ready."""
+    await flux.client.merge_patch(API, "Kustomization", name, {"metadata": {"annotations": {
+        "reconcile.fluxcd.io/requestedAt": value}}}, namespace)
+    found: dict[str, Any] = await flux.wait(
+        API, "Kustomization", name, namespace,
+        lambda o: o["status"].get("lastHandledReconcileAt") == value and ready(o))
+    return found
+
+
+async def test_a_reconcile_of_an_unchanged_revision_builds_nothing_until_an_input_changes(
+        counted: Counted, server: GitServer, namespace: str) -> None:
+    flux = counted.flux
+    other = f"{namespace}-b"
+    server.make_repo("app", {
+        "apps/web/kustomization.yaml": "resources: [cm.yaml]\ncommonLabels: {app: web}\n",
+        "apps/web/cm.yaml": configmap("settings", namespace, region="${region}"),
+        "apps/api/cm.yaml": configmap("api", namespace)})
+    await flux.client.create({"apiVersion": "v1", "kind": "ConfigMap",
+                              "metadata": {"name": "vars", "namespace": namespace},
+                              "data": {"region": "eu-1"}})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    spec = {"path": "./apps/web", "targetNamespace": namespace,
+            "postBuild": {"substituteFrom": [{"kind": "ConfigMap", "name": "vars"}]}}
+    await flux.client.create(kustomization("web", namespace, **spec))
+    await flux.wait(API, "Kustomization", "web", namespace, ready)
+    assert (counted.builds(), counted.substitutions()) == (1, 1)
+
+    # the periodic reconcile (or a request) of the same revision
+    await reconciled(flux, "web", namespace, "again")
+    await reconciled(flux, "web", namespace, "and again")
+    assert (counted.builds(), counted.substitutions()) == (1, 1)
+
+    # a second Kustomization with the same inputs takes the same manifests
+    await flux.client.create(kustomization("twin", namespace, **spec))
+    await flux.wait(API, "Kustomization", "twin", namespace, ready)
+    assert (counted.builds(), counted.substitutions()) == (1, 1)
+
+    # new variables: substituted again, from the same build
+    await flux.client.merge_patch("v1", "ConfigMap", "vars", {"data": {"region": "us-2"}},
+                                  namespace)
+    await reconciled(flux, "web", namespace, "new variables")
+    cm = await flux.client.get("v1", "ConfigMap", "settings", namespace)
+    assert cm["data"] == {"region": "us-2"}
+    assert (counted.builds(), counted.substitutions()) == (1, 2)
+
+    # a build field changed: built again
+    await flux.client.create({"apiVersion": "v1", "kind": "Namespace",
+                              "metadata": {"name": other}})
+    try:
+        await flux.client.merge_patch(API, "Kustomization", "web",
+                                      {"spec": {"targetNamespace": other}}, namespace)
+        await flux.wait(API, "Kustomization", "web", namespace, lambda o: ready(o) and (
+            o["status"].get("observedGeneration") == o["metadata"]["generation"]))
+        moved = await flux.client.get("v1", "ConfigMap", "settings", other)
+        assert moved["data"] == {"region": "us-2"}
+        assert (counted.builds(), counted.substitutions()) == (2, 3)
+    finally:
+        await flux.client.delete("v1", "Namespace", other)

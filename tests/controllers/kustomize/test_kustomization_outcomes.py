@@ -30,6 +30,7 @@ from tests.controllers.kustomize.test_kustomization import (
     gitrepo,
     kustomization,
     ready,
+    reconciled,
     request,
 )
 from tests.support.apiproxy import ApiProxy, Request
@@ -272,3 +273,33 @@ async def test_a_dependency_wait_is_an_info_line_and_no_error(
     assert metric(flux, "controller_runtime_reconcile_errors_total") == 0
     events = await flux.client.list_all("v1", "Event", namespace)
     assert not [e for e in events.items if e["reason"] == "DependencyNotReady"]
+
+
+async def test_the_build_path_taken_is_logged_at_debug_with_the_reason(
+        flux: Flux, server: GitServer, namespace: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="fluxd.kustomize")
+    server.make_repo("app", {
+        "plain/cm.yaml": configmap("plain", namespace, a="1"),
+        # transformer configurations: left to kustomize
+        "overlay/kustomization.yaml": "resources: [cm.yaml]\nconfigurations: [conf.yaml]\n",
+        "overlay/conf.yaml": "commonLabels: []\n",
+        "overlay/cm.yaml": configmap("overlay", namespace, a="1"),
+        "elsewhere/cm.yaml": configmap("elsewhere", namespace, a="1")})
+    await flux.client.create(gitrepo("repo", namespace, server.repo_url("app")))
+    await flux.client.create(kustomization("plain", namespace, path="plain"))
+    await flux.client.create(kustomization("overlay", namespace, path="./overlay"))
+    await flux.wait(API, "Kustomization", "plain", namespace, ready)
+    await flux.wait(API, "Kustomization", "overlay", namespace, ready)
+
+    [native] = await lines(caplog, lambda m: m == "build: native")
+    assert native["level"] == "debug" and native["path"] == "plain"
+    [kustomize] = await lines(caplog, lambda m: m == "build: kustomize")
+    assert kustomize["level"] == "debug" and kustomize["path"] == "./overlay"
+    assert "configurations" in kustomize["reason"]  # why the native build gave up
+    assert kustomize["written"] == 3  # the overlay's files, not the artifact's five
+    assert "wholeArtifact" not in kustomize
+    await reconciled(flux, "overlay", namespace, "again")
+    reused = [line["path"] for line in logged(caplog, lambda m: m == "build: reused")]
+    assert "./overlay" in reused
+    assert len(logged(caplog, lambda m: m == "build: kustomize")) == 1
