@@ -162,6 +162,11 @@ class Controller:
             finally:
                 self._queue.done(key)
 
+    @property
+    def reconciler(self) -> Reconciler:
+        """What this controller runs for each key."""
+        return self._reconciler
+
     async def process(self, key: ObjectKey) -> Outcome:
         """Reconcile one key and act on the outcome."""
         reconcile_id = str(uuid.uuid4())

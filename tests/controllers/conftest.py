@@ -52,6 +52,10 @@ class Flux:
     #: fluxd's clock
     clock: Clock
 
+    def reconciler(self, kind: str) -> Any:
+        """The reconciler the running manager uses for ``kind``."""
+        return next(c.reconciler for c in self.manager.controllers if c.kind == kind)
+
     def advance(self, seconds: float) -> None:
         """Jump fluxd's clock forward: the sleeps and deadlines it reaches end now."""
         assert isinstance(self.clock, JumpClock), "this fluxd runs on a clock that cannot jump"

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fluxd.artifacts.snapshot import Snapshot
 from fluxd.controllers.kustomize import build as flux
 from fluxd.controllers.kustomize.native import build_native
 from fluxd.kustomize.kyaml import Unsupported
 from tests.conftest import tool
+from tests.support.snapshot import snapshot_of
 
 Obj = dict[str, Any]
 Files = dict[str, str]
@@ -31,15 +31,6 @@ Files = dict[str, str]
 @pytest.fixture(scope="module")
 def kubectl() -> str:
     return tool("kubectl")
-
-
-def snapshot_of(files: Files) -> Snapshot:
-    directories: set[str] = set()
-    for path in files:
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            directories.add("/".join(parts[:i]))
-    return Snapshot.of({p: t.encode() for p, t in files.items()}, directories)
 
 
 class KustomizeFailed(Exception):

@@ -6,6 +6,7 @@ hand-written kustomization."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import shutil
@@ -25,6 +26,7 @@ from fluxd.controllers.kustomize import build as builder
 from fluxd.controllers.kustomize import native
 from fluxd.controllers.kustomize.build import BuildError, PathNotFound
 from tests.conftest import tool
+from tests.support.snapshot import snapshot_of as support_snapshot_of
 
 pytestmark = pytest.mark.anyio
 
@@ -651,15 +653,7 @@ def test_kubectl_is_the_configured_one_else_the_one_beside_python_else_on_path(
 # --------------------------------------------------------------------------- closure
 
 
-def snapshot_of(files: dict[str, str], *empty: str) -> Snapshot:
-    """An artifact in memory: ``files`` by path (text dedented) and empty directories."""
-    data = {path: textwrap.dedent(text).lstrip("\n").encode() for path, text in files.items()}
-    directories = {path.rsplit("/", 1)[0] for path in files if "/" in path} | set(empty)
-    for path in list(directories):
-        while "/" in path:
-            path = path.rsplit("/", 1)[0]
-            directories.add(path)
-    return Snapshot.of(data, directories)
+snapshot_of = functools.partial(support_snapshot_of, dedent=True)
 
 
 def monorepo(apps: int) -> dict[str, str]:

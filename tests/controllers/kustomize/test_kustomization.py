@@ -6,22 +6,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from fluxd import app
-from fluxd.clock import JumpClock
-from fluxd.config import Settings
-from fluxd.controllers.context import Contribution, ControllerContext
 from fluxd.controllers.kustomize.kustomization import KustomizationReconciler
-from fluxd.kube import KubeClient, NotFound
-from fluxd.runtime.manager import ControllerSpec
-from tests.conftest import Cluster
-from tests.controllers.conftest import Flux, condition, install_crds, running_flux
+from fluxd.kube import NotFound
+from tests.controllers.conftest import Flux, condition
 from tests.support.gitserver import GitServer, commit, head
 
 pytestmark = pytest.mark.anyio
@@ -718,32 +712,11 @@ class Counted:
 
 
 @pytest.fixture
-async def counted(cluster: Cluster, tmp_path: Path) -> AsyncIterator[Counted]:
+def counted(flux: Flux) -> Counted:
     """The ``flux`` fixture's manager, with its Kustomization reconciler at hand."""
-    settings = Settings.model_validate({
-        "kube": {"kubeconfig": str(cluster.kubeconfig)},
-        "leader_election": {"enabled": False},
-        "server": {"metrics_address": "127.0.0.1:0"},
-        "storage": {"path": str(tmp_path / "storage"), "address": "127.0.0.1:0"},
-        "reconcile": {"min_retry_delay": "100ms", "max_retry_delay": "1s"},
-        "shutdown": {"grace_period": "5s"},
-        "notification": {"events_address": "127.0.0.1:0", "receiver_address": "127.0.0.1:0"},
-    })
-    found: list[KustomizationReconciler] = []
-
-    def controllers(context: ControllerContext) -> list[Contribution]:
-        contributions = list(app.flux_controllers(context))
-        found.extend(c.reconciler for c in contributions if isinstance(c, ControllerSpec)
-                     and isinstance(c.reconciler, KustomizationReconciler))
-        return contributions
-
-    clock = JumpClock()
-    async with await KubeClient.connect(clock=clock, kubeconfig=str(cluster.kubeconfig),
-                                        field_manager="source-controller") as client:
-        await install_crds(client)
-        async with running_flux(settings, client, clock, tmp_path / "storage",
-                                controllers=controllers) as flux:
-            yield Counted(flux, found[0])
+    reconciler = flux.reconciler("Kustomization")
+    assert isinstance(reconciler, KustomizationReconciler)
+    return Counted(flux, reconciler)
 
 
 async def reconciled(flux: Flux, name: str, namespace: str, value: str) -> dict[str, Any]:

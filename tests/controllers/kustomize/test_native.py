@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fluxd.artifacts.snapshot import Snapshot
 from fluxd.clock import SystemClock
 from fluxd.controllers.kustomize import build as builder
 from fluxd.controllers.kustomize.native import base_directory, build_native
 from fluxd.kustomize.kyaml import Unsupported
 from tests.conftest import tool
+from tests.support.snapshot import snapshot_of
 
 pytestmark = pytest.mark.anyio
 
@@ -30,15 +30,6 @@ Obj = dict[str, Any]
 @pytest.fixture(scope="module")
 def kubectl() -> str:
     return tool("kubectl")
-
-
-def snapshot_of(files: dict[str, str]) -> Snapshot:
-    directories: set[str] = set()
-    for path in files:
-        parts = path.split("/")
-        for i in range(1, len(parts)):
-            directories.add("/".join(parts[:i]))
-    return Snapshot.of({p: t.encode() for p, t in files.items()}, directories)
 
 
 async def kustomize(files: dict[str, str], path: str, kubectl: str) -> list[Obj]:
