@@ -29,6 +29,7 @@ This package is the only one that imports kubernetes_asyncio.
 
 from __future__ import annotations
 
+import asyncio.sslproto
 import json
 import logging
 import os
@@ -73,6 +74,11 @@ MAX_RETRY_AFTER = 32.0
 #: applies and its informers' watches need a few dozen, so 100 leaves room and still
 #: keeps the process far from file-descriptor limits and the server's in-flight limits.
 CONNECTION_LIMIT = 100
+#: the read buffer of one TLS connection. asyncio gives each a 256 KiB buffer, zero-filled
+#: (so resident) when the connection opens; a TLS record is at most 16 KiB, so 64 KiB
+#: still takes several per read, and some fifty connections (watches and a burst of
+#: applies) hold about 10 MiB less
+TLS_READ_BUFFER = 64 * 1024
 #: the throttled-response debug line: one per this many seconds, the rest counted
 THROTTLED_LOG_INTERVAL = 10.0
 
@@ -200,6 +206,10 @@ class KubeClient:
         as the kubelet rotates it). ``qps > 0`` caps the request rate on the client
         (else the server's priority and fairness alone decides); ``registry`` gets
         ``rest_client_requests_total``."""
+        # asyncio has no per-connection setting for it: the class attribute it reads is
+        # the one way, and a smaller buffer only means more reads of a large answer
+        asyncio.sslproto.SSLProtocol.max_size = min(asyncio.sslproto.SSLProtocol.max_size,
+                                                    TLS_READ_BUFFER)
         cfg = k8s_client.Configuration()
         cfg.connection_pool_maxsize = max(1, connection_limit)
         in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ \

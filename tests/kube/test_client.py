@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import base64
 import logging
 import uuid
@@ -26,7 +27,13 @@ from fluxd.kube import (
     NotFound,
     Throttle,
 )
-from fluxd.kube.client import CONNECTION_LIMIT, MAX_RETRIES, MAX_RETRY_AFTER, retry_after
+from fluxd.kube.client import (
+    CONNECTION_LIMIT,
+    MAX_RETRIES,
+    MAX_RETRY_AFTER,
+    TLS_READ_BUFFER,
+    retry_after,
+)
 from fluxd.kube.errors import TooManyRequests
 from tests.conftest import Cluster, start_dev_cluster
 from tests.kube.inflight import dev_server, write_in_flight
@@ -285,6 +292,15 @@ async def test_no_client_side_limit_by_default_and_a_cap_that_follows_reloads() 
 async def test_the_connection_pool_is_bounded(kube: KubeClient) -> None:
     session = kube._shared.api.rest_client.pool_manager
     assert session.connector.limit == CONNECTION_LIMIT == 100
+
+
+async def test_a_tls_connection_reads_into_a_buffer_of_64_kib_not_256(
+        kube: KubeClient, namespace: str) -> None:
+    assert asyncio.sslproto.SSLProtocol.max_size == TLS_READ_BUFFER == 64 * 1024
+    # answers bigger than the buffer still arrive whole
+    await kube.create(cm("big-answer", namespace, blob="x" * (300 * 1024)))
+    read = await kube.get("v1", "ConfigMap", "big-answer", namespace)
+    assert len(read["data"]["blob"]) == 300 * 1024
 
 
 async def drive(clock: JumpClock, tasks: list[asyncio.Task[Any]], *, step: float = 1.0,
