@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import os
 import re
 import shutil
@@ -951,11 +952,15 @@ async def test_the_manifest_cache_is_bounded_by_entries_and_by_bytes() -> None:
         await by_entries.put(key, [{"k": key}])
     assert len(by_entries) == 2 and await by_entries.get("a") is None
 
+    # entries are kept compressed: values that do not compress
+    def value(key: str) -> str:
+        return hashlib.sha512(key.encode()).hexdigest()
+
     by_bytes = builder.ManifestCache(max_entries=100, max_bytes=300)
     for key in "abcdef":
-        await by_bytes.put(key, [{"k": key * 50}])
+        await by_bytes.put(key, [{"k": value(key)}])
     assert by_bytes.weight <= 300 and len(by_bytes) < 6
-    assert await by_bytes.get("f") == [{"k": "f" * 50}]
+    assert await by_bytes.get("f") == [{"k": value("f")}]
 
     off = builder.ManifestCache(max_entries=0, max_bytes=1 << 20)
     await off.put("a", [{}])
