@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -101,13 +102,20 @@ def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[
     return mapping
 
 
-_Loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-_Loader.add_constructor("tag:yaml.org,2002:float", _construct_float)
-_Loader.add_constructor("fluxd:unsupported", _refuse)
-_Loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
-for _tag in ("binary", "timestamp", "set", "omap", "pairs", "merge"):
-    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse)
-_Loader.add_constructor(None, _refuse)
+def _construct_strictly(loader: type[yaml.SafeLoader],
+                        float_constructor: Callable[[yaml.SafeLoader, yaml.Node], Any]) -> None:
+    """Integers, floats and string-keyed maps as kustomize reads them; every rarer tag
+    (binary, timestamps, sets, merge keys, explicit tags) refused."""
+    loader.add_constructor("tag:yaml.org,2002:int", _construct_int)
+    loader.add_constructor("tag:yaml.org,2002:float", float_constructor)
+    loader.add_constructor("fluxd:unsupported", _refuse)
+    loader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+    for tag in ("binary", "timestamp", "set", "omap", "pairs", "merge"):
+        loader.add_constructor(f"tag:yaml.org,2002:{tag}", _refuse)
+    loader.add_constructor(None, _refuse)
+
+
+_construct_strictly(_Loader, _construct_float)
 
 
 def load_documents(data: bytes) -> list[Any]:
@@ -164,13 +172,7 @@ use_go_yaml_v2_scalars(
     _KustomizationLoader, ("fluxd:unsupported", r"<<|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}.*",
                            "<0123456789"))
 
-_KustomizationLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)
-_KustomizationLoader.add_constructor("tag:yaml.org,2002:float", _construct_number)
-_KustomizationLoader.add_constructor("fluxd:unsupported", _refuse)
-_KustomizationLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
-for _tag in ("binary", "timestamp", "set", "omap", "pairs", "merge"):
-    _KustomizationLoader.add_constructor(f"tag:yaml.org,2002:{_tag}", _refuse)
-_KustomizationLoader.add_constructor(None, _refuse)
+_construct_strictly(_KustomizationLoader, _construct_number)
 
 
 def load_kustomization(data: bytes) -> Any:
