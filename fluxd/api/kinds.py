@@ -14,10 +14,8 @@ if TYPE_CHECKING:
 
 
 def all_kinds() -> tuple[Kind, ...]:
-    """Every declared kind, one entry per served version.
+    """Every declared kind, one entry per served version (HelmRelease is served
+    before its controller reconciles it)."""
+    from fluxd.api import helm, kustomize, notification, source
 
-    Flux's kinds arrive with their controllers.
-    """
-    from fluxd.api import kustomize, notification, source
-
-    return (*source.KINDS, *kustomize.KINDS, *notification.KINDS)
+    return (*source.KINDS, *kustomize.KINDS, *helm.KINDS, *notification.KINDS)
