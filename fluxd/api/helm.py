@@ -173,7 +173,29 @@ class UpgradeRemediation(FluxModel):
     'uninstall'."""
 
 
-class Install(FluxModel):
+class _ReleaseAction(FluxModel):
+    """The options install and upgrade share: ownership, waiting, hooks and
+    validation."""
+
+    disable_take_ownership: bool | None = None
+    """DisableTakeOwnership refuses to adopt existing objects the release does not own
+    yet."""
+    disable_wait: bool | None = None
+    """DisableWait skips waiting for the released objects to be ready."""
+    disable_wait_for_jobs: bool | None = None
+    """DisableWaitForJobs skips waiting for the released Jobs to complete."""
+    disable_hooks: bool | None = None
+    """DisableHooks skips the chart's hooks during the action."""
+    disable_open_api_validation: bool | None = Field(
+        default=None, alias="disableOpenAPIValidation")
+    """DisableOpenAPIValidation skips validating the rendered manifests against the
+    cluster's OpenAPI schema."""
+    disable_schema_validation: bool | None = None
+    """DisableSchemaValidation skips validating the values against the chart's JSON
+    schema."""
+
+
+class Install(_ReleaseAction):
     """Install configures the Helm install action."""
 
     timeout: _Duration | None = None
@@ -183,22 +205,6 @@ class Install(FluxModel):
     """Remediation says what to do when the install fails; nothing by default."""
     strategy: ActionStrategy | None = None
     """Strategy says what follows a failed install."""
-    disable_take_ownership: bool | None = None
-    """DisableTakeOwnership refuses to adopt existing objects the release does not own
-    yet."""
-    disable_wait: bool | None = None
-    """DisableWait skips waiting for the installed objects to be ready."""
-    disable_wait_for_jobs: bool | None = None
-    """DisableWaitForJobs skips waiting for the installed Jobs to complete."""
-    disable_hooks: bool | None = None
-    """DisableHooks skips the chart's hooks during the install."""
-    disable_open_api_validation: bool | None = Field(
-        default=None, alias="disableOpenAPIValidation")
-    """DisableOpenAPIValidation skips validating the rendered manifests against the
-    cluster's OpenAPI schema."""
-    disable_schema_validation: bool | None = None
-    """DisableSchemaValidation skips validating the values against the chart's JSON
-    schema."""
     replace: bool | None = None
     """Replace reuses the release name when it belongs to a deleted release kept in the
     history."""
@@ -215,7 +221,7 @@ class Install(FluxModel):
     """ServerSideApply installs with server-side apply; true when not set."""
 
 
-class Upgrade(FluxModel):
+class Upgrade(_ReleaseAction):
     """Upgrade configures the Helm upgrade action."""
 
     timeout: _Duration | None = None
@@ -225,22 +231,6 @@ class Upgrade(FluxModel):
     """Remediation says what to do when the upgrade fails; nothing by default."""
     strategy: ActionStrategy | None = None
     """Strategy says what follows a failed upgrade."""
-    disable_take_ownership: bool | None = None
-    """DisableTakeOwnership refuses to adopt existing objects the release does not own
-    yet."""
-    disable_wait: bool | None = None
-    """DisableWait skips waiting for the upgraded objects to be ready."""
-    disable_wait_for_jobs: bool | None = None
-    """DisableWaitForJobs skips waiting for the upgraded Jobs to complete."""
-    disable_hooks: bool | None = None
-    """DisableHooks skips the chart's hooks during the upgrade."""
-    disable_open_api_validation: bool | None = Field(
-        default=None, alias="disableOpenAPIValidation")
-    """DisableOpenAPIValidation skips validating the rendered manifests against the
-    cluster's OpenAPI schema."""
-    disable_schema_validation: bool | None = None
-    """DisableSchemaValidation skips validating the values against the chart's JSON
-    schema."""
     force: bool | None = None
     """Force replaces objects that cannot be updated in place."""
     preserve_values: bool | None = None
