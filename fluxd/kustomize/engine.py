@@ -41,7 +41,13 @@ from typing import Any
 
 from fluxd.artifacts.snapshot import Snapshot
 from fluxd.kustomize import generator, identity, patch, transform
-from fluxd.kustomize.kyaml import Unsupported, load_documents, load_kustomization
+from fluxd.kustomize.kyaml import (
+    Unsupported,
+    load_documents,
+    load_kustomization,
+    string_list,
+    string_map,
+)
 
 Obj = dict[str, Any]
 
@@ -226,30 +232,12 @@ class _Context:
 # --------------------------------------------------------------------------- checks
 
 
-def _strings(kustomization: Obj, field: str) -> list[str]:
-    value = kustomization.get(field)
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise Unsupported(f"{field} that is not a list of strings")
-    return value
-
-
 def _string(kustomization: Obj, field: str) -> str:
     value = kustomization.get(field)
     if value is None:
         return ""
     if not isinstance(value, str):
         raise Unsupported(f"{field} that is not a string")
-    return value
-
-
-def _string_map(kustomization: Obj, field: str) -> dict[str, str]:
-    value = kustomization.get(field)
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise Unsupported(f"{field} that is not a map of strings")
     return value
 
 
@@ -277,7 +265,8 @@ def _check(kustomization: Obj, *, component: bool, root: bool) -> None:
     if not isinstance(kustomization.get("metadata") or {}, dict):
         raise Unsupported("metadata that is not a map")
     if not root:
-        _strings(kustomization, "buildMetadata")  # the root's options hold throughout
+        # the root's options hold throughout
+        string_list(kustomization.get("buildMetadata"), "buildMetadata")
     sort_options = kustomization.get("sortOptions")
     if sort_options is not None and (not root or sort_options not in (
             {"order": "legacy"}, {"order": "fifo"})):
@@ -357,7 +346,9 @@ def _accumulate(context: _Context, directory: str, kustomization: Obj, objects: 
 
     # ids stay as they are until a generator or transformer runs
     seen = {_identity(obj) for obj in objects}
-    for reference in [*_strings(kustomization, "resources"), *_strings(kustomization, "bases")]:
+    references = [*string_list(kustomization.get("resources"), "resources"),
+                  *string_list(kustomization.get("bases"), "bases")]
+    for reference in references:
         path = _resolve(directory, reference)
         data = context.files.files.get(path)
         if data is not None:
@@ -386,7 +377,7 @@ def _accumulate(context: _Context, directory: str, kustomization: Obj, objects: 
                     ("configuredBy", f"\n  apiVersion: builtin\n  kind: {kind}Generator")))
             generator.absorb(objects, generated)
 
-    for reference in _strings(kustomization, "components"):
+    for reference in string_list(kustomization.get("components"), "components"):
         path = _resolve(directory, reference)
         sub, sub_file = _load_directory(context, path, reference, chain, component=True)
         built = _accumulate(context, path, sub, objects, (*chain, path), component=True,
@@ -492,15 +483,16 @@ def _transform(objects: list[Obj], kustomization: Obj,
         templates = entry.get("includeTemplates", False)
         if not isinstance(selectors, bool) or not isinstance(templates, bool):
             raise Unsupported("a labels option that is not a boolean")
-        pairs = _string_map(entry, "pairs")
+        pairs = string_map(entry.get("pairs"), "pairs")
         if pairs:
             transform.add_labels(objects, pairs, include_selectors=selectors,
                                  include_templates=templates, fields=entry.get("fields"))
-    common_labels = _string_map(kustomization, "commonLabels")
+    common_labels = string_map(kustomization.get("commonLabels"), "commonLabels")
     if common_labels:
         transform.add_labels(objects, common_labels, include_selectors=True,
                              include_templates=False)
-    common_annotations = _string_map(kustomization, "commonAnnotations")
+    common_annotations = string_map(kustomization.get("commonAnnotations"),
+                                    "commonAnnotations")
     if common_annotations:
         transform.add_annotations(objects, common_annotations)
     json6902 = _entries(kustomization, "patchesJson6902")

@@ -38,7 +38,7 @@ from fluxd.kustomize.identity import (
     PREVIOUS_NAMESPACES,
     SUFFIXES,
 )
-from fluxd.kustomize.kyaml import Unsupported, load_documents
+from fluxd.kustomize.kyaml import Unsupported, load_documents, string_list, string_map
 
 Obj = dict[str, Any]
 
@@ -72,22 +72,6 @@ _MAX_LINE = 64 * 1024 - 1  # bufio.Scanner's token limit
 Read = Callable[[str], bytes]
 
 
-def _strings(value: Any, field: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise Unsupported(f"generator {field} that is not a list of strings")
-    return value
-
-
-def _string_map(value: Any, field: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise Unsupported(f"generator {field} that is not a map of strings")
-    return value
-
-
 def _options(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
@@ -97,9 +81,9 @@ def _options(value: Any) -> dict[str, Any] | None:
         if not isinstance(value.get(flag, False), bool):
             raise Unsupported(f"generator option {flag} that is not a boolean")
     return {"labels": None if value.get("labels") is None
-            else _string_map(value["labels"], "labels"),
+            else string_map(value["labels"], "generator labels"),
             "annotations": None if value.get("annotations") is None
-            else _string_map(value["annotations"], "annotations"),
+            else string_map(value["annotations"], "generator annotations"),
             "disableNameSuffixHash": value.get("disableNameSuffixHash", False),
             "immutable": value.get("immutable", False)}
 
@@ -239,7 +223,7 @@ def generate(kind: str, args: Any, global_options: Any, read: Read) -> Obj:
     behavior = args.get("behavior") or ""
     if not isinstance(namespace, str) or behavior not in _BEHAVIORS:
         raise Unsupported("a generator namespace or behavior kustomize may read otherwise")
-    envs = _strings(args.get("envs"), "envs")
+    envs = string_list(args.get("envs"), "generator envs")
     env = args.get("env")
     if env:
         if not isinstance(env, str):
@@ -248,8 +232,10 @@ def generate(kind: str, args: Any, global_options: Any, read: Read) -> Obj:
     pairs: list[tuple[str, str]] = []
     for path in envs:
         pairs.extend(_env_pairs(read(path)))
-    pairs.extend(_literal(source) for source in _strings(args.get("literals"), "literals"))
-    pairs.extend(_file_pair(source, read) for source in _strings(args.get("files"), "files"))
+    literals = string_list(args.get("literals"), "generator literals")
+    pairs.extend(_literal(source) for source in literals)
+    files = string_list(args.get("files"), "generator files")
+    pairs.extend(_file_pair(source, read) for source in files)
     data: dict[str, str] = {}
     for key, value in pairs:
         _check_key(key)

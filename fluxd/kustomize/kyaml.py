@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["Unsupported", "load_documents", "load_kustomization"]
+__all__ = ["Unsupported", "load_documents", "load_kustomization", "string_list", "string_map"]
 
 
 class Unsupported(Exception):
@@ -185,3 +185,23 @@ def load_kustomization(data: bytes) -> Any:
     if len(documents) > 1:
         raise Unsupported("a kustomization file with several documents")
     return documents[0] if documents else None
+
+
+def string_list(value: Any, what: str) -> list[str]:
+    """A read list of strings (None is empty); ``Unsupported`` naming ``what`` for any
+    other value."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise Unsupported(f"{what} that is not a list of strings")
+    return value
+
+
+def string_map(value: Any, what: str) -> dict[str, str]:
+    """A read map of strings to strings (None is empty); ``Unsupported`` naming ``what``
+    for any other value."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise Unsupported(f"{what} that is not a map of strings")
+    return value

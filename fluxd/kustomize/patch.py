@@ -44,7 +44,7 @@ from fluxd import regex, selector
 from fluxd.jsonpatch import PatchError, json_patch
 from fluxd.jsonvalue import clone
 from fluxd.kustomize.identity import ResId, current_id, previous_ids, store_previous_id
-from fluxd.kustomize.kyaml import Unsupported, load_documents
+from fluxd.kustomize.kyaml import Unsupported, load_documents, string_map
 from fluxd.schema import POD_SPEC_PATHS, BuiltinSchema, ListType
 
 __all__ = ["apply_patches", "apply_patches_json6902", "apply_patches_strategic_merge",
@@ -91,14 +91,6 @@ def _meta(obj: Obj) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise Unsupported("metadata that is not a map")
     return meta
-
-
-def _string_map(value: Any, what: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-        raise Unsupported(f"{what} that are not strings")
-    return value
 
 
 def _same_id(a: ResId, b: ResId) -> bool:
@@ -153,10 +145,10 @@ def select(objects: Iterable[Obj], target: Mapping[str, Any]) -> list[Obj]:
         if kind and not kind.search(current.kind):
             continue
         meta = _meta(obj)
-        if labels and not labels.matches(_string_map(meta.get("labels"), "labels")):
+        if labels and not labels.matches(string_map(meta.get("labels"), "labels")):
             continue
         if annotations and not annotations.matches(
-                _string_map(meta.get("annotations"), "annotations")):
+                string_map(meta.get("annotations"), "annotations")):
             continue
         selected.append(obj)
     return selected
@@ -399,7 +391,7 @@ def _apply_json(objects: list[Obj], ops: list[Any], target: Mapping[str, Any], *
             obj = clone(obj)
             if record_previous_id:
                 store_previous_id(obj)
-            annotations = _string_map(_meta(obj).get("annotations"), "annotations")
+            annotations = string_map(_meta(obj).get("annotations"), "annotations")
             internal = {k: v for k, v in annotations.items()
                         if k.startswith(_INTERNAL_PREFIX) or k in _LEGACY_INTERNAL}
             try:
@@ -413,7 +405,7 @@ def _apply_json(objects: list[Obj], ops: list[Any], target: Mapping[str, Any], *
                 meta = patched["metadata"] = {}
             if not isinstance(meta, dict):
                 raise Unsupported("a JSON patch that makes metadata not a map")
-            merged = {**_string_map(meta.get("annotations"), "annotations"), **internal}
+            merged = {**string_map(meta.get("annotations"), "annotations"), **internal}
             if merged:
                 meta["annotations"] = merged
             else:
