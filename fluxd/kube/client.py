@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import yarl
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader
@@ -313,6 +314,44 @@ class KubeClient:
             shared.throttled(method, path, resp.status, wait, attempt + 1)
             await shared.clock.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def forward(self, method: str, path_qs: str, *, headers: dict[str, str],
+                      body: bytes | AsyncIterator[bytes] | None) -> aiohttp.ClientResponse:
+        """One request passed through as it came: ``path_qs`` is the raw (already
+        encoded) path and query, ``body`` bytes or a stream of chunks (sized by a
+        ``Content-Length`` in ``headers``, else chunked). It goes out on this client's
+        connection with its credentials (TLS and client certificate, bearer token and
+        its refresh, impersonation); ``headers`` bring no credentials or identity of
+        their own (``Authorization`` and ``Impersonate-*`` are dropped). Nothing is
+        retried or read: every status comes back as it is, and the caller releases the
+        response. No time limit either (a watch lasts): the caller bounds the wait on
+        its clock. For the helm API proxy (``fluxd.kube.proxy``)."""
+        api = self._shared.api
+        cfg = api.configuration
+        rest = api.rest_client
+        sent = {k: v for k, v in headers.items()
+                if k.lower() != "authorization" and not k.lower().startswith("impersonate-")}
+        sent.update(self._headers)
+        sent.setdefault("User-Agent", str(api.user_agent))
+        if "BearerToken" in cfg.api_key:
+            token = await cfg.get_api_key_with_prefix("BearerToken")
+            if token:
+                sent["Authorization"] = token
+        options: dict[str, Any] = {}
+        if rest.proxy:
+            options["proxy"] = rest.proxy
+        if rest.server_hostname:
+            options["server_hostname"] = rest.server_hostname
+        try:
+            resp: aiohttp.ClientResponse = await rest.pool_manager.request(
+                method, yarl.URL(f"{cfg.host}{path_qs}", encoded=True), headers=sent,
+                data=body, timeout=aiohttp.ClientTimeout(total=None), allow_redirects=False,
+                **options)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self._shared.answered("<error>", method)
+            raise TransportError(f"{method} {path_qs}: {exc or type(exc).__name__}") from exc
+        self._shared.answered(str(resp.status), method)
+        return resp
 
     async def _exchange(self, method: str, path: str, *, query: list[tuple[str, str]] | None,
                         body: Any, content_type: str, accept: str) -> tuple[Any, str]:
