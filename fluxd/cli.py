@@ -164,6 +164,13 @@ async def _dev_cluster(settings: Settings) -> int:
 def main(argv: list[str] | None = None, *,
          controllers: ControllersFactory | None = None) -> int:
     """The command line; ``controllers`` replaces the controllers ``run`` builds."""
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["helm-post-render"]:
+        # hidden: helm's post-renderer plugin runs it once per install or upgrade, so it
+        # loads no settings and imports only the post-renderer
+        from fluxd.controllers.helm import postrender
+
+        return postrender.run_command(given[1:], sys.stdin.buffer, sys.stdout, sys.stderr)
     args = _parser().parse_args(argv)
     path = _config_path(args)
     overrides = _overrides(args)
