@@ -31,7 +31,7 @@ from fluxd.artifacts.bus import ArtifactBus
 from fluxd.artifacts.storage import ArtifactStore
 from fluxd.clock import Clock, SystemClock
 from fluxd.config import Settings
-from fluxd.controllers import kustomize, notification, source
+from fluxd.controllers import helm, kustomize, notification, source
 from fluxd.controllers.context import Contribution, ControllerContext
 from fluxd.kube import KubeClient
 from fluxd.metrics import Metrics
@@ -55,7 +55,7 @@ def no_controllers(context: ControllerContext) -> list[Contribution]:
 def flux_controllers(context: ControllerContext) -> list[Contribution]:
     """Every Flux controller fluxd has so far."""
     return [*source.controllers(context), *kustomize.controllers(context),
-            *notification.controllers(context)]
+            *helm.controllers(context), *notification.controllers(context)]
 
 
 def artifact_store(settings: Settings, clock: Clock) -> ArtifactStore:

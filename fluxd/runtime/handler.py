@@ -87,3 +87,42 @@ class ReferrersHandler:
 
     def on_delete(self, obj: Obj) -> None:
         self._enqueue(obj)
+
+
+class DependentsHandler:
+    """For the informer of a kind with ``dependsOn`` (Kustomization, HelmRelease): when
+    an object becomes Ready, or is Ready at a new ``status.<revision_field>``, enqueue the
+    objects of the kind that depend on it (found under ``index`` by ``<ns>/<name>``) —
+    Flux polls every 30 s for this."""
+
+    def __init__(self, queue: Adder, kind: str, dependents: Indexed, *,
+                 index: str = "dependsOn", revision_field: str) -> None:
+        self._queue = queue
+        self._kind = kind
+        self._dependents = dependents
+        self._index = index
+        self._field = revision_field
+
+    def on_add(self, obj: Obj, *, initial: bool) -> None:
+        return None
+
+    def on_update(self, old: Obj, new: Obj) -> None:
+        if old is new:
+            return
+        old_status, new_status = old.get("status") or {}, new.get("status") or {}
+        if not _ready(new_status):
+            return
+        if _ready(old_status) and old_status.get(self._field) == new_status.get(self._field):
+            return
+        meta = new.get("metadata") or {}
+        for dependent in self._dependents.by_index(
+                self._index, f"{meta.get('namespace', '')}/{meta.get('name', '')}"):
+            self._queue.add(key_for(self._kind, dependent))
+
+    def on_delete(self, obj: Obj) -> None:
+        return None
+
+
+def _ready(status: Obj) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in status.get("conditions") or ())

@@ -29,7 +29,7 @@ from fluxd.controllers.kustomize.kustomization import (
     source_index,
 )
 from fluxd.runtime import conditions as cond
-from fluxd.runtime.handler import ReferrersHandler
+from fluxd.runtime.handler import DependentsHandler, ReferrersHandler
 from fluxd.runtime.manager import ControllerSpec
 from fluxd.runtime.reconcile import ObjectKey
 
@@ -77,7 +77,8 @@ def controllers(context: ControllerContext) -> list[Contribution]:
                 context.queue.add(ObjectKey(KIND, meta["namespace"], meta["name"]))
 
     context.artifact_bus.subscribe(new_artifact)
-    informer.add_handler(DependentsHandler(informer, context))
+    informer.add_handler(DependentsHandler(context.queue, KIND, informer,
+                                           revision_field="lastAppliedRevision"))
     for kind in ("ConfigMap", "Secret"):
         context.cache.metadata_informer(
             "v1", kind, label_selector=context.settings.watch.configs_label_selector,
@@ -86,33 +87,3 @@ def controllers(context: ControllerContext) -> list[Contribution]:
     return [ControllerSpec(API_VERSION, KIND, "kustomize", reconciler,
                            indexes={"source": source_index, "dependsOn": dependency_index,
                                     "substituteFrom": substitute_from_index})]
-
-
-class DependentsHandler:
-    """Enqueues the dependents of a Kustomization that became Ready or applied a new
-    revision while Ready."""
-
-    def __init__(self, informer: Any, context: ControllerContext) -> None:
-        self._informer = informer
-        self._queue = context.queue
-
-    def on_add(self, obj: Obj, *, initial: bool) -> None:
-        return None
-
-    def on_update(self, old: Obj, new: Obj) -> None:
-        if old is new:
-            return
-        old_status, new_status = old.get("status") or {}, new.get("status") or {}
-        if not cond.is_true(new_status.get("conditions"), cond.READY):
-            return
-        if cond.is_true(old_status.get("conditions"), cond.READY) and \
-                old_status.get("lastAppliedRevision") == new_status.get("lastAppliedRevision"):
-            return
-        meta = new["metadata"]
-        for dependent in self._informer.by_index("dependsOn",
-                                                 f"{meta['namespace']}/{meta['name']}"):
-            dm = dependent["metadata"]
-            self._queue.add(ObjectKey(KIND, dm["namespace"], dm["name"]))
-
-    def on_delete(self, obj: Obj) -> None:
-        return None
