@@ -26,12 +26,11 @@ from typing import Any, Protocol
 
 import yaml
 
-from fluxd import semver
+from fluxd import helmchart, semver
 from fluxd.api.helm import HelmReleaseSpec
 from fluxd.api.source import API_VERSION as SOURCE_API_VERSION
 from fluxd.artifacts.extract import ExtractError, extract_tarball
 from fluxd.controllers.helm.target import ChartSource, helm_chart_name
-from fluxd.controllers.source import chartbuild
 from fluxd.kube.errors import NotFound
 from fluxd.lru import LRU
 
@@ -212,17 +211,20 @@ def oci_version(version: str, revision: str) -> tuple[str, str]:
     if not algo or len(hexpart) < 12:
         raise ChartError(f"invalid artifact revision {revision}")
     try:
-        return chartbuild.with_version_metadata(version, hexpart[:12]), digest
-    except chartbuild.BuildError as exc:
-        raise ChartError(str(exc)) from None
+        parsed = semver.parse(version)
+        return str(semver.Version(parsed.major, parsed.minor, parsed.patch,
+                                  parsed.prerelease, hexpart[:12])), digest
+    except semver.SemverError as exc:
+        raise ChartError(f"failed to set SemVer metadata on chart version {version}: "
+                         f"{exc}") from None
 
 
 class ChartLoader:
     """Chart metadata by artifact digest, and the chart to hand to helm."""
 
-    def __init__(self, *, limits: chartbuild.Limits | None = None, max_entries: int = 1024
+    def __init__(self, *, limits: helmchart.Limits | None = None, max_entries: int = 1024
                  ) -> None:
-        self._limits = limits or chartbuild.Limits()
+        self._limits = limits or helmchart.Limits()
         self._meta: LRU[str, dict[str, Any]] = LRU(max_entries)
 
     async def load(self, source: ChartSource, archive: Path, revision: str, digest: str
@@ -230,11 +232,12 @@ class ChartLoader:
         meta = self._meta.get(digest) if digest else None
         if meta is None:
             try:
-                meta = await asyncio.to_thread(chartbuild.metadata_from_archive, archive,
+                meta = await asyncio.to_thread(helmchart.metadata_from_archive, archive,
                                                self._limits)
-                chartbuild.validate(meta)
-            except (chartbuild.MetadataError, OSError) as exc:
+            except (helmchart.MetadataError, OSError) as exc:
                 raise ChartError(str(exc)) from None
+            if not meta.get("name") or not meta.get("version"):
+                raise ChartError("the chart's metadata has no name or no version")
             if digest:
                 self._meta.put(digest, meta)
         name, version = str(meta.get("name") or ""), str(meta.get("version") or "")
@@ -262,7 +265,7 @@ def _unpack_with_version(archive: Path, scratch: Path, version: str) -> Path:
         if len(entries) != 1 or not entries[0].is_dir():
             raise ChartError("the chart archive does not hold one chart directory")
         chart_dir = entries[0]
-        chart_file = chart_dir / chartbuild.CHART_FILE
+        chart_file = chart_dir / helmchart.CHART_FILE
         meta = yaml.safe_load(chart_file.read_bytes())
         if not isinstance(meta, dict):
             raise ChartError("Chart.yaml is not a mapping")

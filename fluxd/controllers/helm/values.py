@@ -42,7 +42,7 @@ import yaml
 from fluxd.api.helm import HelmReleaseSpec
 from fluxd.api.meta import ValuesReference
 from fluxd.controllers.helm import strvals
-from fluxd.controllers.source.chartbuild import merge_maps
+from fluxd.helmchart import merge_maps
 from fluxd.kube.errors import NotFound
 from fluxd.kustomize.kyaml import use_go_yaml_v2_scalars
 

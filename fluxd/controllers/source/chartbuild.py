@@ -36,14 +36,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gzip
 import os
 import posixpath
 import re
 import shutil
-import tarfile
 import tempfile
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +58,16 @@ from fluxd.controllers.source.chartrepo import (
     Remote,
     RepositoryError,
 )
+from fluxd.helmchart import (
+    CHART_FILE,
+    Limits,
+    MetadataError,
+    load_yaml,
+    merge_maps,
+    metadata,
+    metadata_from_archive,
+    yaml_problem,
+)
 from fluxd.tools import find_tool
 
 __all__ = [
@@ -69,13 +76,10 @@ __all__ = [
     "metadata", "metadata_from_archive", "secure_join", "validate", "yaml_problem",
 ]
 
-CHART_FILE = "Chart.yaml"
 VALUES_FILE = "values.yaml"
-REQUIREMENTS_FILE = "requirements.yaml"
 #: Flux's ``RemoteReference.Validate`` (``^([-a-z0-9]+/?\.?)+$``), written so that a
 #: backtracking engine stays linear on long names
 _CHART_NAME = re.compile(r"[-a-z0-9]+(?:(?:/\.?|\.)[-a-z0-9]+)*(?:/\.?|\.)?")
-_DRIVE_PATH = re.compile(r"^[a-zA-Z]:/")
 
 
 # --------------------------------------------------------------------------- results
@@ -167,108 +171,7 @@ class BuildOptions:
         return self.values_files
 
 
-@dataclass(frozen=True)
-class Limits:
-    #: largest chart archive (Flux --helm-chart-max-size)
-    chart_size: int = 10 << 20
-    #: largest single file read from a chart (Flux --helm-chart-file-max-size)
-    file_size: int = 5 << 20
-
-
 # --------------------------------------------------------------------------- metadata
-
-
-class MetadataError(ValueError):
-    """Chart metadata that cannot be read or does not validate."""
-
-
-def _yaml_mapping(data: bytes, what: str) -> dict[str, Any]:
-    """A metadata file's mapping, its scalars read as Go reads them into Helm's string
-    fields (``version: 1.10`` is ``"1.10"``)."""
-    try:
-        doc = next(iter(yaml.load_all(data, Loader=_TextLoader)), None)
-    except yaml.YAMLError as exc:
-        raise MetadataError(f"cannot load '{what}': {yaml_problem(exc)}") from None
-    if doc is None:
-        return {}
-    if not isinstance(doc, dict):
-        raise MetadataError(f"cannot load '{what}': not a mapping")
-    return doc
-
-
-def metadata_from_dir(directory: Path, limits: Limits, *, shown: str = "") -> dict[str, Any]:
-    """Chart.yaml (with a v1 chart's requirements.yaml) of a chart directory; ``shown``
-    names the directory in errors. Blocks."""
-    chart_file = directory / CHART_FILE
-    try:
-        data = chart_file.read_bytes()
-    except OSError as exc:
-        where = f"{shown}/{CHART_FILE}" if shown else CHART_FILE
-        raise MetadataError(f"open {where}: {(exc.strerror or str(exc)).lower()}") from None
-    meta = _yaml_mapping(data, CHART_FILE)
-    meta.setdefault("apiVersion", "v1")
-    requirements = directory / REQUIREMENTS_FILE
-    if requirements.exists():
-        if requirements.is_dir():
-            raise MetadataError(f"'{REQUIREMENTS_FILE}' is a directory")
-        if requirements.stat().st_size > limits.file_size:
-            raise MetadataError(f"size of '{REQUIREMENTS_FILE}' exceeds '{limits.file_size}' "
-                                "bytes limit")
-        meta.update(_yaml_mapping(requirements.read_bytes(), REQUIREMENTS_FILE))
-    return meta
-
-
-def metadata_from_archive(archive: Path, limits: Limits) -> dict[str, Any]:
-    """Chart.yaml (with requirements.yaml) of a chart archive, checking its entry names
-    the way Helm does when it unpacks one. Blocks."""
-    if archive.is_dir():
-        raise MetadataError(f"'{archive.name}' is a directory")
-    if archive.stat().st_size > limits.chart_size:
-        raise MetadataError(f"size of chart '{archive.name}' exceeds '{limits.chart_size}' "
-                            "bytes limit")
-    meta: dict[str, Any] | None = None
-    try:
-        with gzip.open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-            for member in tar:
-                if member.isdir() or member.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
-                    continue
-                delimiter = "\\" if "\\" in member.name else "/"
-                parts = member.name.split(delimiter)
-                name = "/".join(parts[1:])
-                if name.startswith("/"):
-                    raise MetadataError("chart illegally contains absolute paths")
-                name = posixpath.normpath(name) if name else "."
-                if name == ".":
-                    raise MetadataError("chart illegally contains content outside the base "
-                                        f"directory: {member.name}")
-                if name.startswith(".."):
-                    raise MetadataError("chart illegally references parent directory")
-                if _DRIVE_PATH.match(name):
-                    raise MetadataError("chart contains illegally named files")
-                if len(parts) != 2 or parts[1] not in (CHART_FILE, REQUIREMENTS_FILE):
-                    continue
-                if member.size > limits.file_size:
-                    raise MetadataError(f"size of '{member.name}' exceeds "
-                                        f"'{limits.file_size}' bytes limit")
-                extracted = tar.extractfile(member)
-                data = extracted.read() if extracted is not None else b""
-                meta = {**(meta or {}), **_yaml_mapping(data, parts[1])}
-                meta.setdefault("apiVersion", "v1")
-    except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
-        raise MetadataError(str(exc) or type(exc).__name__) from None
-    if meta is None:
-        raise MetadataError(f"no '{CHART_FILE}' found")
-    return meta
-
-
-def metadata(path: Path, limits: Limits, *, shown: str = "") -> dict[str, Any]:
-    """The metadata of a chart directory or archive; ``shown`` names it in errors.
-    Blocks."""
-    if path.is_dir():
-        return metadata_from_dir(path, limits, shown=shown)
-    if not path.exists():
-        raise MetadataError(f"stat {shown or path.name}: no such file or directory")
-    return metadata_from_archive(path, limits)
 
 
 def validate(meta: dict[str, Any]) -> None:
@@ -309,30 +212,6 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
-class _TextLoader(yaml.CSafeLoader):
-    """YAML read into Helm's metadata structs, whose fields are text, booleans, lists and
-    maps: numbers and timestamps keep their text."""
-
-
-_NUMBERS = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
-_TextLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NUMBERS]
-    for first, resolvers in yaml.CSafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def load_yaml(data: bytes) -> Any:
-    """The first YAML document of a metadata file (``Chart.lock``) as Go reads it into
-    Helm's structs (None when empty). Blocks."""
-    return next(iter(yaml.load_all(data, Loader=_TextLoader)), None)
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        return f"yaml: line {exc.problem_mark.line + 1}: {exc.problem or exc.context}"
-    return f"yaml: {exc}"
-
-
 def _json_keys(value: Any) -> Any:
     """Map keys as text, as YAML→JSON conversion leaves them."""
     if isinstance(value, dict):
@@ -364,19 +243,6 @@ def read_values(data: bytes, reference: str) -> dict[str, Any]:
                                        "the values are not a map")
     result: dict[str, Any] = _json_keys(doc)
     return result
-
-
-def merge_maps(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Helm's (and Flux's ``transform.MergeMaps``) deep merge: maps merge key by key,
-    anything else in ``override`` replaces."""
-    out = dict(base)
-    for key, value in override.items():
-        current = out.get(key)
-        if isinstance(value, Mapping) and isinstance(current, Mapping):
-            out[key] = merge_maps(current, value)
-        else:
-            out[key] = value
-    return out
 
 
 def secure_join(root: Path, relative: str) -> Path:
