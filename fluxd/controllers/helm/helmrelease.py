@@ -88,6 +88,8 @@ UNINSTALL_FAILED = "UninstallFailed"
 UNINSTALL_SUCCEEDED = "UninstallSucceeded"
 INVENTORY_BUILD_FAILED = "InventoryBuildFailed"
 
+#: the post-renderer's configuration file in a helm run's scratch directory
+POST_RENDER_CONFIG = "post-render.json"
 #: the source kinds a HelmRelease takes charts from
 CHART_KINDS = ("HelmChart", "OCIRepository")
 #: what a HelmChart template may point at (Flux's chart sources)
@@ -493,9 +495,17 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
                     chart_path = await self.charts.prepare(run.chart, scratch)
                     argv = self.post_renderer(run, scratch)
                     call = self.helm.install if action == "install" else self.helm.upgrade
-                    return await call(conn, release=target.name, namespace=target.namespace,
-                                      chart=chart_path, values=run.values, spec=spec,
-                                      post_renderer=argv)
+                    result = await call(conn, release=target.name,
+                                        namespace=target.namespace, chart=chart_path,
+                                        values=run.values, spec=spec, post_renderer=argv)
+                    problem = None if result.ok else \
+                        postrender.read_error(scratch / POST_RENDER_CONFIG)
+                    if problem:
+                        # helm drops the plugin's stderr: the plugin's own words instead
+                        result = dataclasses.replace(
+                            result, error="error while running post render on files: "
+                                          f"{problem.strip()}")
+                    return result
                 if action == "test":
                     return await self.helm.test(conn, release=target.name,
                                                 namespace=target.namespace, spec=spec)
@@ -520,7 +530,7 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
             post_renderers=[p.to_json() for p in run.spec.post_renderers or []],
             common_metadata=run.spec.common_metadata.to_json()
             if run.spec.common_metadata else None)
-        path = scratch / "post-render.json"
+        path = scratch / POST_RENDER_CONFIG
         path.write_bytes(config.to_json())
         path.chmod(0o600)
         return postrender.post_renderer_argv(self._plugin, path)
@@ -672,5 +682,5 @@ def must_reset_failures(status: Mapping[str, Any], generation: int, chart_versio
 
 
 __all__ = ["CONTROLLER", "KIND", "HelmReleaseReconciler", "HelmReleaseRun",
-           "action_timeout", "dataclasses", "must_reset_failures", "summarize",
+           "action_timeout", "must_reset_failures", "summarize",
            "target_changed"]
