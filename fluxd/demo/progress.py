@@ -3,9 +3,10 @@
 A Flux object is *applied at* a revision when it is Ready, its status describes its
 current generation, and it reports that revision (a Kustomization's
 ``lastAppliedRevision``, a source's ``artifact.revision``). A commit is applied when the
-root Kustomization and every Kustomization in its inventory are applied at its revision.
-``Reporter`` turns successive snapshots into progress lines, one per change of an object's
-Ready condition.
+root Kustomization and every Kustomization in its inventory are applied at its revision,
+and every HelmRelease is Ready for its current generation. ``Reporter`` turns successive
+snapshots into progress lines, one per change of an object's Ready condition;
+``latest_release`` is the Helm release revision a HelmRelease made last.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ Obj = Mapping[str, Any]
 
 KUSTOMIZATION_GROUP = "kustomize.toolkit.fluxcd.io"
 KUSTOMIZATION = "Kustomization"
+HELMRELEASE = "HelmRelease"
+#: the widest kind the reporter names (HelmRepository)
+KIND_WIDTH = 14
 
 
 def name_of(obj: Obj) -> str:
@@ -39,12 +43,16 @@ def revision_of(obj: Obj) -> str:
     return str((status.get("artifact") or {}).get("revision") or "")
 
 
-def applied_at(obj: Obj, revision: str) -> bool:
+def ready_for_generation(obj: Obj) -> bool:
+    """Ready, and the status describes the object's current generation."""
     status = obj.get("status") or {}
     ready = ready_condition(obj)
     return (ready is not None and ready.get("status") == conditions.TRUE
-            and status.get("observedGeneration") == (obj.get("metadata") or {}).get("generation")
-            and revision_of(obj) == revision)
+            and status.get("observedGeneration") == (obj.get("metadata") or {}).get("generation"))
+
+
+def applied_at(obj: Obj, revision: str) -> bool:
+    return ready_for_generation(obj) and revision_of(obj) == revision
 
 
 def inventory_kustomizations(obj: Obj) -> list[str]:
@@ -65,6 +73,28 @@ def not_applied(kustomizations: Iterable[Obj], *, root: str, revision: str) -> l
     wanted = [root, *inventory_kustomizations(by_name.get(root) or {})]
     return [name for name in wanted
             if name not in by_name or not applied_at(by_name[name], revision)]
+
+
+def releases_not_ready(objects: Iterable[Obj]) -> list[str]:
+    """The HelmReleases among ``objects`` not Ready for their current generation."""
+    return [name_of(o) for o in objects
+            if o.get("kind") == HELMRELEASE and not ready_for_generation(o)]
+
+
+def latest_release(obj: Obj) -> dict[str, Any] | None:
+    """The newest Helm release snapshot in a HelmRelease's ``status.history``."""
+    history = (obj.get("status") or {}).get("history") or []
+    latest = history[0] if isinstance(history, list) and history else None
+    return latest if isinstance(latest, dict) else None
+
+
+def describe_release(snapshot: Obj) -> str:
+    """``revision 2 of release podinfo/cache deployed (chart cache@0.1.0, upgrade)``."""
+    details = [f"chart {snapshot.get('chartName')}@{snapshot.get('chartVersion')}"]
+    if snapshot.get("action"):
+        details.append(str(snapshot["action"]))
+    return (f"revision {snapshot.get('version')} of release {snapshot.get('namespace')}/"
+            f"{snapshot.get('name')} {snapshot.get('status')} ({', '.join(details)})")
 
 
 def describe(obj: Obj) -> str:
@@ -96,5 +126,6 @@ class Reporter:
             if self._said.get(key) == state:
                 continue
             self._said[key] = state
-            out.append(f"[{elapsed:5.1f}s] {key[0]:<13} {key[1]:<26} {describe(obj)}")
+            out.append(f"[{elapsed:5.1f}s] {key[0]:<{KIND_WIDTH}} {key[1]:<26} "
+                       f"{describe(obj)}")
         return out

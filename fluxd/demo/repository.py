@@ -21,10 +21,13 @@ BRANCH = "main"
 CLUSTER_PATH = "./clusters/eu-west/flux-system"
 #: the namespace the example's workloads land in
 APP_NAMESPACE = "podinfo"
-#: the file and value the scripted commit of ``fluxd demo --once`` changes
-SCRIPTED_FILE = "clusters/eu-west/apps/configmap.yaml"
-SCRIPTED_KEY = "PODINFO_UI_COLOR"
-SCRIPTED_VALUE = "#2f855a"
+#: the example's HelmRelease, and the Helm release it makes in ``APP_NAMESPACE``
+APP_RELEASE = "cache"
+#: the file and value the scripted commit of ``fluxd demo --once`` changes: a value of the
+#: HelmRelease ``cache``, so the commit is a ``helm upgrade``
+SCRIPTED_FILE = "clusters/eu-west/apps/cache.yaml"
+SCRIPTED_KEY = "maxMemory"
+SCRIPTED_VALUE = "128mb"
 
 #: how long one git command may take
 GIT_TIMEOUT = 30.0
@@ -105,10 +108,10 @@ class WorkingRepo:
         return self.head()
 
     def commit_scripted_change(self) -> str:
-        """The commit ``--once`` makes: a new value in the apps ConfigMap."""
+        """The commit ``--once`` makes: a new value for the cache's HelmRelease."""
         path = self.path / SCRIPTED_FILE
         path.write_text(set_value(path.read_text(), SCRIPTED_KEY, SCRIPTED_VALUE))
-        return self.commit_all(f"apps: {SCRIPTED_KEY} {SCRIPTED_VALUE}")
+        return self.commit_all(f"apps: cache {SCRIPTED_KEY} {SCRIPTED_VALUE}")
 
 
 def create(example: Path, dest: Path, *, git_binary: str) -> WorkingRepo:

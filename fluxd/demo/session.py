@@ -2,13 +2,16 @@
 
 The stage: a development cluster with fluxd's CRDs, a fresh working copy of
 ``examples/gitops`` served over smart HTTP, and fluxd's controllers in this process (as
-``fluxd dev`` runs them). The story, told by ``Demo`` with its own Kubernetes client as a
-user and a webhook receiver would act: bootstrap (a GitRepository and a root Kustomization),
-progress until every Kustomization is applied, ``kubectl get`` of what landed, then each
-new commit on ``main`` is announced to fluxd (``reconcile.fluxcd.io/requestedAt``) and
-followed until it is applied. ``--once`` makes one commit itself and exits when it is
-applied. SIGINT/SIGTERM end the story; fluxd, the Git server and the cluster then stop in
-that order.
+``fluxd dev`` runs them), and the repository's ``charts/`` packaged with helm and served as
+a Helm chart repository. The story, told by ``Demo`` with its own Kubernetes client as a
+user and a webhook receiver would act: bootstrap (a GitRepository, a root Kustomization and
+the cluster's settings: the chart repository's URL), progress until every Kustomization
+is applied and every HelmRelease Ready, ``kubectl get`` of what landed, then each new
+commit on ``main`` is announced to fluxd (``reconcile.fluxcd.io/requestedAt``) and
+followed until it is applied; a Helm release it upgrades is shown with ``helm history``.
+``--once`` makes one commit itself (new values for a HelmRelease) and exits when it is
+applied. SIGINT/SIGTERM end the story; fluxd, the chart and Git servers and the cluster
+then stop in that order.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from fluxd import app
-from fluxd.api import kustomize, source
+from fluxd.api import helm, kustomize, source
 from fluxd.clock import Clock, SystemClock, rfc3339_micro
 from fluxd.config import Settings
-from fluxd.demo import gitserver, kubectl, progress, repository
+from fluxd.controllers.source.chartbuild import HelmCLI
+from fluxd.demo import charts, command, gitserver, progress, repository
 from fluxd.demo.repository import DemoError, WorkingRepo
 from fluxd.devcluster.runner import DevCluster
 from fluxd.kube import KubeClient
@@ -41,6 +45,10 @@ NAMESPACE = "flux-system"
 #: the GitRepository and the root Kustomization, named as ``flux bootstrap`` names them
 NAME = "flux-system"
 ROOT = f"{NAMESPACE}/{NAME}"
+#: the ConfigMap of the cluster's settings the apps Kustomization substitutes from
+SETTINGS = "cluster-settings"
+#: the variable holding the chart repository's URL (free port, known at start only)
+CHART_REPOSITORY_VARIABLE = "chart_repository_url"
 #: how often the demo looks at the branch for a new commit
 BRANCH_POLL = 0.5
 #: how often it looks at the cluster while a commit is being applied: often enough that
@@ -55,8 +63,11 @@ LIFETIME = 24 * 3600.0
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: what ``kubectl get`` shows once everything is applied
 SHOW = (("get", "kustomizations,gitrepositories", "-A"),
+        ("get", "helmreleases,helmrepositories", "-A"),
         ("get", "namespaces,deployments,services,configmaps", "-n",
          repository.APP_NAMESPACE))
+#: how many revisions ``helm history`` shows
+HISTORY_MAX = 5
 
 
 class Outcome(enum.Enum):
@@ -66,11 +77,15 @@ class Outcome(enum.Enum):
     SUPERSEDED = "superseded"
 
 
-def bootstrap_objects(url: str) -> list[dict[str, Any]]:
-    """What ``flux bootstrap`` would leave: the namespace, the repository, the root."""
+def bootstrap_objects(url: str, charts_url: str) -> list[dict[str, Any]]:
+    """What ``flux bootstrap`` would leave (the namespace, the repository, the root), with
+    the cluster's settings the repository's Kustomizations substitute from."""
     meta = {"name": NAME, "namespace": NAMESPACE}
     return [
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": SETTINGS, "namespace": NAMESPACE},
+         "data": {CHART_REPOSITORY_VARIABLE: charts_url}},
         {"apiVersion": source.API_VERSION, "kind": "GitRepository", "metadata": meta,
          "spec": {"url": url, "ref": {"branch": repository.BRANCH}, "interval": "1m"}},
         {"apiVersion": kustomize.API_VERSION, "kind": "Kustomization", "metadata": meta,
@@ -116,19 +131,24 @@ class Demo:
     repo: WorkingRepo
     #: where the Git server serves ``repo``
     url: str
+    #: where the chart repository is served
+    charts_url: str
     kubectl: str
+    helm: str
     kubeconfig: Path
     #: fluxd's manager, for the address of /metrics
     manager: Manager
     #: when fluxd started (monotonic): progress lines count from here
     started: float
     reporter: progress.Reporter = field(default_factory=progress.Reporter)
+    #: the release revision last said of each HelmRelease
+    releases: dict[str, int] = field(default_factory=dict)
 
     async def head(self) -> str:
         return await asyncio.to_thread(self.repo.head)
 
     async def bootstrap(self) -> None:
-        for obj in bootstrap_objects(self.url):
+        for obj in bootstrap_objects(self.url, self.charts_url):
             await self.client.apply(obj, force=True)
 
     async def request_reconcile(self) -> None:
@@ -139,26 +159,33 @@ class Demo:
                                       NAMESPACE)
 
     async def snapshot(self) -> list[dict[str, Any]]:
-        """The GitRepositories, then the Kustomizations."""
-        sources = await self.client.list_all(source.API_VERSION, "GitRepository")
-        kustomizations = await self.client.list_all(kustomize.API_VERSION, "Kustomization")
-        return [*sources.items, *kustomizations.items]
+        """The sources (GitRepositories, HelmRepositories), then what applies them
+        (Kustomizations, HelmReleases)."""
+        found: list[dict[str, Any]] = []
+        for api_version, kind in ((source.API_VERSION, "GitRepository"),
+                                  (source.API_VERSION, "HelmRepository"),
+                                  (kustomize.API_VERSION, progress.KUSTOMIZATION),
+                                  (helm.API_VERSION, progress.HELMRELEASE)):
+            found += (await self.client.list_all(api_version, kind)).items
+        return found
 
     async def wait_applied(self, revision: str, *, within: float,
                            sha: str | None = None) -> Outcome:
         """Report progress until ``revision`` is applied everywhere, for at most ``within``
         seconds; with ``sha``, stop early when the branch no longer points at it."""
         deadline = self.clock.monotonic() + within
-        waiting: list[str] = []
+        waiting: list[tuple[str, str]] = []
         objects: list[dict[str, Any]] = []
         for _ in range(int(within / CLUSTER_POLL) + 2):
             objects = await self.snapshot()
             for line in self.reporter.lines(objects,
                                             elapsed=self.clock.monotonic() - self.started):
                 say(line)
-            waiting = progress.not_applied(
+            waiting = [(progress.KUSTOMIZATION, name) for name in progress.not_applied(
                 [o for o in objects if o.get("kind") == progress.KUSTOMIZATION],
-                root=ROOT, revision=revision)
+                root=ROOT, revision=revision)]
+            waiting += [(progress.HELMRELEASE, name)
+                        for name in progress.releases_not_ready(objects)]
             if not waiting:
                 return Outcome.APPLIED
             if sha is not None and await self.head() != sha:
@@ -166,18 +193,39 @@ class Demo:
             if self.clock.monotonic() >= deadline:
                 break
             await self.clock.sleep(CLUSTER_POLL)
-        by_name = {progress.name_of(o): o for o in objects if o.get("kind") ==
-                   progress.KUSTOMIZATION}
+        by_name = {(str(o.get("kind")), progress.name_of(o)): o for o in objects}
         say(f"{revision} not applied within {within:.0f}s:")
-        for name in waiting:
-            obj = by_name.get(name)
-            say(f"  Kustomization {name}: "
+        for kind, name in waiting:
+            obj = by_name.get((kind, name))
+            say(f"  {kind} {name}: "
                 f"{progress.describe(obj) if obj is not None else 'not created'}")
         return Outcome.TIMED_OUT
 
+    async def report_releases(self) -> int:
+        """Say each Helm release revision made since the last report; show ``helm
+        history`` of a release upgraded since then. The first failing command's status."""
+        listed = await self.client.list_all(helm.API_VERSION, progress.HELMRELEASE)
+        for obj in listed.items:
+            name = progress.name_of(obj)
+            latest = progress.latest_release(obj)
+            if latest is None or self.releases.get(name) == latest.get("version"):
+                continue
+            earlier = name in self.releases
+            self.releases[name] = int(latest.get("version") or 0)
+            say(f"HelmRelease {name}: {progress.describe_release(latest)}")
+            if earlier:
+                storage = (obj.get("status") or {}).get("storageNamespace") or \
+                    latest.get("namespace")
+                code = await command.run(self.helm, self.kubeconfig, "history",
+                                         str(latest.get("name")), "-n", str(storage),
+                                         "--max", str(HISTORY_MAX), clock=self.clock)
+                if code != 0:
+                    return code
+        return 0
+
     async def show(self) -> int:
         for args in SHOW:
-            code = await kubectl.run(self.kubectl, self.kubeconfig, *args,
+            code = await command.run(self.kubectl, self.kubeconfig, *args,
                                      clock=self.clock)
             if code != 0:
                 return code
@@ -191,7 +239,8 @@ fluxd is reconciling the dev cluster from {self.url}
 (a working copy of examples/gitops, recreated at every start). Look around:
 
     export KUBECONFIG={self.kubeconfig}
-    {self.kubectl} get kustomizations -A
+    {self.kubectl} get kustomizations,helmreleases -A
+    {self.helm} history {repository.APP_RELEASE} -n {repository.APP_NAMESPACE}
     curl -s {metrics} | grep gotk_reconcile
 
 Commit a change and it is applied within seconds:
@@ -219,6 +268,8 @@ Commit a change and it is applied within seconds:
             outcome = await self.wait_applied(revision, within=COMMIT_TIMEOUT, sha=sha)
             if outcome is Outcome.APPLIED:
                 say(f"applied {revision} in {self.clock.monotonic() - seen:.2f}s")
+                if await self.report_releases() != 0 and once:
+                    return 1
             elif outcome is Outcome.SUPERSEDED:
                 say(f"commit {sha[:7]} superseded by a newer one")
             if once:
@@ -230,28 +281,30 @@ Commit a change and it is applied within seconds:
         sha = await self.head()
         await self.bootstrap()
         say(f"created GitRepository {ROOT} ({self.url}, branch {repository.BRANCH}) and "
-            f"Kustomization {ROOT} ({repository.CLUSTER_PATH}), as flux bootstrap would")
+            f"Kustomization {ROOT} ({repository.CLUSTER_PATH}), as flux bootstrap would, "
+            f"and ConfigMap {NAMESPACE}/{SETTINGS} ({CHART_REPOSITORY_VARIABLE})")
         first = repository.revision(sha)
         if await self.wait_applied(first, within=READY_TIMEOUT) is not Outcome.APPLIED:
             return 1
-        say(f"every Kustomization is Ready at {first} "
+        say(f"every Kustomization is Ready at {first} and every HelmRelease is Ready "
             f"({self.clock.monotonic() - self.started:.1f}s)")
-        code = await self.show()
+        code = await self.report_releases() or await self.show()
         if code != 0:
             return code
         self.explain(once=once)
         if once:
             new = await asyncio.to_thread(self.repo.commit_scripted_change)
             say(f"--once: committed {new[:7]} ({repository.SCRIPTED_KEY}: "
-                f"\"{repository.SCRIPTED_VALUE}\" in {repository.SCRIPTED_FILE})")
+                f"\"{repository.SCRIPTED_VALUE}\" in {repository.SCRIPTED_FILE}, the "
+                f"HelmRelease's values)")
         return await self.follow(sha, once=once)
 
 
 async def run_with_fluxd(settings: Settings, story: Callable[[Demo], Coroutine[Any, Any, int]],
-                         *, repo: WorkingRepo, url: str, kubectl_binary: str) -> int:
+                         *, clock: Clock, repo: WorkingRepo, url: str, charts_url: str,
+                         kubectl_binary: str, helm_binary: str) -> int:
     """Run fluxd's controllers and the story side by side until the story ends or a signal
     comes; then stop fluxd. The story's exit status, else fluxd's."""
-    clock = SystemClock()
     registry = CollectorRegistry()
     kubeconfig = Path(str(settings.kube.kubeconfig))
     async with await KubeClient.connect(clock=clock, kubeconfig=str(kubeconfig)) as client, \
@@ -260,8 +313,9 @@ async def run_with_fluxd(settings: Settings, story: Callable[[Demo], Coroutine[A
         assembly = app.assemble(settings, client=client, clock=clock, registry=registry,
                                 metrics=Metrics(registry), controllers=app.flux_controllers)
         manager = assembly.manager
-        demo = Demo(client=user, clock=clock, repo=repo, url=url, kubectl=kubectl_binary,
-                    kubeconfig=kubeconfig, manager=manager, started=clock.monotonic())
+        demo = Demo(client=user, clock=clock, repo=repo, url=url, charts_url=charts_url,
+                    kubectl=kubectl_binary, helm=helm_binary, kubeconfig=kubeconfig,
+                    manager=manager, started=clock.monotonic())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
 
@@ -295,7 +349,8 @@ async def run_demo(settings: Settings, *, once: bool) -> int:
 
 async def _run_demo(settings: Settings, *, once: bool) -> int:
     example = repository.example_dir()
-    kubectl_binary = kubectl.find_tool("kubectl", settings.tools.kubectl)
+    kubectl_binary = command.find_tool("kubectl", settings.tools.kubectl)
+    helm_binary = command.find_tool("helm", settings.tools.helm)
     git = shutil.which("git")
     if git is None:
         raise DemoError("git not found: the demo needs the git CLI (apt-get install git)")
@@ -309,10 +364,26 @@ async def _run_demo(settings: Settings, *, once: bool) -> int:
         say(f"fluxd development API server (in memory, not for production) at {dev.url}")
         repo = await asyncio.to_thread(repository.create, example, state / "repo",
                                        git_binary=git)
-        async with gitserver.serve(repo.path) as url:
+        clock = SystemClock()
+        published = await publish_charts(repo, state / "charts", helm=HelmCLI(
+            helm_binary, clock, timeout=settings.helm.package_timeout))
+        async with gitserver.serve(repo.path) as url, \
+                charts.serve(state / "charts", clock=clock) as charts_url:
             say(f"example repository {example} committed to {repo.path}, "
                 f"served by dulwich at {url}")
+            say(f"its {charts.CHARTS_DIR}/ ({', '.join(published) or 'no charts'}) packaged "
+                f"with helm and served as a Helm repository at {charts_url}")
             flux = fluxd_settings(settings, kubeconfig=kubeconfig, storage=state / "storage")
             return await run_with_fluxd(
-                flux, lambda demo: demo.tell(once=once), repo=repo, url=url,
-                kubectl_binary=kubectl_binary)
+                flux, lambda demo: demo.tell(once=once), clock=clock, repo=repo, url=url,
+                charts_url=charts_url, kubectl_binary=kubectl_binary,
+                helm_binary=helm_binary)
+
+
+async def publish_charts(repo: WorkingRepo, dest: Path, *, helm: HelmCLI) -> list[str]:
+    """The working copy's charts published into ``dest``, as ``<name> <version>``."""
+    try:
+        published = await charts.publish(repo.path, dest, helm=helm)
+    except OSError as exc:
+        raise DemoError(f"publishing the charts of {repo.path} failed: {exc}") from None
+    return [f"{p.name} {p.version}" for p in published]

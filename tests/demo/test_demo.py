@@ -15,15 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from fluxd.demo import gitserver, progress, repository, session
+from fluxd.clock import SystemClock
+from fluxd.controllers.source.chartbuild import HelmCLI
+from fluxd.demo import charts, gitserver, progress, repository, session
+from fluxd.tools import find_tool
 from tests.support.cli import fluxd
 
 KUSTOMIZATIONS = ("flux-system", "network", "security", "apps")
 APPLIED = re.compile(r"^applied (main@sha1:[0-9a-f]{40}) in (\d+\.\d\d)s$", re.M)
+RELEASE = "podinfo/cache"
 
 
-def test_demo_applies_the_example_repository_and_then_a_commit_within_seconds(
+def test_demo_applies_the_example_repository_and_then_a_commit_that_upgrades_a_helm_release(
         tmp_path: Path) -> None:
     kubeconfig = tmp_path / "kubeconfig"
     started = time.monotonic()
@@ -36,12 +41,29 @@ def test_demo_applies_the_example_repository_and_then_a_commit_within_seconds(
         assert f"flux-system/{name}" in out
         assert re.search(rf"Kustomization +flux-system/{name} +Ready: Applied revision: "
                          rf"{first.group(1)}", out), name
+    assert re.search(r"served as a Helm repository at http://127\.0\.0\.1:\d+$", out, re.M)
+    assert re.search(r"HelmRepository +podinfo/platform-charts +Ready: stored artifact", out)
+    assert re.search(rf"HelmRelease +{RELEASE} +Ready: Helm install succeeded for release "
+                     rf"{RELEASE}\.v1 with chart cache@0\.1\.0", out)
+    assert (f"HelmRelease {RELEASE}: revision 1 of release {RELEASE} deployed "
+            "(chart cache@0.1.0, install)") in out
     assert "$ kubectl get kustomizations,gitrepositories -A" in out
+    assert "$ kubectl get helmreleases,helmrepositories -A" in out
+    assert "helmrelease.helm.toolkit.fluxcd.io/cache" in out
     assert "deployment.apps/podinfo" in out and "configmap/podinfo-config" in out
+    assert "deployment.apps/cache" in out and "configmap/cache-config" in out
     applied = APPLIED.search(out)
     assert applied is not None, out
     assert applied.group(1) != first.group(1)
     assert float(applied.group(2)) < 30
+    after = out[applied.end():]
+    assert re.search(rf"HelmRelease +{RELEASE} +Ready: Helm upgrade succeeded for release "
+                     rf"{RELEASE}\.v2 with chart cache@0\.1\.0", out)
+    assert (f"HelmRelease {RELEASE}: revision 2 of release {RELEASE} deployed "
+            "(chart cache@0.1.0, upgrade)") in after
+    assert "$ helm history cache -n podinfo --max 5" in after
+    assert re.search(r"^1\s+.*\ssuperseded\s+cache-0\.1\.0\s.*Install complete", after, re.M)
+    assert re.search(r"^2\s+.*\sdeployed\s+cache-0\.1\.0\s.*Upgrade complete", after, re.M)
     assert f"export KUBECONFIG={kubeconfig.resolve()}" in out
     assert re.search(r"http://127\.0\.0\.1:\d+/metrics", out)
     assert f"cd {tmp_path.resolve() / 'demo' / 'repo'}" in out
@@ -229,3 +251,104 @@ def test_the_git_server_serves_the_working_copy_read_only(tmp_path: Path) -> Non
     assert cloned.read_text() == (repository.EXAMPLE / repository.SCRIPTED_FILE).read_text()
     assert pushed.returncode != 0 and "403" in pushed.stderr
     assert repo.head() == repository.WorkingRepo(repo.path, git).head()
+
+
+def _release(generation: int, observed: int, ready: str, *history: dict[str, Any]
+             ) -> dict[str, Any]:
+    return {"kind": "HelmRelease",
+            "metadata": {"namespace": "podinfo", "name": "cache", "generation": generation},
+            "status": {"observedGeneration": observed, "history": list(history),
+                       "conditions": [{"type": "Ready", "status": ready}]}}
+
+
+def test_a_helm_release_counts_as_applied_when_ready_for_its_generation() -> None:
+    assert progress.releases_not_ready([_release(2, 2, "True")]) == []
+    assert progress.releases_not_ready([_release(3, 2, "True")]) == ["podinfo/cache"]
+    assert progress.releases_not_ready([_release(2, 2, "False")]) == ["podinfo/cache"]
+    assert progress.releases_not_ready([_kustomization("apps", "r1")]) == []
+
+
+def test_the_latest_release_of_a_helm_release_is_the_first_in_its_history() -> None:
+    newest = {"name": "cache", "namespace": "podinfo", "version": 2, "status": "deployed",
+              "chartName": "cache", "chartVersion": "0.1.0", "action": "upgrade"}
+    older = {**newest, "version": 1, "status": "superseded", "action": "install"}
+    release = _release(2, 2, "True", newest, older)
+    assert progress.latest_release(release) == newest
+    assert progress.latest_release(_release(1, 1, "False")) is None
+    assert progress.describe_release(newest) == (
+        "revision 2 of release podinfo/cache deployed (chart cache@0.1.0, upgrade)")
+    assert progress.describe_release({**older, "action": None}) == (
+        "revision 1 of release podinfo/cache superseded (chart cache@0.1.0)")
+
+
+def test_the_chart_repositorys_url_reaches_the_example_through_the_cluster_settings() -> None:
+    objects = session.bootstrap_objects("http://git", "http://charts")
+    (settings,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    assert settings["metadata"] == {"name": session.SETTINGS, "namespace": session.NAMESPACE}
+    assert settings["data"] == {session.CHART_REPOSITORY_VARIABLE: "http://charts"}
+    cluster = repository.EXAMPLE / "clusters" / "eu-west"
+    apps = yaml.safe_load((cluster / "flux-system" / "apps.yaml").read_text())
+    assert {"kind": "ConfigMap", "name": session.SETTINGS} in \
+        apps["spec"]["postBuild"]["substituteFrom"]
+    helm_repository = yaml.safe_load((cluster / "apps" / "chart-repository.yaml").read_text())
+    assert helm_repository["spec"]["url"] == f"${{{session.CHART_REPOSITORY_VARIABLE}}}"
+
+
+def test_an_index_lists_each_charts_versions_newest_first() -> None:
+    index = charts.index_document(
+        [({"name": "cache", "version": "0.1.0"}, "cache-0.1.0.tgz", "aa"),
+         ({"name": "cache", "version": "0.2.0"}, "cache-0.2.0.tgz", "bb"),
+         ({"name": "app", "version": "1.0.0"}, "app-1.0.0.tgz", "cc")],
+        generated="2025-01-01T00:00:00Z")
+    assert index["apiVersion"] == "v1"
+    assert list(index["entries"]) == ["app", "cache"]
+    assert [e["version"] for e in index["entries"]["cache"]] == ["0.2.0", "0.1.0"]
+    assert index["entries"]["cache"][0] == {
+        "name": "cache", "version": "0.2.0", "urls": ["cache-0.2.0.tgz"], "digest": "bb",
+        "created": "2025-01-01T00:00:00Z"}
+
+
+def test_the_example_charts_are_published_as_a_repository_helm_pulls_from(
+        tmp_path: Path) -> None:
+    git = shutil.which("git")
+    helm = find_tool("helm")
+    assert git is not None and helm is not None
+    repo = repository.create(repository.EXAMPLE, tmp_path / "repo", git_binary=git)
+    home = tmp_path / "helm-home"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "HELM_CACHE_HOME": str(home / "cache"),
+           "HELM_CONFIG_HOME": str(home / "config"), "HELM_DATA_HOME": str(home / "data")}
+
+    (tmp_path / "pulled").mkdir()
+
+    async def publish_and_pull() -> tuple[list[charts.Published], str]:
+        clock = SystemClock()
+        published = await charts.publish(repo.path, tmp_path / "charts",
+                                         helm=HelmCLI(helm, clock))
+        async with charts.serve(tmp_path / "charts", clock=clock) as url:
+            done = await asyncio.to_thread(
+                subprocess.run, [helm, "pull", "cache", "--repo", url, "--version", "0.1.x",
+                                 "--destination", str(tmp_path / "pulled")],
+                env=env, check=False, timeout=60, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+        return published, url
+
+    published, url = asyncio.run(publish_and_pull())
+    assert url.startswith("http://127.0.0.1:")
+    assert [(p.name, p.version, p.archive.name) for p in published] == [
+        ("cache", "0.1.0", "cache-0.1.0.tgz")]
+    pulled = tmp_path / "pulled" / "cache-0.1.0.tgz"
+    assert pulled.read_bytes() == published[0].archive.read_bytes()
+    index = yaml.safe_load((tmp_path / "charts" / charts.INDEX).read_text())
+    (entry,) = index["entries"]["cache"]
+    assert entry["urls"] == ["cache-0.1.0.tgz"] and entry["appVersion"] == "7.4.2"
+
+
+def test_a_repository_without_charts_publishes_an_empty_index(tmp_path: Path) -> None:
+    helm = find_tool("helm")
+    assert helm is not None
+    (tmp_path / "repo" / "charts" / "notes").mkdir(parents=True)
+    published = asyncio.run(charts.publish(tmp_path / "repo", tmp_path / "out",
+                                           helm=HelmCLI(helm, SystemClock())))
+    assert published == []
+    index = yaml.safe_load((tmp_path / "out" / charts.INDEX).read_text())
+    assert index["entries"] == {}

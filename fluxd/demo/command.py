@@ -1,4 +1,5 @@
-"""The installed ``kubectl``, run as a user would, its output going straight to ours."""
+"""The installed ``kubectl`` and ``helm``, run as a user would, their output going straight
+to ours."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from fluxd import tools
 from fluxd.clock import Clock
 
-#: how long one kubectl command may take
+#: how long one command may take
 TIMEOUT = 60.0
 
 
@@ -22,18 +23,19 @@ def find_tool(name: str, configured: str | None = None) -> str:
     return found
 
 
-async def run(kubectl: str, kubeconfig: Path, *args: str, clock: Clock) -> int:
-    """``kubectl <args>`` against ``kubeconfig``, echoed first; its exit status (1 when it
-    takes longer than ``TIMEOUT`` on ``clock``)."""
-    print(f"\n$ kubectl {' '.join(args)}", flush=True)
+async def run(binary: str, kubeconfig: Path, *args: str, clock: Clock) -> int:
+    """``<binary> <args>`` against ``kubeconfig``, echoed first as ``$ <tool> <args>``; its
+    exit status (1 when it takes longer than ``TIMEOUT`` on ``clock``)."""
+    tool = Path(binary).name
+    print(f"\n$ {tool} {' '.join(args)}", flush=True)
     proc = await asyncio.create_subprocess_exec(
-        kubectl, *args, stdin=asyncio.subprocess.DEVNULL,
+        binary, *args, stdin=asyncio.subprocess.DEVNULL,
         env={**os.environ, "KUBECONFIG": str(kubeconfig)})
     try:
         async with clock.timeout(TIMEOUT):
             return await proc.wait()
     except TimeoutError:
-        print(f"kubectl {args[0]} took longer than {TIMEOUT:.0f}s", file=sys.stderr)
+        print(f"{tool} {args[0]} took longer than {TIMEOUT:.0f}s", file=sys.stderr)
         return 1
     finally:
         if proc.returncode is None:  # timed out or cancelled (Ctrl-C)
