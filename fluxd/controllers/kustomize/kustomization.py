@@ -57,14 +57,6 @@ from fluxd.config import Settings, parse_duration
 from fluxd.controllers.kustomize import build as builder
 from fluxd.controllers.kustomize import substitution
 from fluxd.controllers.kustomize.native import base_directory, build_native
-from fluxd.controllers.kustomize.ssa import (
-    Action,
-    ApplyError,
-    ChangeSet,
-    IgnoreRule,
-    ObjMeta,
-    ResourceManager,
-)
 from fluxd.kube import KubeClient, KubeError, NotFound
 from fluxd.kustomize.kyaml import Unsupported
 from fluxd.runtime import cel, history, kstatus
@@ -78,6 +70,14 @@ from fluxd.runtime.reconcile import (
     RetryError,
     StallingError,
     WaitingError,
+)
+from fluxd.ssa import (
+    Action,
+    ApplyError,
+    ChangeSet,
+    IgnoreRule,
+    ObjMeta,
+    ResourceManager,
 )
 
 log = logging.getLogger("fluxd.kustomize")

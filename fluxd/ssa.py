@@ -1,5 +1,8 @@
-"""Server-side apply of a Kustomization's objects, and their pruning, the way Flux's
-``fluxcd/pkg/ssa`` resource manager does it.
+"""Server-side apply of sets of objects, their pruning and their drift, the way Flux's
+``fluxcd/pkg/ssa`` resource manager (and its ``jsondiff``) does it. Shared by the
+Kustomization controller (apply, prune) and the HelmRelease controller (drift detection
+and correction); the ``kustomize.toolkit.fluxcd.io/*`` annotations below are the
+vocabulary Flux's resource manager is configured with for Kustomizations.
 
 Contract:
 
@@ -19,6 +22,10 @@ Contract:
 - ``delete_all`` prunes and returns its failures rather than raising them, so the
   caller can keep those objects in its inventory; ``wait_for_termination`` waits for
   deleted objects to be gone.
+- ``object_diff(live, dry)`` is Flux's ``jsondiff`` of one object: the RFC 6902
+  operations that turn the live object into its dry-run (labels and annotations added
+  or changed, everything outside metadata and status); ``mask_secret_patch`` hides a
+  Secret's values in such operations.
 """
 
 from __future__ import annotations
@@ -345,7 +352,7 @@ class IgnoreRule:
             annotations.matches(meta.get("annotations"))
 
 
-def _ignored_paths(rules: Sequence[IgnoreRule], obj: Mapping[str, Any]) -> list[list[str]]:
+def ignored_paths(rules: Sequence[IgnoreRule], obj: Mapping[str, Any]) -> list[list[str]]:
     out: list[list[str]] = []
     for rule in rules:
         if rule.matches(obj):
@@ -378,7 +385,7 @@ def _lookup(doc: Any, tokens: Sequence[str]) -> tuple[bool, Any]:
     return True, value
 
 
-def _remove(doc: Any, tokens: Sequence[str]) -> None:
+def remove_path(doc: Any, tokens: Sequence[str]) -> None:
     if not tokens:
         return
     found, parent = _lookup(doc, tokens[:-1])
@@ -523,13 +530,131 @@ def has_drifted(live: Mapping[str, Any] | None, dry: Mapping[str, Any],
     if ignore:
         a, b = copy.deepcopy(a), copy.deepcopy(b)
         for tokens in ignore:
-            _remove(a, tokens)
-            _remove(b, tokens)
+            remove_path(a, tokens)
+            remove_path(b, tokens)
     meta_a, meta_b = a.get("metadata") or {}, b.get("metadata") or {}
     for name in ("labels", "annotations"):
         if (meta_a.get(name) or {}) != (meta_b.get(name) or {}):
             return True
     return _without_noise(a) != _without_noise(b)
+
+
+# --- JSON diff (Flux's ssa/jsondiff) -------------------------------------------------------
+
+#: nesting deeper than this is compared as one value (bounds the recursion)
+_MAX_DIFF_DEPTH = 64
+SECRET_MASK = "***"
+SECRET_MASK_BEFORE = "*** (before)"
+SECRET_MASK_AFTER = "*** (after)"
+
+
+def compare(a: Any, b: Any, *, rationalize: bool = True) -> list[Obj]:
+    """RFC 6902 operations (add, remove, replace) that turn ``a`` into ``b``. Arrays are
+    compared index by index; with ``rationalize`` a container whose changes take more
+    bytes than replacing it whole is replaced whole (jsondiff's ``Rationalize``).
+    Removes from an array come last-first, so the operations apply in order."""
+    ops: list[Obj] = []
+    _compare(a, b, [], ops, 0, rationalize)
+    return ops
+
+
+def _compare(a: Any, b: Any, path: list[str], ops: list[Obj], depth: int,
+             rationalize: bool) -> None:
+    if a == b and type(a) is type(b):
+        return
+    pointer = jsonpointer.join(path)
+    container = (isinstance(a, dict) and isinstance(b, dict)) or \
+        (isinstance(a, list) and isinstance(b, list))
+    if not container or depth >= _MAX_DIFF_DEPTH:
+        ops.append({"op": "replace", "path": pointer, "value": b, "oldValue": a})
+        return
+    inner: list[Obj] = []
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key, value in a.items():
+            if key not in b:
+                inner.append({"op": "remove", "path": jsonpointer.join([*path, key]),
+                              "oldValue": value})
+        for key, value in b.items():
+            if key not in a:
+                inner.append({"op": "add", "path": jsonpointer.join([*path, key]),
+                              "value": value})
+            else:
+                _compare(a[key], value, [*path, key], inner, depth + 1, rationalize)
+    else:
+        assert isinstance(a, list) and isinstance(b, list)
+        for index in range(min(len(a), len(b))):
+            _compare(a[index], b[index], [*path, str(index)], inner, depth + 1,
+                     rationalize)
+        for index in range(len(a), len(b)):
+            inner.append({"op": "add", "path": jsonpointer.join([*path, str(index)]),
+                          "value": b[index]})
+        for index in range(len(a) - 1, len(b) - 1, -1):
+            inner.append({"op": "remove", "path": jsonpointer.join([*path, str(index)]),
+                          "oldValue": a[index]})
+    whole = {"op": "replace", "path": pointer, "value": b, "oldValue": a}
+    if rationalize and path and len(inner) > 1 and _size(inner) > _size([whole]):
+        ops.append(whole)
+    else:
+        ops.extend(inner)
+
+
+def _size(ops: list[Obj]) -> int:
+    return len(json.dumps([{k: v for k, v in op.items() if k != "oldValue"} for op in ops],
+                          default=str))
+
+
+def object_diff(live: Mapping[str, Any], dry: Mapping[str, Any]) -> list[Obj]:
+    """The operations that turn the live object into its dry-run: labels and annotations
+    added or changed (removals are left out: the cluster's own controllers add some),
+    then every difference outside ``metadata`` and ``status``. Each operation keeps the
+    value it replaces as ``oldValue`` (not part of RFC 6902; ``patch_of`` drops it)."""
+    def labelled(obj: Mapping[str, Any]) -> Obj:
+        meta = obj.get("metadata") or {}
+        kept = {k: copy.deepcopy(meta[k]) for k in ("annotations", "labels") if k in meta}
+        return {"metadata": kept} if kept else {}
+
+    # not rationalised: a map replaced whole would hide removals among the changes
+    ops = [op for op in compare(labelled(live), labelled(dry), rationalize=False)
+           if op["op"] in ("add", "replace")]
+    ops.extend(compare(_without_noise(live), _without_noise(dry)))
+    return ops
+
+
+def patch_of(ops: Sequence[Mapping[str, Any]]) -> list[Obj]:
+    """``ops`` as an RFC 6902 patch (without the ``oldValue`` they carry)."""
+    return [{k: v for k, v in op.items() if k != "oldValue"} for op in ops]
+
+
+def mask_secret_patch(ops: Sequence[Mapping[str, Any]]) -> list[Obj]:
+    """A copy of a Secret's diff with the values of ``data`` and ``stringData`` masked:
+    ``***`` for one added or removed, ``*** (before)``/``*** (after)`` for one changed."""
+    out: list[Obj] = []
+    for op in ops:
+        masked = copy.deepcopy(dict(op))
+        path = str(masked.get("path") or "")
+        old, new = masked.get("oldValue"), masked.get("value")
+        changed = "oldValue" in masked and "value" in masked
+        if path in ("/data", "/stringData"):
+            _mask_map(masked, old, new)
+        elif path.startswith(("/data/", "/stringData/")):
+            if "oldValue" in masked:
+                masked["oldValue"] = SECRET_MASK_BEFORE if changed else SECRET_MASK
+            if "value" in masked:
+                masked["value"] = SECRET_MASK_AFTER if changed else SECRET_MASK
+        out.append(masked)
+    return out
+
+
+def _mask_map(op: Obj, old: Any, new: Any) -> None:
+    before = dict(old) if isinstance(old, dict) else {}
+    after = dict(new) if isinstance(new, dict) else {}
+    changed = {k for k in before if k in after and before[k] != after[k]}
+    before = {k: SECRET_MASK_BEFORE if k in changed else SECRET_MASK for k in before}
+    after = {k: SECRET_MASK_AFTER if k in changed else SECRET_MASK for k in after}
+    if "oldValue" in op:
+        op["oldValue"] = before if isinstance(old, dict) else SECRET_MASK
+    if "value" in op:
+        op["value"] = after if isinstance(new, dict) else SECRET_MASK
 
 
 def _owns(fields: Any, doc: Any, tokens: Sequence[str]) -> bool:
@@ -811,7 +936,7 @@ class ResourceManager:
         live = plan.live
         if live is not None and not self._merge_only(item.desired, live):
             wrote = await self._cleanup(item, live) or wrote
-        paths = _ignored_paths(ignore, plan.dry) if live is not None else []
+        paths = ignored_paths(ignore, plan.dry) if live is not None else []
         if not wrote and not has_drifted(live, plan.dry, paths):
             return _Outcome(ChangeSetEntry(item.meta, item.version, Action.UNCHANGED, live))
         created = not (plan.dry.get("metadata") or {}).get("resourceVersion")
@@ -919,7 +1044,7 @@ class ResourceManager:
                          and not e.get("subresource")
                          and _owns(e.get("fieldsV1") or {}, live, tokens) for e in managed)
             if others:
-                _remove(payload, tokens)
+                remove_path(payload, tokens)
             elif in_live:
                 _set(payload, tokens, copy.deepcopy(live_value))
         return payload

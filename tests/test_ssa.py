@@ -1,6 +1,6 @@
-"""The kustomize-controller's resource manager against the cluster fixture: staged
-server-side apply, drift, force-recreate, the ``ssa``/``reconcile``/``prune`` annotations,
-take-over from kubectl, drift-ignore rules and prune."""
+"""The shared resource manager against the cluster fixture: staged server-side apply,
+drift, force-recreate, the ``ssa``/``reconcile``/``prune`` annotations, take-over from
+kubectl, drift-ignore rules and prune; and its JSON diff (no cluster)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from fluxd.clock import SystemClock
-from fluxd.controllers.kustomize.ssa import (
+from fluxd.jsonpatch import json_patch
+from fluxd.kube import KubeClient, NotFound
+from fluxd.ssa import (
     Action,
     ApplyError,
     ChangeSet,
@@ -25,10 +27,13 @@ from fluxd.controllers.kustomize.ssa import (
     ObjMeta,
     ResourceManager,
     WaitError,
+    compare,
     has_drifted,
+    mask_secret_patch,
+    object_diff,
     parse_selector,
+    patch_of,
 )
-from fluxd.kube import KubeClient, NotFound
 from tests.conftest import Cluster
 
 pytestmark = pytest.mark.anyio
@@ -573,3 +578,44 @@ async def test_waiting_for_termination_waits_for_finalizers(
     await manager.wait_for_termination([meta], timeout=5)
     await manager.wait_for_termination([(ObjMeta("", "ConfigMap", namespace, "none"), "")],
                                        timeout=1)
+
+
+# --- JSON diff (no cluster) --------------------------------------------------------------
+
+def test_compare_yields_a_patch_that_turns_one_document_into_the_other() -> None:
+    a = {"spec": {"ports": [1, 2, 3, 4], "name": "x", "gone": True}, "keep": {"a": 1}}
+    b = {"spec": {"ports": [1, 9], "name": "y", "new": {"z": 1}}, "keep": {"a": 1}}
+    assert json_patch(a, patch_of(compare(a, b))) == b
+    ops = compare(a, b, rationalize=False)
+    assert json_patch(a, patch_of(ops)) == b
+    assert {op["op"] for op in ops} == {"add", "remove", "replace"}
+    assert all("oldValue" in op for op in ops if op["op"] != "add")
+
+
+def test_compare_replaces_a_container_whole_when_that_is_shorter() -> None:
+    ops = compare({"m": {"a": 1, "b": 2, "c": 3}}, {"m": {"x": 1}})
+    assert [(op["op"], op["path"]) for op in ops] == [("replace", "/m")]
+
+
+def test_object_diff_ignores_removed_labels_metadata_noise_and_status() -> None:
+    live = {"metadata": {"labels": {"a": "1", "added-by-cluster": "x"}, "uid": "u",
+                         "resourceVersion": "7"}, "status": {"ready": True},
+            "data": {"k": "v"}}
+    dry = {"metadata": {"labels": {"a": "2"}, "resourceVersion": "8"}, "data": {"k": "v"}}
+    assert [(op["op"], op["path"]) for op in object_diff(live, dry)] == [
+        ("replace", "/metadata/labels/a")]
+
+
+def test_secret_values_are_masked_in_a_diff() -> None:
+    ops = compare({"data": {"a": "b2xk", "gone": "eA=="}},
+                  {"data": {"a": "bmV3", "new": "eQ=="}}, rationalize=False)
+    masked = mask_secret_patch(ops)
+    values = {op["path"]: (op.get("oldValue"), op.get("value")) for op in masked}
+    assert values["/data/a"] == ("*** (before)", "*** (after)")
+    assert values["/data/gone"] == ("***", None)
+    assert values["/data/new"] == (None, "***")
+    whole = mask_secret_patch([{"op": "replace", "path": "/data",
+                                "oldValue": {"a": "x", "same": "s"},
+                                "value": {"a": "y", "same": "s"}}])
+    assert whole[0]["oldValue"] == {"a": "*** (before)", "same": "***"}
+    assert whole[0]["value"] == {"a": "*** (after)", "same": "***"}
