@@ -91,9 +91,9 @@ class ReferrersHandler:
 
 class DependentsHandler:
     """For the informer of a kind with ``dependsOn`` (Kustomization, HelmRelease): when
-    an object becomes Ready, or is Ready at a new ``status.<revision_field>``, enqueue the
-    objects of the kind that depend on it (found under ``index`` by ``<ns>/<name>``) —
-    Flux polls every 30 s for this."""
+    an object becomes Ready at its generation, or is Ready at a new
+    ``status.<revision_field>``, enqueue the objects of the kind that depend on it (found
+    under ``index`` by ``<ns>/<name>``) — Flux polls every 30 s for this."""
 
     def __init__(self, queue: Adder, kind: str, dependents: Indexed, *,
                  index: str = "dependsOn", revision_field: str) -> None:
@@ -109,10 +109,10 @@ class DependentsHandler:
     def on_update(self, old: Obj, new: Obj) -> None:
         if old is new:
             return
-        old_status, new_status = old.get("status") or {}, new.get("status") or {}
-        if not _ready(new_status):
+        if not _ready(new):
             return
-        if _ready(old_status) and old_status.get(self._field) == new_status.get(self._field):
+        old_status, new_status = old.get("status") or {}, new.get("status") or {}
+        if _ready(old) and old_status.get(self._field) == new_status.get(self._field):
             return
         meta = new.get("metadata") or {}
         for dependent in self._dependents.by_index(
@@ -123,6 +123,11 @@ class DependentsHandler:
         return None
 
 
-def _ready(status: Obj) -> bool:
+def _ready(obj: Obj) -> bool:
+    """Ready at its current generation, as a dependency must be (a status written in the
+    middle of a reconcile still shows the last generation's Ready)."""
+    status = obj.get("status") or {}
+    if status.get("observedGeneration") != (obj.get("metadata") or {}).get("generation"):
+        return False
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in status.get("conditions") or ())
