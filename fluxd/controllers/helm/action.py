@@ -109,10 +109,11 @@ def install_crd_policy(spec: HelmReleaseSpec) -> CRDPolicy:
 
 
 def upgrade_crd_policy(spec: HelmReleaseSpec) -> CRDPolicy:
-    """``upgrade.crds``, Skip when unset. helm upgrade never touches the chart's CRDs:
-    Create and CreateReplace are the caller's to apply before the upgrade."""
+    """``upgrade.crds``; when unset, Create — what Flux's code does (``crdPolicyOrDefault``;
+    its API docs say Skip). helm upgrade never touches the chart's CRDs: they are the
+    caller's to apply before the upgrade."""
     upgrade = spec.upgrade or Upgrade()
-    return upgrade.crds or "Skip"
+    return upgrade.crds or "Create"
 
 
 def _waiting(spec: HelmReleaseSpec, disable_wait: bool | None,
@@ -162,10 +163,9 @@ def install_args(spec: HelmReleaseSpec, *, release: str, namespace: str, chart: 
     # Flux creates the namespace only for a release outside the HelmRelease's own
     if install.create_namespace and spec.target_namespace:
         args.append("--create-namespace")
-    # helm install creates the chart's missing CRDs (Create); CreateReplace's replacing
-    # of existing ones is the caller's to do first
-    if install_crd_policy(spec) == "Skip":
-        args.append("--skip-crds")
+    # the chart's CRDs are the caller's to apply by the CRD policy, with the origin labels
+    # (Flux's applyCRDs): helm only creates missing ones, unlabelled
+    args.append("--skip-crds")
     return args + list(post_renderer)
 
 

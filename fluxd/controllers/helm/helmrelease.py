@@ -41,8 +41,14 @@ from fluxd.artifacts.bus import ArtifactBus, SourceKey
 from fluxd.artifacts.storage import ArtifactStore
 from fluxd.clock import format_duration
 from fluxd.config import Settings
-from fluxd.controllers.helm import postrender, storage, values
-from fluxd.controllers.helm.action import ActionResult, Helm, HelmConnection
+from fluxd.controllers.helm import crds, drift, postrender, storage, values
+from fluxd.controllers.helm.action import (
+    ActionResult,
+    Helm,
+    HelmConnection,
+    install_crd_policy,
+    upgrade_crd_policy,
+)
 from fluxd.controllers.helm.chart import Chart, ChartError, ChartLoader, HelmChartTemplate
 from fluxd.controllers.helm.release import (
     AtomicRelease,
@@ -259,9 +265,12 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
                                 reason=ARTIFACT_FAILED)
         obj = informer.get(source.namespace, source.name)
         if obj is None:
-            raise ReconcileError(
+            # a wait, not an error: a HelmChart just made from the template reaches the
+            # cache, and its artifact the bus, which enqueues this HelmRelease
+            raise WaitingError(
                 f"could not get Source object: {source.kind} '{source.namespace}/"
-                f"{source.name}' not found", reason=ARTIFACT_FAILED)
+                f"{source.name}' not found", reason=ARTIFACT_FAILED,
+                requeue_after=self.requeue_dependency)
         announced = self.bus.last(SourceKey(source.kind, source.namespace, source.name))
         status = obj.get("status") or {}
         stored = status.get("artifact") or {}
@@ -372,9 +381,13 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
             await self.event(run, type=kind, reason=reason, message=message,
                              metadata=metadata)
 
+        hooks = drift.DriftHooks(
+            self.client, self.clock, event=event, logger=self.logger,
+            default_service_account=self.settings.access.default_service_account or "")
         engine = AtomicRelease(storage=self._storage, actions=_Actions(self, run),
                                snapshot=storage.snapshot, clock=self.clock, event=event,
-                               logger=self.logger)
+                               detect_drift=hooks.detect_drift,
+                               correct_drift=hooks.correct_drift, logger=self.logger)
         lock = self._locks.setdefault(run.target.key, asyncio.Lock())
         async with lock:
             try:
@@ -492,6 +505,9 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
             async with self.session(spec, namespace, target) as (conn, scratch):
                 if action in ("install", "upgrade"):
                     assert run is not None and run.chart is not None
+                    failed = await self.apply_crds(spec, namespace, run, action)
+                    if failed is not None:
+                        return failed
                     chart_path = await self.charts.prepare(run.chart, scratch)
                     argv = self.post_renderer(run, scratch)
                     call = self.helm.install if action == "install" else self.helm.upgrade
@@ -519,6 +535,23 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.unlock_interrupted(target, before))
             raise
+
+    async def apply_crds(self, spec: HelmReleaseSpec, namespace: str, run: HelmReleaseRun,
+                         action: str) -> ActionResult | None:
+        """The chart's ``crds/`` by the action's CRD policy, before helm runs (Flux's
+        ``applyCRDs``: helm is told to skip them); a failure is the action's."""
+        assert run.chart is not None
+        policy = install_crd_policy(spec) if action == "install" else upgrade_crd_policy(spec)
+        account = spec.service_account_name or self.settings.access.default_service_account
+        kube = self.client.impersonate(namespace, account) if account else self.client
+        try:
+            await crds.apply_crds(kube, run.chart.archive, policy, name=run.name,
+                                  namespace=run.namespace, clock=self.clock)
+        except crds.CRDError as exc:
+            return ActionResult(action=action, ok=False, returncode=1, duration=0.0,
+                                output="",
+                                error=f"failed to apply CustomResourceDefinitions: {exc}")
+        return None
 
     def post_renderer(self, run: HelmReleaseRun, scratch: Path) -> list[str]:
         """The post-renderer arguments: the plugin (installed once) and this release's

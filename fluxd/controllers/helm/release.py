@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from fluxd.api.helm import HelmReleaseSpec, Snapshot
-from fluxd.clock import Clock, format_duration, rfc3339
+from fluxd.clock import Clock, format_duration
 from fluxd.config import parse_duration
 from fluxd.controllers.helm import state as st
 from fluxd.controllers.helm.chart import Chart
@@ -322,11 +322,17 @@ class AtomicRelease:
     # --- state and next action ---------------------------------------------------------
 
     async def determine(self, req: ReleaseRequest, release: Any) -> st.ReleaseState:
+        # Flux compares the post-render digests for a generation not summarised yet only:
+        # the observed digests are recorded at the end of a successful reconcile, so a
+        # release made for this generation must not look out of sync again
+        ready = cond.get(req.patcher.conditions, cond.READY)
+        changed = req.post_render_changed if ready is None or \
+            ready.get("observedGeneration") != req.patcher.generation else ""
         state = st.determine(
             release=release, history=req.history, spec=req.spec,
             chart_name=req.chart.name, chart_version=req.chart.version,
             config_digest=req.config_digest, remediation=req.remediation(),
-            post_render_changed=req.post_render_changed)
+            post_render_changed=changed)
         if state.status is st.Status.IN_SYNC and self.detect_drift is not None:
             mode = req.spec.drift_detection.mode if req.spec.drift_detection else None
             if mode in ("enabled", "warn"):
@@ -519,6 +525,10 @@ class AtomicRelease:
         """install or upgrade: Flux's ``Install``/``Upgrade`` reconcilers."""
         patcher, chart = req.patcher, req.chart
         patcher.set_field("lastAttemptedReleaseAction", action)
+        # a new release: the conditions of the previous one's tests and remediation no
+        # longer apply (Flux deletes them before the action)
+        patcher.delete_condition(TEST_SUCCESS)
+        patcher.delete_condition(REMEDIATED)
         if action == "install":
             req.history = []
             req.save_history()
@@ -564,6 +574,10 @@ class AtomicRelease:
             patcher.mark_unknown(TEST_SUCCESS, AWAITING_TESTS,
                                  f"Release {full} with chart {versioned} has not been "
                                  "tested yet")
+        if retry_interval(req.spec, action) is not None:
+            # with RetryOnFailure, failures count only while the release is failed
+            for name in ("failures", "installFailures", "upgradeFailures"):
+                patcher.delete_field(name)
         await self.event("Normal", f"{title}Succeeded", message, req.event_metadata())
         summarize(patcher, req.spec)
 
@@ -654,7 +668,7 @@ class AtomicRelease:
             raise ActionFailed(message, reason=UNINSTALL_FAILED)
         if cur is not None:
             req.history[0] = cur.model_copy(update={"status": "uninstalled",
-                                                    "deleted": rfc3339(self.clock.now())})
+                                                    "deleted": self.clock.now()})
             req.save_history()
         message = f"Helm uninstall remediation for release {full} with chart {versioned} " \
                   "succeeded"

@@ -79,7 +79,7 @@ def test_defaults_are_flux_defaults() -> None:
     assert action.install_args(plain, release="r", namespace="n", chart=CHART) == [
         "install", "r", str(CHART), "--namespace=n", "--values=-", "--timeout=5m0s",
         "--hide-notes", "--wait=watcher", "--wait-for-jobs", "--server-side=true",
-        "--force-conflicts", "--take-ownership"]
+        "--force-conflicts", "--take-ownership", "--skip-crds"]
     assert action.upgrade_args(plain, release="r", namespace="n", chart=CHART,
                                server_side=None) == [
         "upgrade", "r", str(CHART), "--namespace=n", "--values=-", "--timeout=5m0s",
@@ -102,7 +102,7 @@ def test_create_namespace_needs_a_target_namespace_and_crds_follow_their_policy(
     assert action.install_crd_policy(spec(install={"skipCRDs": True, "crds": "Create"})) \
         == "Create"
     assert action.install_crd_policy(spec()) == "Create"
-    assert action.upgrade_crd_policy(spec()) == "Skip"
+    assert action.upgrade_crd_policy(spec()) == "Create"
     assert action.wait_strategy(spec(waitStrategy={"name": "poller"}), False) == "watcher"
 
 
@@ -157,9 +157,12 @@ async def test_release_lifecycle(cluster: Cluster, conn: HelmConnection, chart: 
         assert (installed.action, installed.revision, installed.returncode) == \
             ("install", 1, 0)
         assert installed.duration > 0
-        # --create-namespace made the target namespace; the chart's CRD was created
+        # --create-namespace made the target namespace; the chart's CRD is left to the
+        # controller's CRD policy (helm is told to skip it)
         assert await configmap(cluster, target, "greet") == {"greeting": "hi"}
-        await asyncio.to_thread(cluster.kubectl, "get", "crd", "widgets.greeter.fluxd.test")
+        assert (await asyncio.to_thread(cluster.kubectl, "get", "crd",
+                                        "widgets.greeter.fluxd.test", check=False)
+                ).returncode != 0
         assert_ok(await helm.test(conn, release="greet", namespace=target, spec=release))
 
         for revision, greeting in ((2, "hello"), (3, "bonjour")):
