@@ -246,6 +246,11 @@ class ApiProxy:
             await self._close(session)
             path.unlink(missing_ok=True)
 
+    def tokens(self) -> list[str]:
+        """The tokens of the sessions open now: what a helm run's output must never show
+        (masked by ``Helm``'s ``secrets``)."""
+        return [session.token for session in self._sessions]
+
     def _acting_as(self, user: str | None) -> KubeClient:
         if user is None:
             return self._client

@@ -40,7 +40,7 @@ def controllers(context: ControllerContext) -> list[Contribution]:
     home = Path(tempfile.gettempdir()) / f"fluxd-helm-{uuid.uuid4().hex}"
     proxy = ApiProxy(context.client, clock=context.clock)
     binary = find_tool("helm", context.settings.tools.helm) or "helm"
-    helm = Helm(binary=binary, clock=context.clock, home=home / "home")
+    helm = Helm(binary=binary, clock=context.clock, home=home / "home", secrets=proxy.tokens)
     reconciler = HelmReleaseReconciler(
         client=context.client, informer=informer, sources=sources, store=context.artifacts,
         bus=context.artifact_bus, recorder=context.recorder("helm-controller"),
