@@ -402,14 +402,18 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
         return Result(requeue_after=run.interval)
 
     async def record_inventory(self, run: HelmReleaseRun) -> None:
-        """``status.inventory``: the objects of the current release (hooks excluded)."""
+        """``status.inventory``: the objects of the current release (hooks excluded) and
+        the chart's CRDs, as Flux lists them."""
         release = await self._storage.latest(run.target.storage_namespace, run.target.name)
         if release is None:
             run.patcher.delete_field("inventory")
             return
         entries: dict[str, Obj] = {}
         try:
-            for obj in release.objects():
+            objects = release.objects()
+            if run.chart is not None:
+                objects += await asyncio.to_thread(crds.read_crds, run.chart.archive)
+            for obj in objects:
                 api_version, kind = str(obj.get("apiVersion") or ""), str(obj.get("kind") or "")
                 meta = obj.get("metadata") or {}
                 if not api_version or not kind or not meta.get("name"):
@@ -423,7 +427,7 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
                 group, _, version = api_version.rpartition("/")
                 ident = f"{namespace}_{meta['name']}_{group}_{kind}"
                 entries[ident] = {"id": ident, "v": version}
-        except storage.StorageError as exc:
+        except (storage.StorageError, crds.CRDError) as exc:
             await self.event(run, type="Warning", reason=INVENTORY_BUILD_FAILED,
                              message=f"failed to build inventory for {run.namespace}/"
                                      f"{run.name}: {exc}")

@@ -39,9 +39,9 @@ def repo(tmp_path: Path) -> Iterator[HelmRepoServer]:
 
 
 def publish(helm_cli: HelmCLI, repo: HelmRepoServer, version: str, *, hook: bool = False,
-            name: str = "greeter") -> None:
+            name: str = "greeter", crd: bool = False) -> None:
     chart = write_release_chart(repo.root.parent / f"src-{version}", name, version,
-                                hook=hook)
+                                hook=hook, crd_file=crd)
     package_chart(helm_cli, chart, repo.root)
     helm_cli.index(repo.root, repo.url)
 
@@ -264,7 +264,29 @@ async def test_deleting_the_helmrelease_uninstalls_the_release_and_its_chart(
             await asyncio.sleep(0.1)
     assert helm(cluster, tmp_path, "list", "-n", namespace) == []
     assert cluster.kubectl("get", "cm", "gone", "-n", namespace, check=False).returncode != 0
-    with pytest.raises(NotFound):
-        await flux.get(SOURCE_API, "HelmChart", f"{namespace}-gone", namespace)
+    # the HelmChart's delete was issued; it goes once the source controller lets it
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                await flux.get(SOURCE_API, "HelmChart", f"{namespace}-gone", namespace)
+            except NotFound:
+                break
+            await asyncio.sleep(0.1)
     assert any(m.startswith(f"Helm uninstall succeeded for release {namespace}/gone.v1")
                for m in await events(flux, namespace, "UninstallSucceeded"))
+
+
+async def test_the_chart_s_crds_are_applied_with_the_origin_labels_and_inventoried(
+        flux: Flux, helm_cli: HelmCLI, repo: HelmRepoServer, namespace: str,
+        cluster: Cluster) -> None:
+    publish(helm_cli, repo, "0.1.0", name=namespace, crd=True)
+    await flux.client.apply(helmrepository("charts", namespace, repo.url))
+    await flux.client.apply(helmrelease("crd", namespace, chart=namespace))
+    hr = await flux.wait(HELM_API, "HelmRelease", "crd", namespace, ready, within=90)
+    crd = f"widgets.{namespace}.fluxd.test"
+    found = cluster.kubectl_json("get", "crd", crd)
+    assert found["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"] == "crd"
+    assert found["metadata"]["labels"]["helm.toolkit.fluxcd.io/namespace"] == namespace
+    ids = {e["id"] for e in hr["status"]["inventory"]["entries"]}
+    assert f"_{crd}_apiextensions.k8s.io_CustomResourceDefinition" in ids
+    cluster.kubectl("delete", "crd", crd, check=False)
