@@ -518,6 +518,12 @@ class AtomicRelease:
                         new = new.model_copy(update={"test_hooks": snap.test_hooks})
                     req.history[i] = new
                     break
+        # bounded as Flux's truncation bounds it: down to the previous successful
+        # release (the rollback target), else the newest five
+        remediation = req.remediation()
+        req.history = retain(req.history, ignore_tests=remediation.ignore_test_failures
+                             if remediation else bool(req.spec.test and
+                                                       req.spec.test.ignore_failures))
         req.save_history()
         return observed
 
