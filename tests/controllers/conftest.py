@@ -51,6 +51,8 @@ class Flux:
     listeners: dict[str, str]
     #: fluxd's clock
     clock: Clock
+    #: set, the manager stops as on SIGTERM (the fixture sets it at the end)
+    stop: asyncio.Event
 
     def reconciler(self, kind: str) -> Any:
         """The reconciler the running manager uses for ``kind``."""
@@ -122,7 +124,8 @@ async def running_flux(settings: Settings, client: KubeClient, clock: Clock, sto
     # own error, not cancel the test's task
     runner = asyncio.create_task(manager.run(stop), name="fluxd manager")
     try:
-        yield Flux(client, manager, context, storage, runner, assembly.listeners, clock)
+        yield Flux(client, manager, context, storage, runner, assembly.listeners, clock,
+                   stop)
     finally:
         stop.set()
         try:
