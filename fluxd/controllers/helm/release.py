@@ -41,7 +41,6 @@ from fluxd.controllers.helm import state as st
 from fluxd.controllers.helm.chart import Chart
 from fluxd.controllers.helm.storage import retain
 from fluxd.controllers.helm.target import ReleaseTarget
-from fluxd.controllers.helm.values import config_digest
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.reconcile import ReconcileError, RetryError, StallingError
 from fluxd.runtime.status import StatusPatcher
@@ -697,19 +696,14 @@ class AtomicRelease:
             await self.event("Warning", PENDING_RELEASE, message, req.event_metadata())
             raise ReconcileError(message, reason=PENDING_RELEASE) from exc
         after = await self.storage.latest(req.target.storage_namespace, req.target.name)
-        if after is not None:
-            snap = self.snapshot(after, config_digest=_stored_config_digest(after),
-                                 oci_digest=None, action=None)
-            if req.history and st.targets(req.history[0], after.name, after.namespace,
-                                          after.version):
-                snap = snap.model_copy(update={
-                    "config_digest": req.history[0].config_digest,
-                    "oci_digest": req.history[0].oci_digest,
-                    "action": req.history[0].action,
-                    "test_hooks": req.history[0].test_hooks})
-                req.history[0] = snap
-            else:
-                req.history.insert(0, snap)
+        # only a release the history records is updated (Flux's observeUnlock); one it
+        # never saw stays unmanaged, and is upgraded next
+        if after is not None and req.history and st.targets(
+                req.history[0], after.name, after.namespace, after.version):
+            cur = req.history[0]
+            req.history[0] = self.snapshot(after, config_digest=cur.config_digest,
+                                           oci_digest=cur.oci_digest, action=cur.action
+                                           ).model_copy(update={"test_hooks": cur.test_hooks})
             req.save_history()
         message = f"Unlocked Helm release {full} with chart {versioned} in {status} state"
         patcher.mark_false(RELEASED, PENDING_RELEASE, message)
@@ -734,12 +728,6 @@ def _with_log(message: str, output: str) -> str:
     """Flux's ``eventMessageWithLog``: the last lines helm wrote after the message."""
     tail = "\n".join(output.strip().splitlines()[-10:])
     return f"{message}\n\nLast Helm logs:\n\n{tail}" if tail else message
-
-
-def _stored_config_digest(release: Any) -> str:
-    """The config digest of the values a release stored (for a release this controller
-    did not see being made)."""
-    return config_digest(getattr(release, "config", None) or {})
 
 
 def _go_duration(seconds: float) -> str:
