@@ -64,7 +64,7 @@ from fluxd.controllers.helm.target import (
 )
 from fluxd.kube import KubeClient, KubeError, NotFound
 from fluxd.kube.proxy import ApiProxy
-from fluxd.runtime import cel
+from fluxd.runtime import cel, dependency
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.driver import Driver, EventType, Failure, Run, Step
 from fluxd.runtime.informer import Informer
@@ -209,41 +209,20 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
     async def check_dependencies(self, run: HelmReleaseRun) -> None:
         """Every ``dependsOn`` HelmRelease Ready at its generation, or its ``readyExpr``
         true (Flux's ``checkDependencies``)."""
-        spec, ns = run.spec, run.namespace
-        if not spec.depends_on:
+        if not run.spec.depends_on:
             return
-        for dep in spec.depends_on:
-            dep_ns = dep.namespace or ns
-            shown = f"{dep_ns}/{dep.name}"
-            if self.settings.access.no_cross_namespace_refs and dep_ns != ns:
-                raise StallingError(f"cannot access {KIND}/{dep_ns}/{dep.name}, "
-                                    "cross-namespace references have been blocked",
-                                    reason=ACCESS_DENIED)
-            try:
-                found = await self.client.get(API_VERSION, KIND, dep.name, dep_ns)
-            except NotFound:
-                raise self.not_ready(f"unable to get '{shown}' dependency: "
-                                     f"helmreleases.helm.toolkit.fluxcd.io \"{dep.name}\" "
-                                     "not found") from None
-            except KubeError as exc:
-                raise self.not_ready(f"unable to get '{shown}' dependency: {exc}") from exc
-            if dep.ready_expr:
-                try:
-                    ok = cel.Expression.compile(
-                        dep.ready_expr, variables=cel.READY_EXPR_VARIABLES).evaluate_bool(
-                        {"self": run.obj, "dep": found})
-                except cel.CELError as exc:
-                    raise self.not_ready(f"dependency '{shown}' readyExpr evaluation "
-                                         f"failed: {exc}") from exc
-                if not ok:
-                    raise self.not_ready(f"dependency '{shown}' is not ready according to "
-                                         "readyExpr eval")
-                continue
-            status = found.get("status") or {}
-            generation = (found.get("metadata") or {}).get("generation")
-            if status.get("observedGeneration") != generation or \
-                    not cond.is_true(status.get("conditions"), cond.READY):
-                raise self.not_ready(f"dependency '{shown}' is not ready")
+        try:
+            await dependency.check(
+                self.client, api_version=API_VERSION, kind=KIND, obj=run.obj,
+                depends_on=run.spec.depends_on,
+                no_cross_namespace_refs=self.settings.access.no_cross_namespace_refs,
+                not_found=lambda shown, dep: f"unable to get '{shown}' dependency: "
+                                             f"helmreleases.helm.toolkit.fluxcd.io "
+                                             f"\"{dep.name}\" not found")
+        except dependency.CrossNamespaceRefused as exc:
+            raise StallingError(str(exc), reason=ACCESS_DENIED) from exc
+        except dependency.NotReady as exc:
+            raise self.not_ready(str(exc)) from exc
         self.logger.info("all dependencies are ready")
 
     def not_ready(self, why: str) -> WaitingError:

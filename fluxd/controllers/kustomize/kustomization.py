@@ -59,7 +59,7 @@ from fluxd.controllers.kustomize import substitution
 from fluxd.controllers.kustomize.native import base_directory, build_native
 from fluxd.kube import KubeClient, KubeError, NotFound
 from fluxd.kustomize.kyaml import Unsupported
-from fluxd.runtime import cel, history, kstatus
+from fluxd.runtime import cel, dependency, history, kstatus
 from fluxd.runtime import conditions as cond
 from fluxd.runtime.driver import Driver, EventType, Failure, Run, Step
 from fluxd.runtime.handler import Adder
@@ -291,41 +291,25 @@ class KustomizationReconciler(Driver[KustomizationSpec, KustomizationRun]):
         spec, ns = run.spec, run.namespace
         if not spec.depends_on:
             return
-        for dep in spec.depends_on:
-            dep_ns = dep.namespace or ns
-            shown = f"{dep_ns}/{dep.name}"
-            if self.settings.access.no_cross_namespace_refs and dep_ns != ns:
-                raise StallingError(
-                    f"cannot access {KIND}/{dep_ns}/{dep.name}, cross-namespace "
-                    "references have been blocked", reason=ACCESS_DENIED)
-            try:
-                found = await self.client.get(API_VERSION, KIND, dep.name, dep_ns)
-            except NotFound:
-                raise self.not_ready(f"dependency '{shown}' not found") from None
-            except KubeError as exc:
-                raise self.not_ready(f"unable to get dependency '{shown}': {exc}") from exc
-            if dep.ready_expr:
-                try:
-                    ok = cel.Expression.compile(
-                        dep.ready_expr, variables=cel.READY_EXPR_VARIABLES).evaluate_bool(
-                        {"self": run.obj, "dep": found})
-                except cel.CELError as exc:
-                    # compiled once already; an evaluation error is retried (Flux)
-                    raise self.not_ready(f"dependency '{shown}' readyExpr evaluation "
-                                         f"failed: {exc}") from exc
-                if not ok:
-                    raise self.not_ready(f"dependency '{shown}' is not ready according to "
-                                         "readyExpr eval")
-                continue
-            status = found.get("status") or {}
-            generation = (found.get("metadata") or {}).get("generation")
-            if not status.get("conditions") or status.get("observedGeneration") != generation \
-                    or not cond.is_true(status.get("conditions"), cond.READY):
-                raise self.not_ready(f"dependency '{shown}' is not ready")
+
+        def same_revision(shown: str, dep: dependency.Dependency, found: Obj) -> str | None:
             dep_spec = KustomizationSpec.spec_of(found)
-            if dep_spec is not None and _same_source(dep_spec, dep_ns, spec, ns) and \
-                    status.get("lastAppliedRevision") != run.revision:
-                raise self.not_ready(f"dependency '{shown}' revision is not up to date")
+            if dep_spec is not None and \
+                    _same_source(dep_spec, dep.namespace or ns, spec, ns) and \
+                    (found.get("status") or {}).get("lastAppliedRevision") != run.revision:
+                return f"dependency '{shown}' revision is not up to date"
+            return None
+
+        try:
+            await dependency.check(
+                self.client, api_version=API_VERSION, kind=KIND, obj=run.obj,
+                depends_on=spec.depends_on,
+                no_cross_namespace_refs=self.settings.access.no_cross_namespace_refs,
+                also=same_revision)
+        except dependency.CrossNamespaceRefused as exc:
+            raise StallingError(str(exc), reason=ACCESS_DENIED) from exc
+        except dependency.NotReady as exc:
+            raise self.not_ready(str(exc)) from exc
         self.logger.info("All dependencies are ready, proceeding with reconciliation")
 
     def not_ready(self, why: str) -> WaitingError:
