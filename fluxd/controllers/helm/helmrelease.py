@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fluxd import helmchart
 from fluxd import logging as fluxlog
 from fluxd.api.helm import API_VERSION, HelmReleaseSpec, Snapshot
 from fluxd.artifacts.bus import ArtifactBus, SourceKey
@@ -136,13 +137,14 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
     #: where helm runs get their private scratch directories
     work_dir: Path = field(kw_only=True)
     logger: logging.Logger = field(default=log, kw_only=True)
-    charts: ChartLoader = field(default_factory=ChartLoader, kw_only=True)
+    charts: ChartLoader = field(init=False)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False)
     _template: HelmChartTemplate = field(init=False)
     _storage: storage.ReleaseStorage = field(init=False)
     _plugin: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
+        self.charts = ChartLoader(limits=self.chart_limits)
         self._template = HelmChartTemplate(self.client, self.sources["HelmChart"])
         self._storage = storage.ReleaseStorage(self.client)
 
@@ -161,6 +163,13 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
     @property
     def requeue_dependency(self) -> float:
         return float(self.settings.reconcile.requeue_dependency)
+
+    @property
+    def chart_limits(self) -> helmchart.Limits:
+        """``[helm] chart_max_size`` / ``chart_file_max_size`` for the charts read here."""
+        helm = self.settings.helm
+        return helmchart.Limits(chart_size=helm.chart_max_size,
+                                file_size=helm.chart_file_max_size)
 
     def impersonated(self, spec: HelmReleaseSpec, namespace: str) -> str | None:
         account = spec.service_account_name or self.settings.access.default_service_account
@@ -391,7 +400,8 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
         try:
             objects = release.objects()
             if run.chart is not None:
-                objects += await asyncio.to_thread(crds.read_crds, run.chart.archive)
+                objects += await asyncio.to_thread(crds.read_crds, run.chart.archive,
+                                                   limits=self.chart_limits)
             for obj in objects:
                 api_version, kind = str(obj.get("apiVersion") or ""), str(obj.get("kind") or "")
                 meta = obj.get("metadata") or {}
@@ -529,7 +539,8 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
         kube = self.client.impersonate(namespace, account) if account else self.client
         try:
             await crds.apply_crds(kube, run.chart.archive, policy, name=run.name,
-                                  namespace=run.namespace, clock=self.clock)
+                                  namespace=run.namespace, clock=self.clock,
+                                  limits=self.chart_limits)
         except crds.CRDError as exc:
             return ActionResult(action=action, ok=False, returncode=1, duration=0.0,
                                 output="",
