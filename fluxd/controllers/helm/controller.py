@@ -15,6 +15,7 @@ from fluxd.api import source as source_api
 from fluxd.api.helm import API_VERSION
 from fluxd.artifacts.bus import ArtifactEvent
 from fluxd.controllers.context import Contribution, ControllerContext
+from fluxd.controllers.helm import postrender
 from fluxd.controllers.helm.action import Helm
 from fluxd.controllers.helm.helmrelease import CHART_KINDS, KIND, HelmReleaseReconciler
 from fluxd.controllers.helm.target import dependency_index, source_index, values_index
@@ -45,7 +46,7 @@ def controllers(context: ControllerContext) -> list[Contribution]:
         client=context.client, informer=informer, sources=sources, store=context.artifacts,
         bus=context.artifact_bus, recorder=context.recorder("helm-controller"),
         clock=context.clock, settings=context.settings, helm=helm, proxy=proxy,
-        work_dir=home / "work")
+        work_dir=home / "work", post_render_socket=home / "post-render.sock")
 
     def new_artifact(event: ArtifactEvent) -> None:
         if event.source.kind not in CHART_KINDS:
@@ -62,8 +63,10 @@ def controllers(context: ControllerContext) -> list[Contribution]:
     @contextlib.asynccontextmanager
     async def run_proxy() -> AsyncIterator[object]:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (home / "work").mkdir(mode=0o700, exist_ok=True)
         try:
-            async with proxy:
+            async with proxy, postrender.serve(home / "post-render.sock", root=home / "work",
+                                               clock=context.clock):
                 yield proxy
         finally:
             shutil.rmtree(home, ignore_errors=True)
@@ -76,7 +79,7 @@ def controllers(context: ControllerContext) -> list[Contribution]:
             "v1", kind, label_selector=context.settings.watch.configs_label_selector,
         ).add_handler(ReferrersHandler(context.queue, KIND, informer, "valuesFrom",
                                        functools.partial(_config_key, kind)))
-    return [Service("helm API proxy", run_proxy),
+    return [Service("helm API proxy and post-renderer", run_proxy),
             ControllerSpec(API_VERSION, KIND, "helm", reconciler,
                            indexes={"source": source_index, "dependsOn": dependency_index,
                                     "valuesFrom": values_index})]

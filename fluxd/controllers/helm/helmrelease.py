@@ -136,6 +136,9 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
     proxy: ApiProxy = field(kw_only=True)
     #: where helm runs get their private scratch directories
     work_dir: Path = field(kw_only=True)
+    #: where the post-renderer is served to helm's plugin (``postrender.serve``); None:
+    #: the plugin runs ``fluxd helm-post-render`` itself
+    post_render_socket: Path | None = field(default=None, kw_only=True)
     logger: logging.Logger = field(default=log, kw_only=True)
     charts: ChartLoader = field(init=False)
     _locks: dict[tuple[str, str], asyncio.Lock] = field(default_factory=dict, init=False)
@@ -551,7 +554,8 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
         """The post-renderer arguments: the plugin (installed once) and this release's
         configuration file."""
         if not self._plugin:
-            self._plugin = postrender.install_plugin(self.helm.plugins)
+            self._plugin = postrender.install_plugin(self.helm.plugins,
+                                                     socket=self.post_render_socket)
         config = postrender.PostRenderConfig(
             name=run.name, namespace=run.namespace,
             post_renderers=[p.to_json() for p in run.spec.post_renderers or []],

@@ -12,9 +12,11 @@ whose strings are quoted unless no YAML reader (go-yaml v2/v3, YAML 1.1) could t
 them for anything else.
 
 helm 4 runs post-renderers only as plugins. ``install_plugin`` writes one (``type:
-postrenderer/v1``, ``runtime: subprocess``) that runs ``python -m fluxd helm-post-render
-CONFIG``; ``post_renderer_argv`` names it and a config file written with
-``PostRenderConfig.write``. helm 4.1 hands the plugin every template, hooks included
+postrenderer/v1``, ``runtime: subprocess``): in the controller a few-line client handing
+the manifests over a Unix socket to ``serve`` in the fluxd process (a plugin importing
+fluxd would cost every install a quarter of a second of CPU), or, standalone, ``python -m
+fluxd helm-post-render CONFIG``; ``post_renderer_argv`` names it and a config file written
+with ``PostRenderConfig.write``. helm 4.1 hands the plugin every template, hooks included
 (each document annotated ``postrenderer.helm.sh/postrender-filename``, which must
 survive: helm splits the output back into files by it), and has no strategy flag, so
 ``spec.postRenderStrategy`` is applied here: ``nohooks`` passes documents carrying
@@ -25,13 +27,14 @@ helm drops a plugin's stderr; ``run_command`` therefore also leaves its error in
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import re
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
@@ -45,12 +48,13 @@ from fluxd.kustomize.kyaml import Unsupported
 
 if TYPE_CHECKING:
     from fluxd.api.helm import HelmReleaseSpec
+    from fluxd.clock import Clock
 
 __all__ = [
     "HOOK_ANNOTATION", "MAX_MANIFEST_BYTES", "PLUGIN_NAME", "STRATEGIES", "PostRenderConfig",
     "PostRenderError", "common_metadata_digest", "dump_documents", "error_path",
     "install_plugin", "post_render", "post_renderer_argv", "post_renderers_digest",
-    "read_error", "run_command",
+    "read_error", "run_command", "serve",
 ]
 
 Obj = dict[str, Any]
@@ -406,13 +410,51 @@ def common_metadata_digest(spec: HelmReleaseSpec) -> str | None:
 _PLUGIN_VERSION = "1.0.0"
 
 
-def install_plugin(plugins_dir: Path, *, python: str = sys.executable) -> str:
-    """Write (idempotently) the post-renderer plugin running ``python -m fluxd
-    helm-post-render`` under ``plugins_dir`` (helm's ``HELM_PLUGINS``); its name.
-    ``ValueError`` for a ``python`` helm would split or expand (a space or ``$``)."""
-    if not os.path.isabs(python) or " " in python or "$" in python or "\n" in python:
-        raise ValueError(f"helm cannot run {python!r} as a plugin command: it must be an "
-                         "absolute path without spaces or '$'")
+#: the plugin's program when fluxd serves the post-rendering (``serve``): hand the
+#: manifests and the configuration's path to the fluxd process over its socket and write
+#: back what it answers. Standard library only, run with ``-I -S``: it starts in a few
+#: milliseconds where a process importing fluxd takes a quarter of a second of CPU.
+CLIENT = """\
+import socket, sys
+sock_path, config = sys.argv[1], sys.argv[2].encode()
+data = sys.stdin.buffer.read()
+conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+conn.settimeout(900)
+conn.connect(sock_path)
+conn.sendall(len(config).to_bytes(4, "big") + config + len(data).to_bytes(8, "big") + data)
+chunks = []
+while True:
+    chunk = conn.recv(1 << 16)
+    if not chunk:
+        break
+    chunks.append(chunk)
+reply = b"".join(chunks)
+if reply[:1] == b"0":
+    sys.stdout.buffer.write(reply[1:])
+    sys.exit(0)
+sys.stderr.buffer.write(reply[1:] or b"fluxd's post-renderer did not answer")
+sys.exit(1)
+"""
+_CLIENT_FILE = "client.py"
+
+
+def install_plugin(plugins_dir: Path, *, python: str = sys.executable,
+                   socket: Path | None = None) -> str:
+    """Write (idempotently) the post-renderer plugin under ``plugins_dir`` (helm's
+    ``HELM_PLUGINS``); its name. With ``socket`` (where ``serve`` listens) the plugin is
+    ``CLIENT``; without, it runs ``python -m fluxd helm-post-render`` on its own.
+    ``ValueError`` for a path helm would split or expand (a space or ``$``)."""
+    directory = plugins_dir / PLUGIN_NAME
+    if socket is None:
+        args = ["-m", "fluxd", "helm-post-render"]
+        paths = [python]
+    else:
+        args = ["-I", "-S", str(directory / _CLIENT_FILE), str(socket)]
+        paths = [python, *args[2:]]
+    for part in paths:
+        if not os.path.isabs(part) or " " in part or "$" in part or "\n" in part:
+            raise ValueError(f"helm cannot run {part!r} as a plugin command: it must be an "
+                             "absolute path without spaces or '$'")
     text = (
         "apiVersion: v1\n"
         f"name: {PLUGIN_NAME}\n"
@@ -422,20 +464,98 @@ def install_plugin(plugins_dir: Path, *, python: str = sys.executable) -> str:
         "runtimeConfig:\n"
         "  platformCommand:\n"
         f"    - command: {json.dumps(python)}\n"
-        '      args: ["-m", "fluxd", "helm-post-render"]\n'
+        f"      args: {json.dumps(args)}\n"
     )
-    directory = plugins_dir / PLUGIN_NAME
     path = directory / "plugin.yaml"
     try:
-        if path.read_text() == text:
+        if path.read_text() == text and (socket is None or
+                                         (directory / _CLIENT_FILE).read_text() == CLIENT):
             return PLUGIN_NAME
     except (FileNotFoundError, UnicodeDecodeError):
         pass
     directory.mkdir(parents=True, exist_ok=True)
-    temporary = directory / f".plugin.yaml.{os.getpid()}"
+    if socket is not None:
+        _replace(directory / _CLIENT_FILE, CLIENT)
+    _replace(path, text)
+    return PLUGIN_NAME
+
+
+def _replace(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
     temporary.write_text(text)
     temporary.replace(path)
-    return PLUGIN_NAME
+
+
+@contextlib.asynccontextmanager
+async def serve(socket_path: Path, *, root: Path, clock: Clock,
+                read_timeout: float = 60.0) -> AsyncIterator[Path]:
+    """Post-render for the plugin's ``CLIENT`` on a Unix socket at ``socket_path`` (mode
+    0600, in a directory only fluxd's user reaches) while the block runs. A request names
+    a configuration file, which must lie under ``root`` (the helm runs' scratch
+    directories: fluxd wrote it), and carries at most ``MAX_MANIFEST_BYTES`` of
+    manifests, sent within ``read_timeout`` seconds; the answer is ``0`` and the manifests, or
+    ``1`` and the error (also left in ``error_path(config)``, helm drops the plugin's
+    stderr)."""
+    root = _resolved(root)
+    working = asyncio.Semaphore(4)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        config_path: Path | None = None
+        try:
+            async with clock.timeout(read_timeout):
+                size = int.from_bytes(await reader.readexactly(4), "big")
+                if size > 4096:
+                    raise PostRenderError("configuration path too long")
+                config_path = Path((await reader.readexactly(size)).decode())
+                size = int.from_bytes(await reader.readexactly(8), "big")
+                if size > MAX_MANIFEST_BYTES:
+                    raise PostRenderError(f"manifests larger than {MAX_MANIFEST_BYTES} "
+                                          "bytes")
+                data = await reader.readexactly(size)
+            async with working:
+                output = await asyncio.to_thread(_render_file, config_path, root, data)
+            writer.write(b"0" + output.encode())
+        except (PostRenderError, OSError, UnicodeDecodeError, ValueError,
+                asyncio.IncompleteReadError, TimeoutError) as exc:
+            message = f"post-render failed: {exc}"
+            if config_path is not None:
+                with contextlib.suppress(OSError):
+                    _write_private(error_path(config_path), message.encode())
+            writer.write(b"1" + message.encode())
+        finally:
+            with contextlib.suppress(OSError):
+                await writer.drain()
+                writer.close()
+
+    _remove(socket_path)
+    server = await asyncio.start_unix_server(handle, path=str(socket_path))
+    os.chmod(socket_path, 0o600)
+    try:
+        yield socket_path
+    finally:
+        server.close()
+        await server.wait_closed()
+        _remove(socket_path)
+
+
+def _resolved(path: Path) -> Path:
+    return path.resolve()
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+def _render_file(config_path: Path, root: Path, data: bytes) -> str:
+    """The post-rendering of a request (in a worker thread): its configuration must be
+    a file under ``root``."""
+    resolved = config_path.resolve()
+    if not resolved.is_relative_to(root) or not resolved.is_file():
+        raise PostRenderError(f"{config_path} is not a configuration fluxd wrote")
+    error_path(config_path).unlink(missing_ok=True)
+    with config_path.open("rb") as file:
+        config = PostRenderConfig.from_json(file.read(MAX_CONFIG_BYTES + 1))
+    return post_render(data.decode("utf-8"), config)
 
 
 def post_renderer_argv(plugin: str, config_path: Path) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import json
@@ -17,6 +18,7 @@ import yaml
 
 from fluxd.api.helm import HelmReleaseSpec
 from fluxd.cli import main
+from fluxd.clock import SystemClock
 from fluxd.controllers.helm.postrender import (
     MAX_MANIFEST_BYTES,
     PLUGIN_NAME,
@@ -30,6 +32,7 @@ from fluxd.controllers.helm.postrender import (
     post_renderers_digest,
     read_error,
     run_command,
+    serve,
 )
 from tests.conftest import Cluster, tool
 from tests.support.helmrepo import write_chart
@@ -522,3 +525,36 @@ def test_helm_install_applies_the_post_rendered_objects(cluster: Cluster, namesp
     hook = cluster.kubectl_json("get", "configmap", "rel-hook", "-n", namespace)
     assert hook["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"] == "web"
     assert hook["data"]["phase"] == "hook"
+
+
+@pytest.mark.anyio
+async def test_the_socket_plugin_hands_the_manifests_to_the_fluxd_process(
+        tmp_path: Path, chart: Path) -> None:
+    root = tmp_path / "work"
+    root.mkdir()
+    inside = release_config(root)
+    outside = release_config(tmp_path)
+    plugins = tmp_path / "socket-plugins"
+    env = {**os.environ, "HELM_PLUGINS": str(plugins),
+           "HELM_CACHE_HOME": str(tmp_path / "hc"), "HELM_CONFIG_HOME": str(tmp_path / "hcf"),
+           "HELM_DATA_HOME": str(tmp_path / "hd")}
+
+    def template(config: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([tool("helm"), "template", "rel", str(chart),
+                               *post_renderer_argv(PLUGIN_NAME, config)], capture_output=True,
+                              text=True, env=env, timeout=120, check=False)
+
+    async with serve(tmp_path / "pr.sock", root=root, clock=SystemClock()) as socket:
+        assert stat.S_IMODE(os.stat(socket).st_mode) == 0o600
+        install_plugin(plugins, socket=socket)
+        assert (plugins / PLUGIN_NAME / "client.py").exists()
+        done = await asyncio.to_thread(template, inside)
+        assert done.returncode == 0, done.stderr
+        deployment = next(o for o in documents(done.stdout) if o["kind"] == "Deployment")
+        assert deployment["metadata"]["labels"]["helm.toolkit.fluxcd.io/name"] == "web"
+        assert deployment["spec"]["replicas"] == 3
+        # a configuration fluxd did not write (outside its scratch root) is refused
+        refused = await asyncio.to_thread(template, outside)
+        assert refused.returncode != 0
+        assert "is not a configuration fluxd wrote" in (read_error(outside) or "")
+    assert not (tmp_path / "pr.sock").exists()
