@@ -18,7 +18,7 @@ import posixpath
 import re
 import tarfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,20 +82,29 @@ def metadata_from_dir(directory: Path, limits: Limits, *, shown: str = "") -> di
 
 
 
-def metadata_from_archive(archive: Path, limits: Limits) -> dict[str, Any]:
-    """Chart.yaml (with requirements.yaml) of a chart archive, checking its entry names
-    the way Helm does when it unpacks one. Blocks."""
+def archive_files(archive: Path, limits: Limits, wanted: Callable[[str], bool]
+                  ) -> dict[str, bytes]:
+    """The regular files of a chart archive whose path inside the chart directory
+    ``wanted`` accepts (``Chart.yaml``, ``crds/x.yaml``), read from the stream without
+    unpacking anything; every entry name is checked the way Helm checks them when it
+    unpacks a chart, each file read is at most ``limits.file_size`` and the archive's
+    entries at most ten times ``limits.chart_size`` all told. Blocks."""
     if archive.is_dir():
         raise MetadataError(f"'{archive.name}' is a directory")
     if archive.stat().st_size > limits.chart_size:
         raise MetadataError(f"size of chart '{archive.name}' exceeds '{limits.chart_size}' "
                             "bytes limit")
-    meta: dict[str, Any] | None = None
+    found: dict[str, bytes] = {}
+    budget = limits.chart_size * 10
     try:
         with gzip.open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
             for member in tar:
                 if member.isdir() or member.type in (tarfile.XHDTYPE, tarfile.XGLTYPE):
                     continue
+                budget -= member.size
+                if budget < 0:
+                    raise MetadataError(f"chart '{archive.name}' unpacks to more than "
+                                        f"{limits.chart_size * 10} bytes")
                 delimiter = "\\" if "\\" in member.name else "/"
                 parts = member.name.split(delimiter)
                 name = "/".join(parts[1:])
@@ -109,21 +118,29 @@ def metadata_from_archive(archive: Path, limits: Limits) -> dict[str, Any]:
                     raise MetadataError("chart illegally references parent directory")
                 if _DRIVE_PATH.match(name):
                     raise MetadataError("chart contains illegally named files")
-                if len(parts) != 2 or parts[1] not in (CHART_FILE, REQUIREMENTS_FILE):
+                if not member.isfile() or not wanted(name):
                     continue
                 if member.size > limits.file_size:
                     raise MetadataError(f"size of '{member.name}' exceeds "
                                         f"'{limits.file_size}' bytes limit")
                 extracted = tar.extractfile(member)
-                data = extracted.read() if extracted is not None else b""
-                meta = {**(meta or {}), **_yaml_mapping(data, parts[1])}
-                meta.setdefault("apiVersion", "v1")
+                found[name] = extracted.read() if extracted is not None else b""
     except (OSError, EOFError, tarfile.TarError, zlib.error) as exc:
         raise MetadataError(str(exc) or type(exc).__name__) from None
-    if meta is None:
-        raise MetadataError(f"no '{CHART_FILE}' found")
-    return meta
+    return found
 
+
+def metadata_from_archive(archive: Path, limits: Limits) -> dict[str, Any]:
+    """Chart.yaml (with requirements.yaml) of a chart archive. Blocks."""
+    files = archive_files(archive, limits, lambda name: name in (CHART_FILE,
+                                                                 REQUIREMENTS_FILE))
+    if CHART_FILE not in files:
+        raise MetadataError(f"no '{CHART_FILE}' found")
+    meta = _yaml_mapping(files[CHART_FILE], CHART_FILE)
+    if REQUIREMENTS_FILE in files:
+        meta.update(_yaml_mapping(files[REQUIREMENTS_FILE], REQUIREMENTS_FILE))
+    meta.setdefault("apiVersion", "v1")
+    return meta
 
 
 def metadata(path: Path, limits: Limits, *, shown: str = "") -> dict[str, Any]:
@@ -177,6 +194,7 @@ def merge_maps(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return out
 
 
-__all__ = ["CHART_FILE", "REQUIREMENTS_FILE", "Limits", "MetadataError", "load_yaml",
+__all__ = ["CHART_FILE", "REQUIREMENTS_FILE", "Limits", "MetadataError", "archive_files",
+           "load_yaml",
            "merge_maps", "metadata", "metadata_from_archive", "metadata_from_dir",
            "yaml_problem"]

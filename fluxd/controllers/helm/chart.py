@@ -30,6 +30,7 @@ from fluxd import helmchart, semver
 from fluxd.api.helm import HelmReleaseSpec
 from fluxd.api.source import API_VERSION as SOURCE_API_VERSION
 from fluxd.artifacts.extract import ExtractError, extract_tarball
+from fluxd.controllers.helm.crds import CRDError, read_crds
 from fluxd.controllers.helm.target import ChartSource, helm_chart_name
 from fluxd.kube.errors import NotFound
 from fluxd.lru import LRU
@@ -226,6 +227,7 @@ class ChartLoader:
                  ) -> None:
         self._limits = limits or helmchart.Limits()
         self._meta: LRU[str, dict[str, Any]] = LRU(max_entries)
+        self._crds: LRU[str, list[Obj]] = LRU(max_entries)
 
     async def load(self, source: ChartSource, archive: Path, revision: str, digest: str
                    ) -> Chart:
@@ -247,6 +249,20 @@ class ChartLoader:
         return Chart(archive=archive, name=name, version=version,
                      app_version=str(meta.get("appVersion") or ""), oci_digest=oci_digest,
                      revision=revision, digest=digest)
+
+    async def crds(self, chart: Chart) -> list[Obj]:
+        """The CRDs of the chart's ``crds/``, read once per artifact digest (callers must
+        not change them)."""
+        found = self._crds.get(chart.digest) if chart.digest else None
+        if found is None:
+            try:
+                found = await asyncio.to_thread(read_crds, chart.archive,
+                                                limits=self._limits)
+            except CRDError as exc:
+                raise ChartError(str(exc)) from None
+            if chart.digest:
+                self._crds.put(chart.digest, found)
+        return found
 
     async def prepare(self, chart: Chart, scratch: Path) -> Path:
         """What helm installs: the archive, or for a rewritten version an unpacked copy

@@ -20,16 +20,14 @@ and every file is size-bounded and parsed with the safe YAML loader.
 from __future__ import annotations
 
 import asyncio
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from fluxd import ssa
-from fluxd.artifacts.extract import ExtractError, extract_tarball
 from fluxd.clock import Clock
 from fluxd.controllers.helm.action import CRDPolicy
-from fluxd.helmchart import Limits
+from fluxd.helmchart import Limits, MetadataError, archive_files
 from fluxd.kube.errors import KubeError, NotFound
 from fluxd.kustomize.kyaml import Unsupported, load_documents
 
@@ -50,46 +48,31 @@ class CRDError(Exception):
 
 def read_crds(archive: Path, *, limits: Limits | None = None) -> list[Obj]:
     """The CustomResourceDefinitions in the chart archive's ``crds/`` directory, files in
-    name order. Blocks (unpacks the archive): run it in a thread."""
+    name order, read from the archive's stream (nothing unpacked). Blocks: run it in a
+    thread."""
     limits = limits or Limits()
     try:
-        size = archive.stat().st_size
-    except OSError as exc:
-        raise CRDError(f"cannot read the chart archive: {exc.strerror or exc}") from None
-    if size > limits.chart_size:
-        raise CRDError(f"size of chart '{archive.name}' exceeds '{limits.chart_size}' "
-                       "bytes limit")
-    with tempfile.TemporaryDirectory(prefix="crds-") as scratch:
-        dest = Path(scratch) / "chart"
+        files = archive_files(archive, limits, _crd_file)
+    except (MetadataError, OSError) as exc:
+        raise CRDError(f"cannot read the chart archive: {exc}") from None
+    found: list[Obj] = []
+    for name in sorted(files):
         try:
-            extract_tarball(archive, dest, max_bytes=limits.chart_size * 10,
-                            max_files=10_000, symlinks="skip")
-        except (ExtractError, OSError, EOFError) as exc:
-            raise CRDError(f"cannot unpack the chart archive: {exc}") from None
-        roots = [p for p in dest.iterdir() if p.is_dir()]
-        if len(roots) != 1:
-            raise CRDError("the chart archive does not hold one chart directory")
-        directory = roots[0] / CRD_DIR
-        if not directory.is_dir():
-            return []
-        found: list[Obj] = []
-        for path in sorted(directory.iterdir()):
-            if not path.is_file() or not path.name.endswith(_EXTENSIONS):
-                continue
-            if path.stat().st_size > limits.file_size:
-                raise CRDError(f"size of '{CRD_DIR}/{path.name}' exceeds "
-                               f"'{limits.file_size}' bytes limit")
-            try:
-                docs = load_documents(path.read_bytes())
-            except Unsupported as exc:
-                raise CRDError(f"failed to parse CustomResourceDefinitions from "
-                               f"{CRD_DIR}/{path.name}: {exc}") from None
-            for doc in docs:
-                if not isinstance(doc, dict) or not _is_crd(doc):
-                    raise CRDError(f"failed to parse CustomResourceDefinitions from "
-                                   f"{CRD_DIR}/{path.name}: not a CustomResourceDefinition")
-                found.append(doc)
-        return found
+            docs = load_documents(files[name])
+        except Unsupported as exc:
+            raise CRDError(f"failed to parse CustomResourceDefinitions from {name}: "
+                           f"{exc}") from None
+        for doc in docs:
+            if not isinstance(doc, dict) or not _is_crd(doc):
+                raise CRDError(f"failed to parse CustomResourceDefinitions from {name}: "
+                               "not a CustomResourceDefinition")
+            found.append(doc)
+    return found
+
+
+def _crd_file(name: str) -> bool:
+    directory, _, file = name.partition("/")
+    return directory == CRD_DIR and "/" not in file and file.endswith(_EXTENSIONS)
 
 
 def _is_crd(doc: Mapping[str, Any]) -> bool:
@@ -100,7 +83,8 @@ def _is_crd(doc: Mapping[str, Any]) -> bool:
 
 async def apply_crds(client: ssa.KubeAPI, chart_archive: Path, policy: CRDPolicy, *,
                      name: str, namespace: str, clock: Clock,
-                     limits: Limits | None = None) -> ssa.ChangeSet:
+                     limits: Limits | None = None,
+                     crds: Sequence[Obj] | None = None) -> ssa.ChangeSet:
     """Apply the chart's CRDs by ``policy`` (see the module docstring) for the
     HelmRelease ``namespace/name``; the change set says what was created, configured
     or left alone. ``CRDError`` when the chart or the cluster refuses."""
@@ -109,7 +93,8 @@ async def apply_crds(client: ssa.KubeAPI, chart_archive: Path, policy: CRDPolicy
     if policy not in ("Create", "CreateReplace"):
         raise CRDError(f"invalid CRD policy '{policy}', valid values are 'Skip', 'Create' "
                        "or 'CreateReplace'")
-    crds = await asyncio.to_thread(read_crds, chart_archive, limits=limits)
+    if crds is None:
+        crds = await asyncio.to_thread(read_crds, chart_archive, limits=limits)
     if not crds:
         return ssa.ChangeSet()
     manager = ssa.ResourceManager(client=client, owner=FIELD_MANAGER,

@@ -403,8 +403,7 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
         try:
             objects = release.objects()
             if run.chart is not None:
-                objects += await asyncio.to_thread(crds.read_crds, run.chart.archive,
-                                                   limits=self.chart_limits)
+                objects += await self.charts.crds(run.chart)
             for obj in objects:
                 api_version, kind = str(obj.get("apiVersion") or ""), str(obj.get("kind") or "")
                 meta = obj.get("metadata") or {}
@@ -419,7 +418,7 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
                 group, _, version = api_version.rpartition("/")
                 ident = f"{namespace}_{meta['name']}_{group}_{kind}"
                 entries[ident] = {"id": ident, "v": version}
-        except (storage.StorageError, crds.CRDError) as exc:
+        except (storage.StorageError, ChartError) as exc:
             await self.event(run, type="Warning", reason=INVENTORY_BUILD_FAILED,
                              message=f"failed to build inventory for {run.namespace}/"
                                      f"{run.name}: {exc}")
@@ -540,11 +539,13 @@ class HelmReleaseReconciler(Driver[HelmReleaseSpec, HelmReleaseRun]):
         policy = install_crd_policy(spec) if action == "install" else upgrade_crd_policy(spec)
         account = spec.service_account_name or self.settings.access.default_service_account
         kube = self.client.impersonate(namespace, account) if account else self.client
+        if policy == "Skip":
+            return None
         try:
             await crds.apply_crds(kube, run.chart.archive, policy, name=run.name,
                                   namespace=run.namespace, clock=self.clock,
-                                  limits=self.chart_limits)
-        except crds.CRDError as exc:
+                                  crds=await self.charts.crds(run.chart))
+        except (crds.CRDError, ChartError) as exc:
             return ActionResult(action=action, ok=False, returncode=1, duration=0.0,
                                 output="",
                                 error=f"failed to apply CustomResourceDefinitions: {exc}")

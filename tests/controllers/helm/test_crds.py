@@ -140,6 +140,16 @@ def test_unsafe_yaml_and_oversized_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_an_archive_leaving_its_directory_is_refused(tmp_path: Path) -> None:
-    evil = tarball(tmp_path / "e.tgz", {"../escape.yaml": b"x: 1\n"})
-    with pytest.raises(CRDError, match="cannot unpack"):
+    # nothing is unpacked, and entry names are checked as Helm checks them
+    evil = tarball(tmp_path / "e.tgz", {"chart/../../escape.yaml": b"x: 1\n"})
+    with pytest.raises(CRDError, match="illegally references parent directory"):
         read_crds(evil)
+    absolute = tarball(tmp_path / "a.tgz", {"chart//etc/crds/x.yaml": b"x: 1\n"})
+    with pytest.raises(CRDError, match="absolute paths"):
+        read_crds(absolute)
+
+
+def test_an_archive_inflating_past_its_bound_is_refused(tmp_path: Path) -> None:
+    bomb = tarball(tmp_path / "b.tgz", {"chart/crds/big.yaml": b" " * (3 << 20)})
+    with pytest.raises(CRDError, match="unpacks to more than"):
+        read_crds(bomb, limits=Limits(chart_size=256 << 10, file_size=8 << 20))
