@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.artifacts
 	$(BIN)/python -m benchmarks.gitrepository
 	$(BIN)/python -m benchmarks.kustomization
+	$(BIN)/python -m benchmarks.helmrelease
 	$(BIN)/python -m benchmarks.notification
 
 clean:
