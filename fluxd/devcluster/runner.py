@@ -19,8 +19,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from fluxd import tls
 from fluxd.clock import Clock, SystemClock
+from fluxd.devcluster import tls
 from fluxd.devcluster.cluster import Cluster, WriteOptions
 from fluxd.devcluster.lifecycle import Lifecycle
 from fluxd.devcluster.server import ADMIN_USER, DevServer, ServerOptions

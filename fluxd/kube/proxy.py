@@ -1,15 +1,16 @@
 """A loopback proxy to the Kubernetes API for the helm processes fluxd runs.
 
 helm never sees fluxd's credentials: each helm process gets a kubeconfig (from
-``ApiProxy.session``) that points it at ``https://127.0.0.1:<port>`` with a random bearer
-token of its own. The proxy checks that token (constant time; unknown or revoked: 401),
-drops whatever ``Authorization`` and ``Impersonate-*`` headers helm sent, and forwards the
-request to the API server on fluxd's own connection (``KubeClient.forward``: TLS, client
-certificate, token, exec credentials), as the session's ServiceAccount when it has one.
-Bodies stream both ways, so watches (helm's ``--wait=watcher`` lists and watches) work.
-It is HTTPS because client-go sends no credentials at all to a plain ``http://`` server
-(clientcmd keeps user credentials for TLS connections only): the serving certificate is
-a throw-away one per proxy, its CA in the kubeconfig, as the development API server's.
+``ApiProxy.session``) whose server is ``http://127.0.0.1:<port>/<token>``, a random token
+of its own as the path prefix (client-go keeps a server URL's path, as for clusters behind
+Rancher). The proxy finds the session by that prefix (every open session compared in
+constant time; unknown or revoked: 401) and strips it, drops whatever ``Authorization``
+and ``Impersonate-*`` headers helm sent, and forwards the request to the API server on
+fluxd's own connection (``KubeClient.forward``: TLS, client certificate, token, exec
+credentials), as the session's ServiceAccount when it has one. Bodies stream both ways,
+so watches (helm's ``--wait=watcher`` lists and watches) work. It is plain HTTP on
+loopback — client-go sends a bearer token only over TLS, the path prefix needs none —
+which spares every helm process TLS handshakes and fluxd a certificate library.
 
 Flux keeps a release's Helm storage (``storageNamespace``) apart from its target
 namespace; helm has one ``--namespace`` for both. A session whose storage namespace
@@ -35,7 +36,6 @@ open exchanges, watches included, before its block returns.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import enum
 import hmac
@@ -53,7 +53,6 @@ import aiohttp
 import yaml
 from aiohttp import web
 
-from fluxd import tls
 from fluxd.clock import Clock
 from fluxd.kube.client import KubeClient
 from fluxd.kube.errors import TransportError
@@ -179,11 +178,10 @@ class ApiProxy:
         self._sessions: list[_Session] = []
         self._runner: web.AppRunner | None = None
         self._url = ""
-        self._ca_pem = b""
 
     @property
     def url(self) -> str:
-        """``https://127.0.0.1:<port>`` while serving."""
+        """``http://127.0.0.1:<port>`` while serving."""
         if self._runner is None:
             raise RuntimeError("the API proxy is not serving")
         return self._url
@@ -191,21 +189,19 @@ class ApiProxy:
     async def __aenter__(self) -> ApiProxy:
         host, port = parse_address(self._address)
         host = host or "127.0.0.1"
-        pki = tls.generate(hosts=(host,))
         app = web.Application(client_max_size=self._max_body)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         runner = web.AppRunner(app, handle_signals=False, access_log=None,
                                shutdown_timeout=SHUTDOWN_TIMEOUT)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port, ssl_context=pki.server_context()).start()
+            await web.TCPSite(runner, host, port).start()
         except BaseException:
             await runner.cleanup()
             raise
         bound = next(a for a in runner.addresses if isinstance(a, tuple))
         shown = f"[{host}]" if ":" in host else host
-        self._url = f"https://{shown}:{int(bound[1])}"
-        self._ca_pem = pki.ca_pem
+        self._url = f"http://{shown}:{int(bound[1])}"
         self._runner = runner
         log.info("helm API proxy listening", extra={"address": self._url})
         return self
@@ -237,7 +233,7 @@ class ApiProxy:
                            storage_namespace=storage_namespace,
                            client=self._acting_as(impersonate))
         path = directory / "kubeconfig"
-        _write_private(path, yaml.safe_dump(_kubeconfig(url, self._ca_pem, session.token,
+        _write_private(path, yaml.safe_dump(_kubeconfig(f"{url}/{session.token}",
                                                         namespace)))
         self._sessions.append(session)
         try:
@@ -277,23 +273,23 @@ class ApiProxy:
             log.warning("helm API proxy: %d requests did not end with their session",
                         sum(not task.done() for task in pending))
 
-    def _authenticate(self, request: web.Request) -> _Session | None:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return None
-        given = token.strip().encode()
+    def _authenticate(self, request: web.Request) -> tuple[_Session | None, str]:
+        """The session whose token prefixes the request's path, and the path without
+        it."""
+        raw = request.rel_url.raw_path
+        token, _, rest = raw.removeprefix("/").partition("/")
+        given = token.encode()
         found = None
         # every open session is compared, so the time taken tells nothing of which one
         for session in self._sessions:
             if hmac.compare_digest(given, session.token.encode()):
                 found = session
-        return found
+        return found, "/" + rest
 
     # --- one exchange -------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        session = self._authenticate(request)
+        session, path = self._authenticate(request)
         if session is None:
             return _status(401, "Unauthorized", "Unauthorized")
         if len(session.exchanges) >= self._max_requests:
@@ -304,7 +300,7 @@ class ApiProxy:
         session.exchanges.add(task)
         begun: list[web.StreamResponse] = []
         try:
-            return await self._exchange(request, session, begun)
+            return await self._exchange(request, session, path, begun)
         except asyncio.CancelledError:
             # the session ended, and nothing else cancelled meanwhile
             if not session.closed or task.uncancel() > 0:
@@ -318,10 +314,10 @@ class ApiProxy:
         finally:
             session.exchanges.discard(task)
 
-    async def _exchange(self, request: web.Request, session: _Session,
+    async def _exchange(self, request: web.Request, session: _Session, path: str,
                         begun: list[web.StreamResponse]) -> web.StreamResponse:
-        """Forward one request; an answer whose streaming began is put in ``begun``."""
-        path = request.rel_url.raw_path
+        """Forward one request (``path``: without the session's prefix); an answer whose
+        streaming began is put in ``begun``."""
         chosen = route(request.method, path, request.query.get("labelSelector"),
                        session.namespace) if session.moves_storage else Route.THROUGH
         headers = {name: value for name, value in request.headers.items()
@@ -557,13 +553,11 @@ async def _stream_back(request: web.Request, upstream: aiohttp.ClientResponse,
     return response
 
 
-def _kubeconfig(url: str, ca_pem: bytes, token: str, namespace: str) -> dict[str, Any]:
+def _kubeconfig(server: str, namespace: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "fluxd", "cluster": {
-            "server": url,
-            "certificate-authority-data": base64.b64encode(ca_pem).decode()}}],
-        "users": [{"name": "fluxd", "user": {"token": token}}],
+        "clusters": [{"name": "fluxd", "cluster": {"server": server}}],
+        "users": [{"name": "fluxd", "user": {}}],
         "contexts": [{"name": "fluxd", "context": {
             "cluster": "fluxd", "user": "fluxd", "namespace": namespace}}],
         "current-context": "fluxd",

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
-import ssl
 import stat
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
+import yarl
 
 from fluxd.clock import SystemClock
 from fluxd.devcluster import protobuf
@@ -120,22 +119,22 @@ def release_secrets(cluster: Cluster, namespace: str) -> list[str]:
 
 
 def token_of(kubeconfig: Path) -> str:
+    """The session's token: the path prefix of the server its kubeconfig names."""
     config = yaml.safe_load(kubeconfig.read_text())
-    return str(config["users"][0]["user"]["token"])
+    return str(config["clusters"][0]["cluster"]["server"]).rsplit("/", 1)[1]
 
 
-def trusting(kubeconfig: Path) -> aiohttp.ClientSession:
-    """An HTTP client that trusts the proxy's CA, as the kubeconfig tells helm to."""
-    config = yaml.safe_load(kubeconfig.read_text())
-    ca = base64.b64decode(config["clusters"][0]["cluster"]["certificate-authority-data"])
-    context = ssl.create_default_context(cadata=ca.decode())
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
+def with_token(url: str, token: str) -> str:
+    """``url`` (on the proxy) under the session prefix ``token``, as helm sends it."""
+    parsed = yarl.URL(url)
+    return str(parsed.with_path(f"/{token}{parsed.path}", encoded=True)
+               .with_query(parsed.query))
 
 
 async def get(kubeconfig: Path, url: str, token: str, headers: dict[str, str] | None = None
               ) -> tuple[int, Any]:
-    async with trusting(kubeconfig) as http, http.get(
-            url, headers={"Authorization": f"Bearer {token}", **(headers or {})}) as resp:
+    async with aiohttp.ClientSession() as http, http.get(
+            with_token(url, token), headers=headers or {}) as resp:
         text = await resp.text()
         return resp.status, (json.loads(text) if text.startswith("{") else text)
 
@@ -253,7 +252,8 @@ async def test_helm_installs_upgrades_and_uninstalls_through_a_session(
                              impersonate=None, directory=tmp_path) as kubeconfig:
         assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600
         assert yaml.safe_load(kubeconfig.read_text())["clusters"][0]["cluster"]["server"] \
-            == proxy.url
+            == f"{proxy.url}/{token_of(kubeconfig)}"
+        assert proxy.url.startswith("http://127.0.0.1:") and len(token_of(kubeconfig)) >= 40
         await helm(kubeconfig, tmp_path, "install", "hi", str(chart))
         assert cluster.kubectl_json("get", "cm", "hi-greeting", "-n", namespace)["data"] \
             == {"greeting": "hello"}
@@ -410,8 +410,8 @@ async def test_ending_a_session_ends_its_open_watches(proxy: ApiProxy, namespace
     url = f"{proxy.url}/api/v1/namespaces/{namespace}/configmaps?watch=1"
     async with proxy.session(namespace=namespace, storage_namespace=namespace,
                              impersonate=None, directory=tmp_path) as kubeconfig:
-        http = trusting(kubeconfig)
-        resp = await http.get(url, headers={"Authorization": f"Bearer {token_of(kubeconfig)}"})
+        http = aiohttp.ClientSession()
+        resp = await http.get(with_token(url, token_of(kubeconfig)))
         assert resp.status == 200
     try:
         # the session is over: the stream is cut, not left running
@@ -428,13 +428,13 @@ async def test_a_session_has_a_bounded_number_of_requests_in_flight(
     async with ApiProxy(kube, clock=SystemClock(), max_requests=1) as proxy, \
             proxy.session(namespace=namespace, storage_namespace=namespace,
                           impersonate=None, directory=tmp_path) as kubeconfig, \
-            trusting(kubeconfig) as http:
-        auth = {"Authorization": f"Bearer {token_of(kubeconfig)}"}
-        watch = await http.get(
-            f"{proxy.url}/api/v1/namespaces/{namespace}/configmaps?watch=1", headers=auth)
+            aiohttp.ClientSession() as http:
+        token = token_of(kubeconfig)
+        watch = await http.get(with_token(
+            f"{proxy.url}/api/v1/namespaces/{namespace}/configmaps?watch=1", token))
         try:
-            async with http.get(f"{proxy.url}/api/v1/namespaces/{namespace}",
-                                headers=auth) as refused:
+            async with http.get(with_token(f"{proxy.url}/api/v1/namespaces/{namespace}",
+                                           token)) as refused:
                 assert refused.status == 429
                 assert refused.headers["Retry-After"] == "1"
         finally:
@@ -448,10 +448,10 @@ async def test_a_request_body_over_the_limit_is_refused(kube: KubeClient, namesp
     async with ApiProxy(kube, clock=SystemClock(), max_body=1024) as proxy, \
             proxy.session(namespace=namespace, storage_namespace=namespace,
                           impersonate=None, directory=tmp_path) as kubeconfig, \
-            trusting(kubeconfig) as http:
-        auth = {"Authorization": f"Bearer {token_of(kubeconfig)}"}
-        url = f"{proxy.url}/api/v1/namespaces/{namespace}/configmaps"
-        async with http.post(url, json=cm, headers=auth) as sized:
+            aiohttp.ClientSession() as http:
+        url = with_token(f"{proxy.url}/api/v1/namespaces/{namespace}/configmaps",
+                         token_of(kubeconfig))
+        async with http.post(url, json=cm) as sized:
             assert sized.status == 413
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -460,7 +460,7 @@ async def test_a_request_body_over_the_limit_is_refused(kube: KubeClient, namesp
                 yield data[at:at + 512]
 
         async with http.post(url, data=chunks(), headers={
-                **auth, "Content-Type": "application/json"}) as streamed:
+                "Content-Type": "application/json"}) as streamed:
             assert streamed.status == 413
 
 
