@@ -51,12 +51,7 @@ from fluxd.controllers.helm.action import (
     upgrade_crd_policy,
 )
 from fluxd.controllers.helm.chart import Chart, ChartError, ChartLoader, HelmChartTemplate
-from fluxd.controllers.helm.release import (
-    AtomicRelease,
-    ReleaseRequest,
-    action_timeout,
-    summarize,
-)
+from fluxd.controllers.helm.release import AtomicRelease, ReleaseRequest
 from fluxd.controllers.helm.target import (
     ChartSource,
     ReleaseTarget,
@@ -714,5 +709,5 @@ def must_reset_failures(status: Mapping[str, Any], generation: int, chart_versio
 
 
 __all__ = ["CONTROLLER", "KIND", "HelmReleaseReconciler", "HelmReleaseRun",
-           "action_timeout", "must_reset_failures", "summarize",
+           "must_reset_failures",
            "target_changed"]

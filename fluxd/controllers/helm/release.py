@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from fluxd.api.helm import HelmReleaseSpec, Snapshot
 from fluxd.clock import Clock, format_duration
 from fluxd.config import parse_duration
+from fluxd.controllers.helm import action as helm_action
 from fluxd.controllers.helm import state as st
 from fluxd.controllers.helm.chart import Chart
 from fluxd.controllers.helm.storage import retain
@@ -73,24 +74,7 @@ STATE_ERROR = "StateError"
 RECONCILE_ERROR = "ReconcileError"
 AWAITING_TESTS = "AwaitingTests"
 
-DEFAULT_TIMEOUT = 300.0
 DEFAULT_RETRY_INTERVAL = 300.0
-
-
-class ReleaseView(Protocol):
-    """What the engine reads of ``storage.Release``."""
-
-    name: str
-    namespace: str
-    version: int
-    status: str
-    chart_name: str
-    chart_version: str
-    app_version: str
-    digest: str
-
-    @property
-    def pending(self) -> bool: ...
 
 
 class Storage(Protocol):
@@ -177,11 +161,10 @@ class ReleaseRequest:
 
 
 def action_timeout(spec: HelmReleaseSpec, action: str) -> float:
-    """Flux's ``timeoutForAction``: the action's ``timeout``, else ``spec.timeout``,
-    else 5m."""
+    """Flux's ``timeoutForAction`` in seconds: the rule helm is given
+    (``action.action_timeout``) for the spec section named ``action``."""
     own = getattr(getattr(spec, action, None), "timeout", None)
-    value = own or spec.timeout
-    return parse_duration(str(value)) if value else DEFAULT_TIMEOUT
+    return parse_duration(str(helm_action.action_timeout(spec, own)))
 
 
 def retry_interval(spec: HelmReleaseSpec, action: str) -> float | None:
@@ -369,9 +352,8 @@ class AtomicRelease:
             return "unlock", lambda: self.unlock(req, release)
         if status is st.Status.ABSENT:
             self.logger.info(f"release not installed{reason}")
-            install = st.remediation_for(spec, "install")
-            if install is not None and install.retries_exhausted(req.status) and not force:
-                self._retries_exceeded(req, "install", install, "cannot install release")
+            if not force:
+                self._unless_exhausted(req, "install", "cannot install release")
             return "install", lambda: self.install(req)
         if status is st.Status.UNMANAGED:
             self.logger.info(f"release not managed by controller{reason}")
@@ -380,9 +362,8 @@ class AtomicRelease:
             return "upgrade", lambda: self.upgrade(req)
         if status is st.Status.OUT_OF_SYNC:
             self.logger.info(f"release out-of-sync with desired state{reason}")
-            upgrade = st.remediation_for(spec, "upgrade")
-            if upgrade is not None and upgrade.retries_exhausted(req.status) and not force:
-                self._retries_exceeded(req, "upgrade", upgrade, "cannot upgrade release")
+            if not force:
+                self._unless_exhausted(req, "upgrade", "cannot upgrade release")
             return "upgrade", lambda: self.upgrade(req)
         if status is st.Status.DRIFTED:
             self.logger.info(f"detected changes in cluster state{reason}")
@@ -430,6 +411,12 @@ class AtomicRelease:
             return "uninstall-remediation", lambda: self.uninstall_remediation(req)
         raise ReconcileError(f"unknown release status: {status.value}",
                              reason=RECONCILE_ERROR)
+
+    def _unless_exhausted(self, req: ReleaseRequest, action: str, why: str) -> None:
+        """Stalls when ``action``'s remediation retries are exhausted."""
+        remediation = st.remediation_for(req.spec, action)
+        if remediation is not None and remediation.retries_exhausted(req.status):
+            self._retries_exceeded(req, action, remediation, why)
 
     def _retries_exceeded(self, req: ReleaseRequest, action: str,
                           remediation: st.Remediation, why: str) -> None:
