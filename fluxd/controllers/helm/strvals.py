@@ -26,6 +26,8 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
+from fluxd import gotext
+
 __all__ = [
     "MAX_INDEX",
     "MAX_LIST_ITEMS",
@@ -311,21 +313,8 @@ def _atoi(raw: str) -> int:
 
 
 def _go_type(value: object) -> str:
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        return "int64"
-    if isinstance(value, float):
-        return "float64"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "map[string]interface {}"
-    if isinstance(value, list):
-        return "[]interface {}"
-    return type(value).__name__
+    """The type a Go runtime panic names: ``nil`` for a nil interface, else ``%T``."""
+    return "nil" if value is None else gotext.go_type(value)
 
 
 def _as_list(value: object) -> list[Any]:
